@@ -1,0 +1,82 @@
+"""The errors complexity_zoo raises on purpose.
+
+Every one derives from :class:`ComplexityZooError` and from the builtin it
+refines, so ``except ValueError`` keeps working for callers that predate us.
+"""
+
+from __future__ import annotations
+
+
+class ComplexityZooError(Exception):
+    """Base class of every error the library raises on purpose."""
+
+
+class UnknownMeasureError(ComplexityZooError, KeyError):
+    """A measure name or preset tag that is not registered."""
+
+    def __str__(self) -> str:  # KeyError would print the message in quotes
+        return str(self.args[0]) if self.args else ""
+
+
+class DuplicateMeasureError(ComplexityZooError, ValueError):
+    """Two different classes registered under one name."""
+
+
+class UnknownSettingError(ComplexityZooError, TypeError):
+    """A setting that the measure does not have."""
+
+
+class InvalidSettingError(ComplexityZooError, ValueError):
+    """A setting whose value is out of range or of the wrong kind."""
+
+
+class MissingDependencyError(ComplexityZooError, ImportError):
+    """An optional dependency is not installed; the message names the extra."""
+
+
+class MissingDataError(ComplexityZooError, ValueError):
+    """A measure that needs data was called without it."""
+
+
+class DataError(ComplexityZooError, ValueError):
+    """Examples or a loss that cannot be used as given."""
+
+
+class ModelError(ComplexityZooError, TypeError):
+    """Something that is not a usable ``torch.nn.Module``."""
+
+
+class NonFiniteError(ComplexityZooError, ValueError):
+    """Non-finite weights or a non-finite measured value."""
+
+
+class MeasureError(ComplexityZooError, RuntimeError):
+    """A measure failed for a reason of its own; the message names it."""
+
+
+class TrajectoryError(ComplexityZooError, ValueError):
+    """A series of checkpoints that is inconsistent (duplicate steps, bad metrics)."""
+
+
+class CheckpointError(ComplexityZooError, ValueError):
+    """A checkpoint that cannot be read or does not fit its model."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """A checkpoint file or run folder that does not exist."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint that would need arbitrary unpickling to load."""
+
+
+class ComplexityZooWarning(UserWarning):
+    """Base class of the library's warnings."""
+
+
+class MeasureFailedWarning(ComplexityZooWarning):
+    """A cell of a comparison failed and was left NaN (``compare(strict=False)``)."""
+
+
+class PluginWarning(ComplexityZooWarning):
+    """A third-party measure plugin failed to load."""
