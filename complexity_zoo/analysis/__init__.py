@@ -1,0 +1,1 @@
+"""Analyses of a Comparison: transitions, correlations, bounds, export and plots."""

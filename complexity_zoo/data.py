@@ -1,0 +1,226 @@
+"""Data: the examples and the per-example loss that data-dependent measures evaluate."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from .errors import DataError
+
+Batch = tuple[Tensor, ...]
+LossFn = Callable[[nn.Module, Batch], Tensor]
+Split = Union[tuple[Tensor, ...], DataLoader]
+
+
+def cross_entropy_loss(model: nn.Module, batch: Batch) -> Tensor:
+    """Cross-entropy in nats per example; logits (B, C) or (B, T, C) averaged over T."""
+    return _cross_entropy(model(batch[0]), batch[1])
+
+
+def _cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
+    if logits.ndim == 2:
+        return F.cross_entropy(logits, y, reduction="none")
+    if logits.ndim == 3 and y.shape == logits.shape[:2]:
+        per_token = F.cross_entropy(logits.transpose(1, 2), y, reduction="none")
+        return per_token.mean(dim=1)
+    raise DataError(
+        f"cross_entropy needs logits of shape (B, C) or (B, T, C) with matching labels; "
+        f"got logits {tuple(logits.shape)} and labels {tuple(y.shape)}."
+    )
+
+
+def mse_loss(model: nn.Module, batch: Batch) -> Tensor:
+    """Squared error per example, averaged over output dimensions."""
+    x, y = batch[0], batch[1]
+    out = model(x)
+    if out.shape != y.shape:
+        if out.numel() == y.numel():
+            out = out.reshape(y.shape)
+        else:
+            raise DataError(
+                f"mse needs outputs shaped like the targets; got {tuple(out.shape)} "
+                f"and {tuple(y.shape)}."
+            )
+    return (out - y).pow(2).reshape(out.shape[0], -1).mean(dim=1)
+
+
+LOSSES: dict[str, LossFn] = {"cross_entropy": cross_entropy_loss, "mse": mse_loss}
+
+
+def _check_tensors(split: str, tensors: Any) -> tuple[Tensor, ...]:
+    if not isinstance(tensors, (tuple, list)) or len(tensors) < 1:
+        raise DataError(
+            f"The {split!r} split must be a tuple of tensors such as (x, y) or a DataLoader; "
+            f"got {type(tensors).__name__}."
+        )
+    tensors = tuple(torch.as_tensor(t) for t in tensors)
+    n = tensors[0].shape[0] if tensors[0].ndim else 0
+    if n == 0:
+        raise DataError(f"The {split!r} split is empty.")
+    for i, t in enumerate(tensors):
+        if t.ndim == 0 or t.shape[0] != n:
+            raise DataError(
+                f"The {split!r} split's tensors must share their first dimension; tensor 0 has "
+                f"{n} examples, tensor {i} has shape {tuple(t.shape)}."
+            )
+    return tensors
+
+
+@dataclass
+class Data:
+    """Train and test examples plus ``loss(model, batch) -> per-example loss``.
+
+    Splits are tuples of tensors (``(x, y)``) or DataLoaders yielding such tuples.
+    ``loss`` is a callable or one of ``"cross_entropy"`` (nats) and ``"mse"``.
+    Evaluation is batched so that at most one batch of activations is alive.
+    ``task`` records how a reference task built this data, so it can be rebuilt.
+    """
+
+    train: Split
+    test: Split | None = None
+    loss: LossFn | str = "cross_entropy"
+    batch_size: int = 512
+    task: dict | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.loss, str):
+            if self.loss not in LOSSES:
+                raise DataError(
+                    f"The 'loss' of Data must be one of {sorted(LOSSES)} or a callable "
+                    f"loss(model, batch) -> per-example loss. Got {self.loss!r} instead."
+                )
+            self.loss_name = self.loss
+            self.loss = LOSSES[self.loss]
+        elif callable(self.loss):
+            self.loss_name = getattr(self.loss, "__qualname__", type(self.loss).__name__)
+        else:
+            raise DataError(f"The 'loss' of Data must be a string or a callable; got {self.loss!r}.")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise DataError(f"batch_size must be a positive integer; got {self.batch_size!r}.")
+        if not isinstance(self.train, DataLoader):
+            self.train = _check_tensors("train", self.train)
+        if self.test is not None and not isinstance(self.test, DataLoader):
+            self.test = _check_tensors("test", self.test)
+
+    @classmethod
+    def from_tensors(
+        cls,
+        train: tuple[Tensor, ...],
+        test: tuple[Tensor, ...] | None = None,
+        loss: LossFn | str = "cross_entropy",
+        batch_size: int = 512,
+        task: dict | None = None,
+    ) -> Data:
+        """Data from ``(x, y)`` tensor tuples."""
+        return cls(train=train, test=test, loss=loss, batch_size=batch_size, task=task)
+
+    def _split(self, split: str) -> Split:
+        if split == "train":
+            return self.train
+        if split == "test":
+            if self.test is None:
+                raise DataError("This Data has no test split; pass test=(x, y) to build one.")
+            return self.test
+        raise DataError(f"split must be 'train' or 'test'; got {split!r}.")
+
+    def n(self, split: str = "train") -> int:
+        """Number of examples in a split."""
+        s = self._split(split)
+        if isinstance(s, DataLoader):
+            return len(s.dataset)  # type: ignore[arg-type]
+        return int(s[0].shape[0])
+
+    def batches(
+        self,
+        split: str = "train",
+        *,
+        batch_size: int | None = None,
+        device: torch.device | str | None = None,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> Iterator[Batch]:
+        """Yield batches (tuples of tensors) of a split, moved to ``device``."""
+        s = self._split(split)
+        if isinstance(s, DataLoader):
+            for batch in s:
+                batch = tuple(batch) if isinstance(batch, (tuple, list)) else (batch,)
+                yield tuple(t.to(device) if device is not None else t for t in batch)
+            return
+        n = s[0].shape[0]
+        bs = batch_size or self.batch_size
+        order = torch.randperm(n, generator=generator) if shuffle else None
+        for start in range(0, n, bs):
+            idx = order[start : start + bs] if order is not None else slice(start, start + bs)
+            yield tuple(t[idx].to(device) if device is not None else t[idx] for t in s)
+
+    def per_example_loss(self, model: nn.Module, batch: Batch) -> Tensor:
+        """The loss of each example of ``batch``, shape (B,)."""
+        out = self.loss(model, batch)  # type: ignore[operator]
+        if not isinstance(out, Tensor) or out.ndim != 1 or out.shape[0] != batch[0].shape[0]:
+            shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise DataError(
+                f"The loss {self.loss_name!r} must return one value per example, shape "
+                f"({batch[0].shape[0]},); it returned {shape}."
+            )
+        return out
+
+    @torch.no_grad()
+    def evaluate(
+        self,
+        model: nn.Module,
+        split: str = "train",
+        *,
+        device: torch.device | str | None = None,
+        batch_size: int | None = None,
+    ) -> dict[str, float]:
+        """Mean loss (and accuracy for cross-entropy) of ``model`` over a whole split."""
+        if device is None:
+            device = _model_device(model)
+        total, correct, count = 0.0, 0.0, 0
+        classify = self.loss_name == "cross_entropy"
+        for batch in self.batches(split, batch_size=batch_size, device=device):
+            if classify:  # one forward pass gives both loss and accuracy
+                logits = model(batch[0])
+                losses = _cross_entropy(logits, batch[1])
+                hits = (logits.argmax(-1) == batch[1]).double()
+                correct += float(hits.reshape(hits.shape[0], -1).mean(dim=1).sum())
+            else:
+                losses = self.per_example_loss(model, batch)
+            total += float(losses.double().sum())
+            count += losses.shape[0]
+        out = {"loss": total / count}
+        if classify:
+            out["acc"] = correct / count
+        return out
+
+    def fingerprint(self) -> str:
+        """A digest of the examples and the loss, so cached results follow the data.
+
+        Exact for tensor splits; a DataLoader contributes only its dataset's type and size.
+        """
+        h = hashlib.sha1(self.loss_name.encode())
+        for split in (self.train, self.test):
+            if split is None:
+                h.update(b"none")
+            elif isinstance(split, DataLoader):
+                # DataLoaders cannot be hashed cheaply: their dataset's type and size stand in.
+                ds = split.dataset
+                h.update(f"loader:{type(ds).__qualname__}:{len(ds)}".encode())  # type: ignore[arg-type]
+            else:
+                for t in split:
+                    h.update(str((t.dtype, tuple(t.shape))).encode())
+                    h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")

@@ -1,0 +1,147 @@
+"""The Measure interface: a dataclass of settings that maps a model (and data) to a number."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.util
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from .data import Data
+from .errors import (
+    ComplexityZooError,
+    DataError,
+    InvalidSettingError,
+    MeasureError,
+    MissingDataError,
+    MissingDependencyError,
+    ModelError,
+    NonFiniteError,
+)
+
+UNITS = ("bits", "nats", "")
+
+
+@dataclass(frozen=True)
+class MeasureResult:
+    """A measured value with its standard error, sampler diagnostics and extra detail.
+
+    ``diagnostics`` uses ArviZ's names (``ess_bulk``, ``r_hat``); ``extras`` holds per-layer
+    values, traces and chosen settings: JSON-like values (numbers, strings, lists, dicts).
+    """
+
+    value: float
+    stderr: float | None = None
+    diagnostics: dict[str, float] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Measure:
+    """Base class of every measure.
+
+    Subclasses are made keyword-only dataclasses automatically: declare settings as annotated
+    fields with defaults (the reference values, with their source in the docstring) and
+    implement ``compute(model, data)``, returning a float or a :class:`MeasureResult`.
+    Declared facts are class attributes: ``name`` (set by ``register_measure``), ``unit``,
+    ``needs_data``, ``stochastic`` (then a ``seed`` setting is required), ``requires``
+    (importable modules) with ``extra`` (the pip extra that installs them), ``presets``
+    (tag -> settings) and ``version`` (bump it when results change, to invalidate caches).
+    """
+
+    name: ClassVar[str] = ""
+    unit: ClassVar[str] = ""
+    needs_data: ClassVar[bool] = False
+    stochastic: ClassVar[bool] = False
+    requires: ClassVar[tuple[str, ...]] = ()
+    extra: ClassVar[str | None] = None
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    version: ClassVar[int] = 1
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        dataclass(kw_only=True)(cls)
+        if cls.stochastic and "seed" not in {f.name for f in dataclasses.fields(cls)}:
+            raise TypeError(f"{cls.__qualname__} is stochastic and must have a 'seed' setting.")
+
+    # -- declared facts ---------------------------------------------------------------------
+    @classmethod
+    def family(cls) -> str:
+        """The module family the measure belongs to (``norms``, ``spectral``, ...)."""
+        return cls.__module__.rsplit(".", 1)[-1]
+
+    @classmethod
+    def summary(cls) -> str:
+        doc = cls.__doc__ or ""
+        return doc.strip().splitlines()[0] if doc.strip() else ""
+
+    @classmethod
+    def available(cls) -> bool:
+        return all(importlib.util.find_spec(m) is not None for m in cls.requires)
+
+    def settings(self) -> dict[str, Any]:
+        """The settings as given (the dataclass fields), unmodified."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def key(self) -> str:
+        """A digest of name, version and settings: equal keys give equal results."""
+        blob = json.dumps(
+            {"name": self.name, "version": self.version, "settings": self.settings()},
+            sort_keys=True,
+            default=repr,
+        )
+        return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+    # -- evaluation -------------------------------------------------------------------------
+    def compute(self, model: nn.Module, data: Data | None) -> float | MeasureResult:
+        raise NotImplementedError(f"{type(self).__qualname__} must implement compute().")
+
+    def __call__(self, model: nn.Module, data: Data | None = None) -> MeasureResult:
+        """Validate the inputs, compute, and return a checked :class:`MeasureResult`."""
+        label = f"measure {self.name or type(self).__qualname__!r}"
+        if not self.available():
+            missing = [m for m in self.requires if importlib.util.find_spec(m) is None]
+            hint = f"pip install 'complexity-zoo[{self.extra}]'" if self.extra else f"pip install {' '.join(missing)}"
+            raise MissingDependencyError(f"The {label} needs {missing}; install it with: {hint}")
+        if not isinstance(model, nn.Module):
+            raise ModelError(f"The {label} takes a torch.nn.Module; got {type(model).__name__}.")
+        if self.needs_data and data is None:
+            raise MissingDataError(
+                f"The {label} needs data (a complexity_zoo.Data); pass data=... "
+                f"(e.g. cz.tasks.modular.dataset(...) or Data.from_tensors(...))."
+            )
+        if data is not None and not isinstance(data, Data):
+            raise DataError(f"The {label} takes data as a complexity_zoo.Data; got {type(data).__name__}.")
+        check_finite_weights(model)
+        try:
+            out = self.compute(model, data)
+        except ComplexityZooError:
+            raise
+        except Exception as e:
+            raise MeasureError(f"The {label} failed: {type(e).__name__}: {e}") from e
+        result = out if isinstance(out, MeasureResult) else MeasureResult(value=out)
+        value = float(result.value)
+        if not math.isfinite(value):
+            raise NonFiniteError(f"The {label} produced a non-finite value ({value}).")
+        stderr = None if result.stderr is None else float(result.stderr)
+        return dataclasses.replace(result, value=value, stderr=stderr)
+
+    def _setting_error(self, setting: str, expected: str, got: Any) -> InvalidSettingError:
+        return InvalidSettingError(
+            f"The {setting!r} setting of measure {self.name!r} must be {expected}. Got {got!r} instead."
+        )
+
+
+def check_finite_weights(model: nn.Module) -> None:
+    """Raise :class:`NonFiniteError` naming the first tensor with NaN or inf entries."""
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise NonFiniteError(
+                f"The model's tensor {name!r} has non-finite entries (NaN or inf); measures "
+                f"on diverged weights are undefined."
+            )

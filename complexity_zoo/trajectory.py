@@ -1,0 +1,377 @@
+"""Checkpoint series: lazily loaded weights, a model factory, and the metrics training logged."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import glob
+import hashlib
+import importlib
+import json
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from ._io import SAFETENSORS_SUFFIXES, TORCH_SUFFIXES, load_state_dict_file, save_state_dict_file
+from .errors import CheckpointError, CheckpointNotFoundError, ModelError, TrajectoryError
+
+RUN_FORMAT = 1
+ModelFactory = Callable[[], nn.Module]
+
+
+@dataclass
+class Checkpoint:
+    """One step of a run: its weights (read only when asked for) and its logged metrics."""
+
+    step: int
+    load: Callable[[], dict[str, Tensor]] = field(repr=False)
+    metrics: dict[str, float] = field(default_factory=dict)
+    source: str | None = None  # the file it is read from, for messages and cache keys
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return self.load()
+
+    def fingerprint(self) -> str:
+        """Identity for caching: the file's path, size and mtime, or a digest of the tensors."""
+        if self.source is not None:
+            st = os.stat(self.source)
+            return f"{os.path.abspath(self.source)}:{st.st_size}:{st.st_mtime_ns}"
+        h = hashlib.sha1()
+        for k, v in sorted(self.state_dict().items()):
+            h.update(k.encode())
+            h.update(str((v.dtype, tuple(v.shape))).encode())
+            h.update(v.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()
+
+
+def factory_from_spec(spec: Mapping) -> ModelFactory:
+    """Turn ``{"factory": "pkg.module:callable", "kwargs": {...}}`` into a model factory."""
+    target = spec.get("factory") if isinstance(spec, Mapping) else None
+    if not isinstance(target, str) or ":" not in target:
+        raise TrajectoryError(
+            f"A model spec needs 'factory' as 'pkg.module:callable'; got {spec!r}."
+        )
+    module_name, _, attr = target.partition(":")
+    try:
+        obj = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as e:
+        raise TrajectoryError(f"Cannot import the model factory {target!r}: {e}") from e
+    return functools.partial(obj, **dict(spec.get("kwargs") or {}))
+
+
+def spec_from_factory(factory: ModelFactory) -> dict:
+    """The importable description of a factory, so a run folder can rebuild its model."""
+    kwargs: dict = {}
+    if isinstance(factory, functools.partial):
+        if factory.args:
+            raise TrajectoryError("Cannot record a model factory with positional arguments.")
+        kwargs, factory = dict(factory.keywords), factory.func
+    qualname = getattr(factory, "__qualname__", "")
+    module = getattr(factory, "__module__", None)
+    if not module or module == "__main__" or "<" in qualname:
+        raise TrajectoryError(
+            f"Cannot record the model factory {factory!r} in a run folder: it must be an "
+            f"importable module-level callable (not a lambda, a local function or __main__). "
+            f"Pass model_spec={{'factory': 'pkg.module:callable', 'kwargs': {{...}}}}."
+        )
+    try:
+        json.dumps(kwargs)
+    except TypeError as e:
+        raise TrajectoryError(f"The model factory's kwargs must be JSON values: {e}") from e
+    return {"factory": f"{module}:{qualname}", "kwargs": kwargs}
+
+
+def _read_metrics(metrics: pd.DataFrame | str | os.PathLike | None) -> pd.DataFrame:
+    if metrics is None:
+        return pd.DataFrame({"step": pd.Series([], dtype="int64")})
+    if isinstance(metrics, (str, os.PathLike)):
+        path = Path(metrics)
+        if not path.is_file():
+            raise TrajectoryError(f"Metrics file {str(path)!r} does not exist.")
+        try:
+            df = pd.read_json(path) if path.suffix == ".json" else pd.read_csv(path)
+        except ValueError as e:
+            raise TrajectoryError(f"Cannot read metrics from {str(path)!r}: {e}") from e
+    elif isinstance(metrics, pd.DataFrame):
+        df = metrics.copy()
+    else:
+        raise TrajectoryError(f"metrics must be a DataFrame or a CSV/JSON path; got {metrics!r}.")
+    if "step" not in df.columns:
+        raise TrajectoryError(f"Metrics need a 'step' column; the columns are {list(df.columns)}.")
+    df["step"] = df["step"].astype("int64")
+    # A step logged twice (e.g. a resumed run) keeps its last row.
+    return df.drop_duplicates("step", keep="last").sort_values("step").reset_index(drop=True)
+
+
+def step_from_filename(path: str | os.PathLike) -> int:
+    """The last number in a file's name: ``step000100.pt`` -> 100."""
+    name = Path(path).name
+    for suffix in SAFETENSORS_SUFFIXES + TORCH_SUFFIXES:
+        name = name.removesuffix(suffix)
+    numbers = re.findall(r"\d+", name)
+    if not numbers:
+        raise TrajectoryError(f"No step number in the file name {str(path)!r}.")
+    return int(numbers[-1])
+
+
+class Trajectory:
+    """An ordered series of checkpoints of one run, loaded lazily, plus its metrics."""
+
+    def __init__(
+        self,
+        checkpoints: Iterable[Checkpoint],
+        model: ModelFactory,
+        metrics: pd.DataFrame | str | os.PathLike | None = None,
+        *,
+        name: str = "run",
+        model_spec: dict | None = None,
+        task: dict | None = None,
+    ) -> None:
+        if not callable(model):
+            raise ModelError(f"model must be a callable that builds the nn.Module; got {model!r}.")
+        by_step: dict[int, Checkpoint] = {}
+        for ckpt in checkpoints:
+            if ckpt.step in by_step:
+                raise TrajectoryError(
+                    f"Two checkpoints have step {ckpt.step}: {by_step[ckpt.step].source or '<memory>'}"
+                    f" and {ckpt.source or '<memory>'}."
+                )
+            by_step[ckpt.step] = ckpt
+        if not by_step:
+            raise TrajectoryError(f"Trajectory {name!r} has no checkpoints.")
+        self._checkpoints = dict(sorted(by_step.items()))
+        self.model_factory = model
+        self.model_spec = model_spec
+        self.task = task
+        self.name = name
+        self._all_metrics = _read_metrics(metrics)
+        rows = self._all_metrics.set_index("step")
+        for step, ckpt in self._checkpoints.items():
+            if step in rows.index:
+                ckpt.metrics = {**rows.loc[step].dropna().to_dict(), **ckpt.metrics}
+
+    # -- the series -------------------------------------------------------------------------
+    @property
+    def steps(self) -> list[int]:
+        return list(self._checkpoints)
+
+    @property
+    def metrics(self) -> pd.DataFrame:
+        """One row per checkpoint step (``step`` column first), NaN where nothing was logged."""
+        rows = [{"step": s, **c.metrics} for s, c in self._checkpoints.items()]
+        return pd.DataFrame(rows)
+
+    def __len__(self) -> int:
+        return len(self._checkpoints)
+
+    def __iter__(self) -> Iterator[Checkpoint]:
+        return iter(self._checkpoints.values())
+
+    def __repr__(self) -> str:
+        return f"Trajectory(name={self.name!r}, steps={len(self)}, {self.steps[0]}..{self.steps[-1]})"
+
+    def checkpoint(self, step: int) -> Checkpoint:
+        if step not in self._checkpoints:
+            raise TrajectoryError(
+                f"Trajectory {self.name!r} has no step {step}; its steps run "
+                f"{self.steps[0]}..{self.steps[-1]} ({len(self)} checkpoints)."
+            )
+        return self._checkpoints[step]
+
+    def model_at(self, step: int, device: torch.device | str | None = None) -> nn.Module:
+        """Build the model and load the weights of ``step`` (strictly: every key, every shape)."""
+        ckpt = self.checkpoint(step)
+        model = self.model_factory()
+        if not isinstance(model, nn.Module):
+            raise ModelError(f"The model factory returned {type(model).__name__}, not an nn.Module.")
+        load_into(model, ckpt.state_dict(), where=ckpt.source or f"step {step} of {self.name!r}")
+        model.eval()
+        return model.to(device) if device is not None else model
+
+    # -- constructors -----------------------------------------------------------------------
+    @classmethod
+    def from_state_dicts(
+        cls,
+        state_dicts: Mapping[int, Mapping[str, Tensor]],
+        model: ModelFactory,
+        metrics: pd.DataFrame | str | os.PathLike | None = None,
+        **kwargs,
+    ) -> Trajectory:
+        """A trajectory from in-memory state dicts keyed by step."""
+        ckpts = [
+            Checkpoint(int(step), functools.partial(dict, sd)) for step, sd in state_dicts.items()
+        ]
+        return cls(ckpts, model, metrics, **kwargs)
+
+    @classmethod
+    def from_files(
+        cls,
+        pattern_or_paths: str | os.PathLike | Iterable[str | os.PathLike],
+        model: ModelFactory,
+        metrics: pd.DataFrame | str | os.PathLike | None = None,
+        **kwargs,
+    ) -> Trajectory:
+        """Checkpoint files (``.safetensors`` or weights-only ``.pt``), step from each file name."""
+        if isinstance(pattern_or_paths, (str, os.PathLike)):
+            paths = sorted(glob.glob(os.fspath(pattern_or_paths)))
+            if not paths:
+                raise CheckpointNotFoundError(f"No checkpoint files match {os.fspath(pattern_or_paths)!r}.")
+        else:
+            paths = [os.fspath(p) for p in pattern_or_paths]
+            if not paths:
+                raise CheckpointNotFoundError("from_files was given an empty list of paths.")
+        for p in paths:
+            if not os.path.isfile(p):
+                raise CheckpointNotFoundError(f"Checkpoint file {p!r} does not exist.")
+        ckpts = [
+            Checkpoint(step_from_filename(p), functools.partial(load_state_dict_file, p), source=p)
+            for p in paths
+        ]
+        return cls(ckpts, model, metrics, **kwargs)
+
+    @classmethod
+    def from_dir(cls, path: str | os.PathLike, model: ModelFactory | None = None) -> Trajectory:
+        """Read a run folder (``run.json``, ``metrics.csv``, ``checkpoints/step_*.safetensors``)."""
+        root = Path(path)
+        meta_path = root / "run.json"
+        if not meta_path.is_file():
+            raise CheckpointNotFoundError(
+                f"{str(root)!r} is not a run folder: it has no run.json. Use Trajectory.from_files "
+                f"for a folder of plain checkpoint files."
+            )
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as e:
+            raise TrajectoryError(f"{str(meta_path)!r} is not valid JSON: {e}") from e
+        if meta.get("format") != RUN_FORMAT:
+            raise TrajectoryError(
+                f"{str(meta_path)!r} has format {meta.get('format')!r}; this version reads {RUN_FORMAT}."
+            )
+        spec = meta.get("model")
+        factory = model if model is not None else factory_from_spec(spec or {})
+        files = sorted((root / "checkpoints").glob("step_*.safetensors"))
+        if not files:
+            raise CheckpointNotFoundError(f"Run folder {str(root)!r} has no checkpoints/step_*.safetensors.")
+        metrics_path = root / "metrics.csv"
+        return cls.from_files(
+            files,
+            model=factory,
+            metrics=metrics_path if metrics_path.is_file() else None,
+            name=root.resolve().name,
+            model_spec=spec,
+            task=meta.get("task"),
+        )
+
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write this trajectory as a run folder that ``Trajectory.from_dir`` reads back."""
+        spec = self.model_spec or spec_from_factory(self.model_factory)
+        writer = RunWriter(path, model=spec, task=self.task, overwrite=overwrite)
+        for ckpt in self:
+            writer.write_checkpoint(ckpt.step, ckpt.state_dict(), ckpt.metrics)
+        logged = self._all_metrics[~self._all_metrics["step"].isin(self.steps)]
+        for row in logged.to_dict("records"):  # metrics logged between checkpoints are kept
+            writer.write_metrics(int(row.pop("step")), row)
+        return writer.root
+
+
+def load_into(model: nn.Module, state_dict: Mapping[str, Tensor], where: str) -> None:
+    """``load_state_dict(strict=True)`` with an error that names the keys and shapes at fault."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    shapes = [
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {_short(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys {_short(unexpected)}")
+        if shapes:
+            parts.append(f"shape mismatches {_short(shapes)}")
+        raise CheckpointError(
+            f"The checkpoint {where} does not fit the model: {'; '.join(parts)}. Check that the "
+            f"model factory builds the architecture that was trained."
+        )
+    model.load_state_dict(state_dict, strict=True)
+
+
+def _short(items: list[str], limit: int = 8) -> str:
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return "[" + ", ".join(items[:limit]) + "]" + more
+
+
+class RunWriter:
+    """Writes a run folder incrementally: each checkpoint and metrics row lands on disk at once."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        model: dict,
+        task: dict | None = None,
+        overwrite: bool = False,
+    ) -> None:
+        self.root = Path(path)
+        factory_from_spec(model)  # fail now, not when someone reads the run
+        meta = {"format": RUN_FORMAT, "model": model, "task": task}
+        meta_path = self.root / "run.json"
+        if meta_path.exists() and not overwrite:
+            old = json.loads(meta_path.read_text())
+            if old != json.loads(json.dumps(meta)):
+                raise TrajectoryError(
+                    f"{str(self.root)!r} already holds a different run; pass overwrite=True or "
+                    f"choose another folder."
+                )
+        (self.root / "checkpoints").mkdir(parents=True, exist_ok=True)
+        meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+        self._metrics_path = self.root / "metrics.csv"
+        if overwrite and self._metrics_path.exists():
+            self._metrics_path.unlink()
+
+    def write_checkpoint(
+        self, step: int, state_dict: Mapping[str, Tensor], metrics: Mapping[str, float] | None = None
+    ) -> Path:
+        """Write ``checkpoints/step_{step:08d}.safetensors`` and its metrics row."""
+        if int(step) < 0:
+            raise TrajectoryError(f"Steps are non-negative integers; got {step!r}.")
+        path = self.root / "checkpoints" / f"step_{int(step):08d}.safetensors"
+        save_state_dict_file(path, state_dict)
+        if metrics:
+            self.write_metrics(step, metrics)
+        return path
+
+    def write_metrics(self, step: int, metrics: Mapping[str, float]) -> None:
+        """Append one row to ``metrics.csv``; a row with new columns rewrites the file wider."""
+        row = {"step": int(step), **{k: float(v) for k, v in metrics.items()}}
+        header: list[str] = []
+        if self._metrics_path.exists():
+            with self._metrics_path.open(newline="") as f:
+                header = next(csv.reader(f), [])
+        if header and set(row) <= set(header):
+            with self._metrics_path.open("a", newline="") as f:
+                csv.DictWriter(f, fieldnames=header, restval="").writerow(row)
+            return
+        rows: list[dict] = []
+        if header:
+            with self._metrics_path.open(newline="") as f:
+                rows = list(csv.DictReader(f))
+        rows.append(row)
+        columns = ["step"] + sorted({k for r in rows for k in r} - {"step"})
+        tmp = self._metrics_path.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=columns, restval="")
+            w.writeheader()
+            w.writerows(rows)
+        os.replace(tmp, self._metrics_path)
