@@ -70,6 +70,10 @@ class UnsafeCheckpointError(CheckpointError):
     """A checkpoint that would need arbitrary unpickling to load."""
 
 
+class ResultNotFoundError(ComplexityZooError, FileNotFoundError):
+    """A saved comparison that does not exist."""
+
+
 class ComplexityZooWarning(UserWarning):
     """Base class of the library's warnings."""
 

@@ -1,0 +1,34 @@
+"""complexity_zoo: complexity measures over checkpoint series, and what they say about generalization."""
+
+from . import measures as _builtin_measures  # noqa: F401  (registers the built-in measures)
+from .compare import compare
+from .comparison import Comparison
+from .data import Data
+from .errors import (
+    CheckpointError,
+    ComplexityZooError,
+    MissingDependencyError,
+    UnknownMeasureError,
+)
+from .measure import Measure, MeasureResult
+from .registry import get_measure, list_measures, register_measure
+from .trajectory import Checkpoint, Trajectory
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckpointError",
+    "Checkpoint",
+    "Comparison",
+    "ComplexityZooError",
+    "Data",
+    "Measure",
+    "MeasureResult",
+    "MissingDependencyError",
+    "Trajectory",
+    "UnknownMeasureError",
+    "compare",
+    "get_measure",
+    "list_measures",
+    "register_measure",
+]

@@ -1,0 +1,139 @@
+"""check_measure(): the conformance checks every measure, built-in or plugin, must pass.
+
+Use it in a plugin's test suite the way scikit-learn's ``check_estimator`` is used::
+
+    from complexity_zoo.testing import check_measure
+    def test_my_measure():
+        check_measure("my_measure")
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+
+import torch
+from torch import nn
+
+from .data import Data
+from .errors import MissingDataError, NonFiniteError, UnknownSettingError
+from .measure import UNITS, Measure, MeasureResult
+from .registry import get_measure, measure_class
+
+
+def tiny_classifier(seed: int = 0) -> tuple[nn.Module, Data]:
+    """A small MLP trained for a few steps on a seeded 3-class problem, and its data."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(96, 4, generator=g)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long()
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    for _ in range(50):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x[:64]), y[:64]).backward()
+        opt.step()
+    model.zero_grad(set_to_none=True)
+    return model, Data.from_tensors(train=(x[:64], y[:64]), test=(x[64:], y[64:]), batch_size=32)
+
+
+def _fail(name: str, what: str) -> AssertionError:
+    return AssertionError(f"Measure {name!r} fails conformance: {what}")
+
+
+def _snapshot(model: nn.Module) -> tuple:
+    return (
+        {k: v.detach().clone() for k, v in model.state_dict().items()},
+        model.training,
+        {k: (p.requires_grad, None if p.grad is None else p.grad.clone()) for k, p in model.named_parameters()},
+    )
+
+
+def _same_snapshot(a: tuple, b: tuple) -> bool:
+    (sa, ta, ga), (sb, tb, gb) = a, b
+    same_state = sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    same_grad = all(
+        ga[k][0] == gb[k][0] and ((ga[k][1] is None and gb[k][1] is None) or
+                                  (ga[k][1] is not None and gb[k][1] is not None and torch.equal(ga[k][1], gb[k][1])))
+        for k in ga
+    )
+    return same_state and ta == tb and same_grad
+
+
+def check_measure(
+    measure: str | Measure,
+    model: nn.Module | None = None,
+    data: Data | None = None,
+) -> MeasureResult:
+    """Run the conformance checks on a measure (a registered name or an instance).
+
+    Checks the declared facts, settings round trip and errors, that the result is a finite
+    :class:`MeasureResult` (with a stderr when stochastic), that the model is left untouched,
+    that equal seeds give equal numbers, and that non-finite weights are refused. Raises
+    ``AssertionError`` naming the first failed check; returns the measured result.
+    """
+    instance = get_measure(measure) if isinstance(measure, str) else measure
+    cls = type(instance)
+    name = instance.name
+    if not name:
+        raise _fail(cls.__qualname__, "it is not registered (use @register_measure(name)).")
+    registered, _ = measure_class(name)
+    if registered is not cls:
+        raise _fail(name, f"the registry holds {registered!r} under its name, not {cls!r}.")
+    if cls.unit not in UNITS:
+        raise _fail(name, f"unit {cls.unit!r} is not one of {UNITS}.")
+    for attr in ("needs_data", "stochastic"):
+        if not isinstance(getattr(cls, attr), bool):
+            raise _fail(name, f"{attr} must be a bool class attribute.")
+    if not dataclasses.is_dataclass(cls) or not cls.summary():
+        raise _fail(name, "it must be a dataclass with a docstring that says what it measures.")
+    if cls.stochastic and "seed" not in instance.settings():
+        raise _fail(name, "a stochastic measure needs a 'seed' setting.")
+    if get_measure(name, **instance.settings()).settings() != instance.settings():
+        raise _fail(name, "get_measure(name, **settings) does not reproduce its settings.")
+    try:
+        get_measure(name, no_such_setting_xyz=1)
+    except UnknownSettingError:
+        pass
+    else:
+        raise _fail(name, "an unknown setting was accepted silently.")
+
+    if model is None:
+        model, default_data = tiny_classifier()
+        data = data if data is not None else default_data
+    if cls.needs_data:
+        try:
+            instance(model, None)
+        except MissingDataError:
+            pass
+        else:
+            raise _fail(name, "it needs data but ran without it.")
+
+    before = _snapshot(model)
+    result = instance(model, data)
+    if not _same_snapshot(before, _snapshot(model)):
+        raise _fail(name, "it changed the model (weights, grads, requires_grad or train/eval mode).")
+    if not isinstance(result, MeasureResult) or not math.isfinite(result.value):
+        raise _fail(name, f"it returned {result!r}, not a finite MeasureResult.")
+    if cls.stochastic and (result.stderr is None or not math.isfinite(result.stderr)):
+        raise _fail(name, "a stochastic measure must return a finite stderr.")
+    again = instance(model, data)
+    if again.value != result.value:
+        raise _fail(name, f"equal inputs and seed gave {result.value} then {again.value}.")
+
+    poisoned = _poisoned_copy(model)
+    try:
+        instance(poisoned, data)
+    except NonFiniteError:
+        pass
+    else:
+        raise _fail(name, "it accepted a model with NaN weights.")
+    return result
+
+
+def _poisoned_copy(model: nn.Module) -> nn.Module:
+    poisoned = copy.deepcopy(model)
+    with torch.no_grad():
+        next(iter(poisoned.parameters())).view(-1)[0] = float("nan")
+    return poisoned
