@@ -9,7 +9,7 @@ import platform
 import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,7 +29,7 @@ from .measure import Measure, MeasureResult
 from .registry import get_measure
 from .trajectory import Trajectory
 
-MeasureSpec = Union[str, tuple[str, Mapping[str, Any]], Measure]
+MeasureSpec = str | tuple[str, Mapping[str, Any]] | Measure
 
 
 def resolve_measures(measures: Sequence[MeasureSpec], seed: int | None = 0) -> dict[str, Measure]:
