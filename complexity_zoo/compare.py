@@ -212,6 +212,7 @@ def compare(
     finally:
         bar.close()
     dataset = _build_dataset(runs, wanted, labeled, cells, device, seed)
+    dataset.attrs["n_train"] = json.dumps({name: d.n("train") for name, d in data_for.items() if d is not None})
     return Comparison(dataset, errors)
 
 
