@@ -9,7 +9,7 @@ import platform
 import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,7 +29,7 @@ from .measure import Measure, MeasureResult
 from .registry import get_measure
 from .trajectory import Trajectory
 
-MeasureSpec = Union[str, tuple[str, Mapping[str, Any]], Measure]
+MeasureSpec = str | tuple[str, Mapping[str, Any]] | Measure
 
 
 def resolve_measures(measures: Sequence[MeasureSpec], seed: int | None = 0) -> dict[str, Measure]:
@@ -212,6 +212,7 @@ def compare(
     finally:
         bar.close()
     dataset = _build_dataset(runs, wanted, labeled, cells, device, seed)
+    dataset.attrs["n_train"] = json.dumps({name: d.n("train") for name, d in data_for.items() if d is not None})
     return Comparison(dataset, errors)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .errors import ResultNotFoundError, UnknownMeasureError
+from .errors import InvalidSettingError, ResultNotFoundError, UnknownMeasureError
 
 ERROR_COLUMNS = ["run", "step", "measure", "error", "message"]
 
@@ -73,6 +73,39 @@ class Comparison:
         run = run if run is not None else self.runs[0]
         text = str(self.dataset[f"{measure}_extras"].sel(run=run, step=step).item())
         return json.loads(text) if text else {}
+
+    # -- analyses ---------------------------------------------------------------------------
+    def bounds(self, n: int | dict[str, int] | None = None, delta: float = 0.05) -> pd.DataFrame:
+        """Occam and PAC-Bayes compression bounds for every measure in bits, at every step.
+
+        ``n`` is the number of training examples (default: what compare() recorded from the
+        data). The 0-1 errors come from the ``train_acc`` and ``test_acc`` metrics.
+        """
+        from .analysis.bounds import bounds_table
+
+        recorded = json.loads(self.dataset.attrs.get("n_train", "{}"))
+        sizes = n if isinstance(n, dict) else {r: (n if n is not None else recorded.get(r)) for r in self.runs}
+        missing = [r for r in self.runs if not sizes.get(r)]
+        if missing:
+            raise InvalidSettingError(
+                f"bounds() needs the number of training examples for runs {missing}: pass n=..."
+            )
+        if "train_acc" not in self.metrics:
+            raise InvalidSettingError(
+                f"bounds() needs a 'train_acc' metric for the training error; the metrics are {self.metrics}."
+            )
+        bits_measures = [m for m in self.measures if self.dataset[m].attrs.get("unit") == "bits"]
+        rows = []
+        for m in bits_measures:
+            for run in self.runs:
+                for step in self.dataset["step"].values:
+                    cell = self.dataset.sel(run=run, step=step)
+                    test_acc = float(cell["test_acc"]) if "test_acc" in self.dataset else np.nan
+                    rows.append({"run": run, "step": int(step), "measure": m, "bits": float(cell[m]),
+                                 "n": sizes[run], "train_error": 1 - float(cell["train_acc"]),
+                                 "test_error": 1 - test_acc})
+        columns = ["run", "step", "measure", "bits", "n", "train_error", "test_error"]
+        return bounds_table(pd.DataFrame(rows, columns=columns), delta=delta)
 
     # -- persistence ------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +16,7 @@ from .errors import DataError
 
 Batch = tuple[Tensor, ...]
 LossFn = Callable[[nn.Module, Batch], Tensor]
-Split = Union[tuple[Tensor, ...], DataLoader]
+Split = tuple[Tensor, ...] | DataLoader
 
 
 def cross_entropy_loss(model: nn.Module, batch: Batch) -> Tensor:

@@ -22,13 +22,18 @@ from .measure import UNITS, Measure, MeasureResult
 from .registry import get_measure, measure_class
 
 
+def mlp(in_features: int = 4, hidden: int = 16, out_features: int = 3) -> nn.Module:
+    """A one-hidden-layer tanh MLP: the importable model factory that tests and examples record."""
+    return nn.Sequential(nn.Linear(in_features, hidden), nn.Tanh(), nn.Linear(hidden, out_features))
+
+
 def tiny_classifier(seed: int = 0) -> tuple[nn.Module, Data]:
     """A small MLP trained for a few steps on a seeded 3-class problem, and its data."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(96, 4, generator=g)
     y = (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long()
     torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 3))
+    model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     for _ in range(50):
         opt.zero_grad()

@@ -30,6 +30,11 @@ def float32_bytes(tensor) -> bytes:
     return tensor.detach().cpu().float().numpy().astype("<f4", copy=False).tobytes()
 
 
+def naive_bits(params: dict, compressor: str = "bz2") -> dict[str, int]:
+    """Bits of each raw float32 tensor compressed on its own (the paper's naive baseline)."""
+    return {name: 8 * compressed_bytes(float32_bytes(p), compressor) for name, p in params.items()}
+
+
 @register_measure("naive_compression")
 class NaiveCompression(Measure):
     """Compressed size of each raw float32 parameter tensor, summed, in bits.
@@ -47,9 +52,6 @@ class NaiveCompression(Measure):
             raise self._setting_error("compressor", f"one of {sorted(COMPRESSORS)}", self.compressor)
 
     def compute(self, model: nn.Module, data=None) -> MeasureResult:
-        per = {
-            name: 8 * compressed_bytes(float32_bytes(p), self.compressor)
-            for name, p in model.named_parameters()
-        }
+        per = naive_bits(dict(model.named_parameters()), self.compressor)
         raw = 8 * 4 * sum(p.numel() for p in model.parameters())
         return MeasureResult(float(sum(per.values())), extras={"per_tensor_bits": per, "raw_bits": raw})

@@ -1,0 +1,36 @@
+# One virtual environment, made from the project's own requirements (pip resolves torch from
+# the local wheels where they exist). Every target creates what it needs.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv test test-slow lint demo bench clean
+
+$(STAMP): pyproject.toml tests/plugin_dist/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet ./tests/plugin_dist
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)  ## the default suite (fast; slow tests excluded)
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+test-slow: $(STAMP)  ## only the slow tests (training runs, paper-scale checks)
+	$(BIN)/pytest -m slow
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+demo: $(STAMP)  ## the whole pipeline on a small built-in example; outputs in demo_out/
+	$(BIN)/complexity-zoo demo --out demo_out
+
+bench: $(STAMP)  ## benchmarks (by hand; never part of the tests)
+	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) demo_out .pytest_cache .ruff_cache

@@ -1,0 +1,106 @@
+"""The ``complexity-zoo`` command: list measures, compare runs, train and demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from .errors import ComplexityZooError, InvalidSettingError, MissingDataError
+
+
+def _parse_settings(items: Sequence[str]) -> dict[str, dict]:
+    """``["llc.lr=1e-4", "naive_compression.compressor=lzma"]`` -> {measure: {setting: value}}."""
+    out: dict[str, dict] = {}
+    for item in items:
+        key, eq, raw = item.partition("=")
+        name, dot, setting = key.partition(".")
+        if not (eq and dot and name and setting):
+            raise InvalidSettingError(f"--set takes MEASURE.SETTING=VALUE; got {item!r}.")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out.setdefault(name, {})[setting] = value
+    return out
+
+
+def _cmd_measures(args: argparse.Namespace) -> int:
+    from .registry import list_measures
+
+    table = list_measures(args.pattern)
+    print(table.drop(columns=["summary"]).to_string(index=False) if args.short else table.to_string(index=False))
+    return 0
+
+
+def _data_for(trajectory, needed: list[str]):
+    if not needed:
+        return None
+    if not trajectory.task:
+        raise MissingDataError(
+            f"The measures {needed} need data, and the run {trajectory.name!r} records no task to "
+            f"rebuild it from. Use the Python API: compare(..., data=Data.from_tensors(...))."
+        )
+    from .tasks import task_data
+
+    return task_data(trajectory.task)
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare, resolve_measures
+    from .trajectory import Trajectory
+
+    runs = [Trajectory.from_dir(p) for p in args.runs]
+    settings = _parse_settings(args.set or [])
+    names = [n.strip() for n in args.measures.split(",") if n.strip()]
+    specs = [(n, settings.get(n.partition(".")[0], {})) for n in names]
+    measures = resolve_measures(specs, args.seed)
+    needed = [label for label, m in measures.items() if m.needs_data]
+    data = {t.name: _data_for(t, needed) for t in runs}
+    steps = [int(s) for s in args.steps.split(",")] if args.steps else None
+    result = compare(
+        runs, list(measures.values()), data=data, steps=steps, device=args.device,
+        cache=args.cache, progress=not args.quiet, seed=args.seed, strict=args.strict,
+    )
+    path = result.save(args.out)
+    print(f"wrote {path} ({len(result.measures)} measures x {result.dataset.sizes['step']} steps"
+          f" x {len(result.runs)} runs; {len(result.errors)} failed cells)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="complexity-zoo", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("measures", help="list the registered measures")
+    p.add_argument("pattern", nargs="?", default="*", help="glob on measure names")
+    p.add_argument("--short", action="store_true", help="leave out the summaries")
+    p.set_defaults(func=_cmd_measures)
+
+    p = sub.add_parser("compare", help="run measures over the checkpoints of run folders")
+    p.add_argument("runs", nargs="+", help="run folders (run.json, metrics.csv, checkpoints/)")
+    p.add_argument("--measures", required=True, help="comma-separated names, e.g. l2,effective_rank")
+    p.add_argument("--out", required=True, help="result file (.nc)")
+    p.add_argument("--set", action="append", metavar="MEASURE.SETTING=VALUE", help="a measure setting")
+    p.add_argument("--steps", help="comma-separated steps (default: all)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--cache", default=None, help="folder of finished cells; re-runs compute only the rest")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--strict", action="store_true", help="stop at the first failing cell")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_compare)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ComplexityZooError as e:
+        print(f"complexity-zoo {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""Shared fixtures: small models, data and run folders built on the spot."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+
+from complexity_zoo import Trajectory, registry
+from complexity_zoo.testing import mlp, tiny_classifier
+
+
+@pytest.fixture
+def model_and_data():
+    return tiny_classifier(seed=0)
+
+
+@pytest.fixture
+def trajectory():
+    """Five checkpoints of a tiny MLP trained with SGD, with logged metrics."""
+    model, data = tiny_classifier(seed=1)
+    torch.manual_seed(1)
+    net = mlp()
+    opt = torch.optim.SGD(net.parameters(), lr=0.3)
+    states, rows = {}, []
+    x, y = data.train
+    for step in range(0, 50):
+        if step % 10 == 0:
+            states[step] = {k: v.clone() for k, v in net.state_dict().items()}
+            ev = data.evaluate(net, "train")
+            rows.append({"step": step, "train_loss": ev["loss"], "train_acc": ev["acc"]})
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    import pandas as pd
+
+    return Trajectory.from_state_dicts(
+        states, model=functools.partial(mlp), metrics=pd.DataFrame(rows), name="tiny"
+    )
+
+
+@pytest.fixture
+def scratch_registry():
+    """Register throwaway measures in a test; they are removed afterwards."""
+    before = dict(registry._REGISTRY)
+    yield
+    registry._REGISTRY.clear()
+    registry._REGISTRY.update(before)

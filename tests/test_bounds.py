@@ -1,0 +1,56 @@
+"""Generalization bounds against closed forms."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import complexity_zoo as cz
+from complexity_zoo.analysis.bounds import binary_kl, compression_bound, kl_inverse, occam_bound
+from complexity_zoo.errors import InvalidSettingError
+from complexity_zoo.testing import tiny_classifier
+
+
+def test_occam_closed_form():
+    # K = 1000 bits, n = 10^6, R̂ = 0.01, δ = 0.05
+    expected = 0.01 + math.sqrt((1000 * math.log(2) + math.log(20)) / 2e6)
+    assert occam_bound(1000, 10**6, 0.01, 0.05) == pytest.approx(expected, rel=1e-12)
+
+
+def test_kl_inverse_at_zero_error_has_a_closed_form():
+    # kl(0 || p) = -ln(1 - p), so the inverse at q = 0 is 1 - exp(-c)
+    for c in (1e-4, 0.01, 0.3, 2.0):
+        assert kl_inverse(0.0, c) == pytest.approx(1 - math.exp(-c), abs=1e-10)
+
+
+def test_kl_inverse_solves_the_equation():
+    for q, c in [(0.1, 0.05), (0.3, 0.2), (0.01, 1e-3)]:
+        p = kl_inverse(q, c)
+        assert p > q and binary_kl(q, p) == pytest.approx(c, rel=1e-6)
+
+
+def test_compression_bound_matches_lotfi_formula():
+    bits, n, err, delta = 5000.0, 50000, 0.05, 0.05
+    c = ((bits + 2 * math.log2(bits)) * math.log(2) + math.log(1 / delta)) / n
+    assert compression_bound(bits, n, err, delta) == pytest.approx(kl_inverse(err, c))
+    # the kl form is tighter than Occam's square root at small training error
+    assert compression_bound(bits, n, 0.0, delta) < occam_bound(bits, n, 0.0, delta)
+
+
+def test_bad_arguments():
+    with pytest.raises(InvalidSettingError, match="train_error"):
+        occam_bound(10, 100, 1.5)
+
+
+def test_comparison_bounds_table(trajectory):
+    _, data = tiny_classifier(1)
+    result = cz.compare(trajectory, ["l2", "naive_compression"], data=data, progress=False)
+    table = result.bounds()
+    assert set(table["measure"]) == {"naive_compression"} and len(table) == 5
+    row = table.iloc[-1]
+    assert row["n"] == 64
+    assert row["occam_bound"] == pytest.approx(occam_bound(row["bits"], 64, row["train_error"]))
+    assert row["vacuous"]  # thousands of bits against 64 examples
+    assert np.isnan(row["test_error"])  # the fixture logs no test accuracy

@@ -1,0 +1,58 @@
+"""The command line, and how the package installs (adapters stay private, imports stay light)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import complexity_zoo as cz
+from complexity_zoo.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_measures_command_lists_the_registry(capsys):
+    assert main(["measures"]) == 0
+    out = capsys.readouterr().out
+    for name in ("l2", "effective_rank", "naive_compression"):
+        assert name in out
+
+
+def test_compare_command_writes_a_loadable_result(tmp_path, trajectory, capsys):
+    run = trajectory.save(tmp_path / "run")
+    out = tmp_path / "res.nc"
+    assert main(["compare", str(run), "--measures", "l2,stable_rank", "--out", str(out), "--quiet",
+                 "--set", "naive_compression.compressor=zlib"]) == 0
+    result = cz.Comparison.load(out)
+    assert result.measures == ["l2", "stable_rank"] and result.dataset.sizes["step"] == 5
+
+
+def test_cli_errors_are_one_clear_line(tmp_path, trajectory, capsys):
+    run = trajectory.save(tmp_path / "run")
+    assert main(["compare", str(run), "--measures", "l2,efective_rank", "--out", str(tmp_path / "x.nc")]) == 2
+    err = capsys.readouterr().err
+    assert "Unknown measure 'efective_rank'" in err and "Did you mean 'effective_rank'" in err
+
+
+def test_adapters_install_only_inside_the_package(tmp_path):
+    import complexity_zoo.adapters as adapters
+
+    assert Path(adapters.__file__).resolve().parent == REPO / "adapters"
+    # Ours must not leak as a top-level package (asked from a neutral folder, as a user would).
+    code = "import importlib.util as u; s = u.find_spec('adapters'); print(s.origin if s else None)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=True)
+    assert not out.stdout.strip().startswith(str(REPO))
+
+
+def test_import_is_light_and_console_script_runs(tmp_path):
+    code = ("import sys, complexity_zoo; "
+            "heavy = {'transformers', 'timm', 'devinterp', 'dask', 'lightning', 'matplotlib'} & set(sys.modules); "
+            "print(sorted(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=True)
+    assert out.stdout.strip() == "[]"
+    script = Path(sys.executable).parent / "complexity-zoo"
+    res = subprocess.run([str(script), "measures", "--short"], capture_output=True, text=True,
+                         cwd=tmp_path, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert res.returncode == 0 and "effective_rank" in res.stdout
