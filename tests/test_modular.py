@@ -344,13 +344,16 @@ def test_cpu_small_noreg_does_not_generalize(tmp_path):
 
 @pytest.mark.slow
 def test_spectral_penalty_lowers_effective_rank(tmp_path):
+    # Measured (cpu-small, seed 0): mean effective rank at step 3000 is 122.9 without the
+    # penalty and 86.0 with 0.1 (97.4 vs 22.6 at step 8000).
     from complexity_zoo import get_measure
 
-    base = {**modular.from_preset("cpu-small"), "epochs": 100, "checkpoints": "every:400",
+    base = {**modular.from_preset("cpu-small"), "epochs": 375, "checkpoints": "every:3000",
             "progress": False}
     plain = Trajectory.from_dir(modular.train(tmp_path / "plain", **base))
     penal = Trajectory.from_dir(modular.train(tmp_path / "pen", **base, spectral_penalty=0.1))
     er = get_measure("effective_rank")
-    step = plain.steps[-1]
-    r_plain, r_pen = er(plain.model_at(step)).value, er(penal.model_at(step)).value
-    assert r_pen < 0.9 * r_plain
+    assert plain.steps == penal.steps == [0, 3000]
+    assert er(plain.model_at(0)).value == er(penal.model_at(0)).value  # same initialization
+    r_plain, r_pen = er(plain.model_at(3000)).value, er(penal.model_at(3000)).value
+    assert r_pen < 0.8 * r_plain

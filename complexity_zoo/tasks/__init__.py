@@ -10,14 +10,13 @@ from collections.abc import Callable, Mapping
 
 from ..data import Data
 from ..errors import DataError
+from . import modular
 
 
 def _modular(spec: Mapping) -> Data:
-    from .modular import dataset
-
     kwargs = {k: v for k, v in spec.items() if k != "name"}
     try:
-        return dataset(**kwargs)
+        return modular.dataset(**kwargs)
     except TypeError as e:
         raise DataError(
             f"The modular task spec {dict(spec)!r} has settings dataset() does not take: {e}"
@@ -37,4 +36,4 @@ def task_data(spec: Mapping) -> Data:
     return TASKS[spec["name"]](spec)
 
 
-__all__ = ["TASKS", "task_data"]
+__all__ = ["TASKS", "modular", "task_data"]

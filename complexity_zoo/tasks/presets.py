@@ -42,9 +42,14 @@ for _op in _PAPER_OPS:
     PRESETS[f"paper-{_op}-noreg"] = _paper(_op, "noreg")
     PRESETS[f"paper-{_op}-ours"] = _paper(_op, "ours")
 
+# Chosen by measurement on 2 CPU cores (1 torch thread; seeds 0, 1, 2): train accuracy 1.0 at
+# step 500, test accuracy >= 0.95 at steps 5000-5300, ~1 minute for the 8,000 steps. Without
+# weight decay the same run memorizes by step 500 and stays at chance on the test split.
+# Rejected: train_frac 0.3 (no grokking within 12,000 steps), 0.5 (gap only 2x), hidden 256
+# (train 1.0 at step 1,200, test 0.95 at 5,300), full batch (3-4x slower per step).
 CPU_SMALL: dict = dict(
-    p=97, op="+", train_frac=0.4, model="mlp", model_kwargs={"d_embed": 128, "d_hidden": 256},
-    epochs=3000, batch_size=512, lr=1e-3, weight_decay=1.0, noise_std=0.0, spectral_penalty=0.0,
+    p=97, op="+", train_frac=0.4, model="mlp", model_kwargs={"d_embed": 128, "d_hidden": 512},
+    epochs=1000, batch_size=512, lr=1e-3, weight_decay=1.0, noise_std=0.0, spectral_penalty=0.0,
     checkpoints="every:200",
 )
 PRESETS["cpu-small"] = CPU_SMALL
