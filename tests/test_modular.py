@@ -351,7 +351,7 @@ def test_spectral_penalty_lowers_effective_rank(tmp_path):
     base = {**modular.from_preset("cpu-small"), "epochs": 375, "checkpoints": "every:3000",
             "progress": False}
     plain = Trajectory.from_dir(modular.train(tmp_path / "plain", **base))
-    penal = Trajectory.from_dir(modular.train(tmp_path / "pen", **base, spectral_penalty=0.1))
+    penal = Trajectory.from_dir(modular.train(tmp_path / "pen", **{**base, "spectral_penalty": 0.1}))
     er = get_measure("effective_rank")
     assert plain.steps == penal.steps == [0, 3000]
     assert er(plain.model_at(0)).value == er(penal.model_at(0)).value  # same initialization

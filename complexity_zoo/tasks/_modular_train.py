@@ -188,7 +188,9 @@ def train(
     ``resume.pt`` (model, optimizer, RNG states). ``resume=True`` continues such a folder
     (the settings must match; ``epochs`` may grow); ``overwrite=True`` starts it again.
     ``seed`` fixes the initialization, the shuffling and the noise (``data_seed``, default
-    ``seed``, the split): the same seed gives the same run on the same device.
+    ``seed``, the split): the same seed gives the same run on the same device (bit for bit
+    on the CPU; on CUDA some kernels, e.g. the embedding backward, are nondeterministic
+    unless ``torch.use_deterministic_algorithms(True)``).
     ``callback(step, metrics)`` runs after each checkpoint is written; if it raises, the run
     stops and can be resumed from that checkpoint. Returns the run folder.
     """
