@@ -118,3 +118,18 @@ def test_calibration_reports_stable_settings():
 def test_bad_settings(setting, value):
     with pytest.raises(InvalidSettingError, match=setting):
         cz.get_measure("llc", **{setting: value})
+
+
+def test_torch_backend_agrees_with_devinterp():
+    """Same checkpoint and settings, devinterp's conventions on both sides: every step counts
+    (include_burnin=True) and the batch is the whole training set, so devinterp's init loss
+    (mean over its first minibatches) is the exact L(w*) that the torch backend uses."""
+    pytest.importorskip("devinterp")
+    model, data = regression(n=400, d=5, seed=3)
+    kw = dict(lr=1e-3, localization=100.0, batch_size=400, num_chains=4, num_draws=300,
+              num_burnin_steps=50, include_burnin=True, seed=0)
+    ours = cz.get_measure("llc", **kw)(model, data)
+    ref = cz.get_measure("llc", backend="devinterp", **kw)(model, data)
+    assert ref.extras["init_loss"] == pytest.approx(ours.extras["init_loss"], rel=1e-5)
+    spread = math.hypot(ours.stderr, ref.stderr)
+    assert abs(ours.value - ref.value) < 3 * spread, (ours.value, ref.value, spread)
