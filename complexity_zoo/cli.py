@@ -69,6 +69,24 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .comparison import Comparison
+
+    result = Comparison.load(args.result)
+    written = []
+    for path in (args.tex, args.md, args.csv):
+        if path:
+            written.append(result.export(path, kind=args.kind, target=args.target) if args.kind == "correlations"
+                           else result.export(path, kind=args.kind))
+    if args.png:
+        written.append(result.plot(args.png))
+    if not written:
+        print(result.to_dataframe().to_string(index=False))
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="complexity-zoo", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -90,6 +108,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="stop at the first failing cell")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("report", help="tables and a figure from a saved comparison")
+    p.add_argument("result", help="a .nc file written by compare")
+    p.add_argument("--tex", help="LaTeX table (booktabs)")
+    p.add_argument("--md", help="Markdown table")
+    p.add_argument("--csv", help="CSV table")
+    p.add_argument("--png", help="figure")
+    p.add_argument("--kind", default="correlations", choices=["correlations", "transitions", "bounds", "values"])
+    p.add_argument("--target", default="test_loss", help="what the correlations are with")
+    p.set_defaults(func=_cmd_report)
     return parser
 
 

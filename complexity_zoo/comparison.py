@@ -16,6 +16,16 @@ from .errors import InvalidSettingError, ResultNotFoundError, UnknownMeasureErro
 ERROR_COLUMNS = ["run", "step", "measure", "error", "message"]
 
 
+def _kendall(x: pd.Series, y: pd.Series) -> tuple[float, float]:
+    from scipy.stats import kendalltau
+
+    ok = np.isfinite(x.to_numpy()) & np.isfinite(y.to_numpy())
+    if ok.sum() < 3:
+        return float("nan"), float("nan")
+    res = kendalltau(x.to_numpy()[ok], y.to_numpy()[ok])
+    return float(res[0]), float(res[1])
+
+
 class Comparison:
     """Measures and metrics over checkpoints, with provenance, uncertainty and failures.
 
@@ -75,6 +85,80 @@ class Comparison:
         return json.loads(text) if text else {}
 
     # -- analyses ---------------------------------------------------------------------------
+    def _series(self, run: str) -> dict[str, np.ndarray]:
+        names = [m for m in self.metrics if m not in ("epoch",)] + self.measures
+        return {n: self.dataset[n].sel(run=run).values.astype(float) for n in names}
+
+    def transitions(self) -> pd.DataFrame:
+        """Regime changes of every metric and measure, with lead/lag to generalization.
+
+        One row per transition: run, series, kind (memorization, generalization, peak,
+        fall_onset, change_point), step, strength, uncertainty (half the checkpoint gap around
+        it), lag_steps and lag_fraction relative to the run's generalization step.
+        """
+        from .analysis.transitions import detect, lead_lag
+
+        steps = self.dataset["step"].values.astype(float)
+        frames = [detect(steps, self._series(run), run) for run in self.runs]
+        table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        return lead_lag(table, float(steps[0]), float(steps[-1]))
+
+    def correlations(
+        self,
+        target: str = "test_loss",
+        methods: tuple[str, ...] = ("pearson", "spearman", "kendall"),
+        window: tuple[float, float] | str | None = None,
+        seed: int = 0,
+    ) -> pd.DataFrame:
+        """Each measure against ``target`` across checkpoints, per run (see analysis.correlation).
+
+        ``window``: (first_step, last_step), or "post_memorization" (from each run's
+        memorization step on).
+        """
+        from .analysis.correlation import METHODS, correlation_table
+
+        if target not in self.dataset:
+            raise InvalidSettingError(f"No series {target!r} to correlate with; the metrics are {self.metrics}.")
+        unknown = [m for m in methods if m not in METHODS]
+        if unknown:
+            raise InvalidSettingError(f"Unknown correlation methods {unknown}; choose from {sorted(METHODS)}.")
+        steps = self.dataset["step"].values
+        masks = {run: np.ones(len(steps), bool) for run in self.runs}
+        if window == "post_memorization":
+            t = self.transitions()
+            mem = t[t["kind"] == "memorization"].set_index("run")["step"]
+            masks = {run: steps >= mem.get(run, np.inf) for run in self.runs}
+        elif window is not None:
+            if isinstance(window, str) or len(window) != 2:
+                raise InvalidSettingError(f"window must be (first, last) or 'post_memorization'; got {window!r}.")
+            masks = {run: (steps >= window[0]) & (steps <= window[1]) for run in self.runs}
+        series = {run: {m: self.dataset[m].sel(run=run).values[masks[run]].astype(float)
+                        for m in self.measures if m != target} for run in self.runs}
+        targets = {run: self.dataset[target].sel(run=run).values[masks[run]].astype(float) for run in self.runs}
+        return correlation_table(series, targets, target, tuple(methods), seed=seed)
+
+    def run_correlations(self, hyperparameters: pd.DataFrame | None = None) -> pd.DataFrame:
+        """Across runs: Kendall's τ of each measure's final value with the final generalization
+        gap (test_loss - train_loss), and the granulated Kendall coefficient ψ of Jiang et al.
+        2020 over the hyperparameter axes (``hyperparameters``: one row per run, indexed by run)."""
+        from .analysis.correlation import granulated_kendall
+
+        if len(self.runs) < 3 or not {"test_loss", "train_loss"} <= set(self.metrics):
+            raise InvalidSettingError("run_correlations() needs 3+ runs with train_loss and test_loss metrics.")
+        names = self.measures + ["test_loss", "train_loss"]
+        last = {v: self.dataset[v].ffill("step").isel(step=-1).to_series() for v in names}
+        gap = last["test_loss"] - last["train_loss"]
+        rows = []
+        for m in self.measures:
+            tau, p = _kendall(last[m], gap)
+            row = {"measure": m, "n_runs": len(self.runs), "kendall_tau": tau, "p": p}
+            if hyperparameters is not None:
+                g = granulated_kendall(last[m], gap, hyperparameters.loc[self.runs])
+                row["granulated_psi"] = float(g["tau"].mean())
+                row.update({f"tau_{a}": t for a, t in zip(g["axis"], g["tau"])})
+            rows.append(row)
+        return pd.DataFrame(rows)
+
     def bounds(self, n: int | dict[str, int] | None = None, delta: float = 0.05) -> pd.DataFrame:
         """Occam and PAC-Bayes compression bounds for every measure in bits, at every step.
 
@@ -106,6 +190,35 @@ class Comparison:
                                  "test_error": 1 - test_acc})
         columns = ["run", "step", "measure", "bits", "n", "train_error", "test_error"]
         return bounds_table(pd.DataFrame(rows, columns=columns), delta=delta)
+
+    # -- output -------------------------------------------------------------------------------
+    def export(self, path: str | os.PathLike, kind: str = "correlations", caption: str | None = None,
+               label: str | None = None, **options: Any) -> Path:
+        """Write a table as .tex (booktabs), .md or .csv, chosen by the suffix of ``path``.
+
+        ``kind``: "correlations", "transitions", "bounds" or "values"; ``options`` go to the
+        method that makes the table (e.g. ``target=``, ``window=`` for correlations).
+        """
+        from .analysis.export import correlations_wide, write_table
+
+        makers = {
+            "correlations": lambda: correlations_wide(self.correlations(**options)),
+            "transitions": lambda: self.transitions(**options),
+            "bounds": lambda: self.bounds(**options),
+            "values": lambda: self.to_dataframe(),
+        }
+        if kind not in makers:
+            raise InvalidSettingError(f"export kind must be one of {sorted(makers)}; got {kind!r}.")
+        table = makers[kind]()
+        caption = caption or f"{kind.capitalize()} of {', '.join(self.measures)} ({', '.join(self.runs)})."
+        return write_table(table, path, caption, label or f"tab:{kind}")
+
+    def plot(self, path: str | os.PathLike, measures: list[str] | None = None, title: str | None = None) -> Path:
+        """Accuracy on top, measures normalized below, log step axis, transitions marked."""
+        from .analysis.plot import plot_comparison
+
+        chosen = measures or [m for m in self.measures if np.isfinite(self.dataset[m].values).any()]
+        return plot_comparison(self.dataset, chosen, self.transitions(), path, title)
 
     # -- persistence ------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:

@@ -30,17 +30,17 @@ def mlp(in_features: int = 4, hidden: int = 16, out_features: int = 3) -> nn.Mod
 def tiny_classifier(seed: int = 0) -> tuple[nn.Module, Data]:
     """A small MLP trained for a few steps on a seeded 3-class problem, and its data."""
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(96, 4, generator=g)
+    x = torch.randn(192, 4, generator=g)
     y = (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long()
     torch.manual_seed(seed)
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     for _ in range(50):
         opt.zero_grad()
-        nn.functional.cross_entropy(model(x[:64]), y[:64]).backward()
+        nn.functional.cross_entropy(model(x[:128]), y[:128]).backward()
         opt.step()
     model.zero_grad(set_to_none=True)
-    return model, Data.from_tensors(train=(x[:64], y[:64]), test=(x[64:], y[64:]), batch_size=32)
+    return model, Data.from_tensors(train=(x[:128], y[:128]), test=(x[128:], y[128:]), batch_size=32)
 
 
 def _fail(name: str, what: str) -> AssertionError:

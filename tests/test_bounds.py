@@ -50,7 +50,7 @@ def test_comparison_bounds_table(trajectory):
     table = result.bounds()
     assert set(table["measure"]) == {"naive_compression"} and len(table) == 5
     row = table.iloc[-1]
-    assert row["n"] == 64
-    assert row["occam_bound"] == pytest.approx(occam_bound(row["bits"], 64, row["train_error"]))
-    assert row["vacuous"]  # thousands of bits against 64 examples
+    assert row["n"] == 128
+    assert row["occam_bound"] == pytest.approx(occam_bound(row["bits"], 128, row["train_error"]))
+    assert row["vacuous"]  # thousands of bits against 128 examples
     assert np.isnan(row["test_error"])  # the fixture logs no test accuracy

@@ -56,3 +56,15 @@ def test_import_is_light_and_console_script_runs(tmp_path):
     res = subprocess.run([str(script), "measures", "--short"], capture_output=True, text=True,
                          cwd=tmp_path, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert res.returncode == 0 and "effective_rank" in res.stdout
+
+
+def test_report_command_writes_tables_and_a_figure(tmp_path, trajectory):
+    run = trajectory.save(tmp_path / "run")
+    out = tmp_path / "res.nc"
+    assert main(["compare", str(run), "--measures", "l2,effective_rank", "--out", str(out), "--quiet"]) == 0
+    assert main(["report", str(out), "--kind", "values", "--md", str(tmp_path / "v.md"),
+                 "--png", str(tmp_path / "f.png")]) == 0
+    assert (tmp_path / "v.md").read_text().startswith("| run | step | measure")
+    assert (tmp_path / "f.png").stat().st_size > 10_000
+    assert main(["report", str(out), "--tex", str(tmp_path / "c.tex"), "--target", "train_loss"]) == 0
+    assert r"\begin{tabular}" in (tmp_path / "c.tex").read_text()

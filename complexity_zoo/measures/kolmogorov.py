@@ -34,7 +34,7 @@ TAU_GRID = (1.0, 0.99, 0.98, 0.97, 0.96, 0.95, 0.93, 0.9, 0.87, 0.85, 0.8, 0.75,
 @dataclass
 class _Candidate:
     delta: float
-    tau: float
+    tau: float | None  # None: no matrix truncated (quantization only)
     ranks: dict[str, int | None] = field(repr=False)
 
 
@@ -75,60 +75,94 @@ class _Problem:
         return self.sizes[key]
 
 
-def _frontier_order(problem: _Problem, deltas: list[float]) -> list[tuple[float, int, int, _Candidate]]:
-    """Every distinct (Δ, rank profile) on the grid, sorted by the modelled size (smallest first)."""
-    profiles: dict[tuple, _Candidate] = {}
+def _profiles(problem: _Problem) -> list[_Candidate]:
+    """One candidate τ per distinct rank profile on the τ grid, finest first.
+
+    The finest is quantization alone (no truncation; τ = 1 already drops the last singular
+    value wherever the factors are smaller), so a bound too tight for any truncation can
+    still be met by quantizing.
+    """
+    untruncated = {name: None for name in problem.grainer.matrices}
+    profiles: dict[tuple, _Candidate] = {tuple(untruncated.values()): _Candidate(0.0, None, untruncated)}
     for tau in TAU_GRID:
         ranks = problem.grainer.ranks(tau)
         profiles.setdefault(tuple(ranks.values()), _Candidate(0.0, tau, ranks))
-    out = []
-    for j, prof in enumerate(profiles.values()):
-        for i, delta in enumerate(deltas):
-            cand = _Candidate(delta, prof.tau, prof.ranks)
-            out.append((entropy_bits(problem.grainer.stored(delta, prof.ranks)), i, j, cand))
-    out.sort(key=lambda t: t[0])
-    return out
+    return list(profiles.values())
+
+
+def _largest_feasible(feasible, hint: int, top: int) -> int | None:
+    """Largest i in [0, top] with feasible(i), assuming feasibility falls as i grows.
+
+    Starts at ``hint`` (the neighbouring rank profile's answer), gallops up when it holds and
+    bisects down when it does not, so a good hint costs two or three evaluations.
+    """
+    if feasible(hint):
+        lo, step = hint, 1
+        while lo < top:  # gallop upwards: lo feasible
+            nxt = min(lo + step, top)
+            if not feasible(nxt):
+                hi = nxt
+                break
+            lo, step = nxt, step * 2
+        else:
+            return top
+    else:
+        if hint == 0 or not feasible(0):
+            return None
+        lo, hi = 0, hint
+    while hi - lo > 1:  # lo feasible, hi infeasible
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if feasible(mid) else (lo, mid)
+    return lo
 
 
 def _search_frontier(problem: _Problem, epsilon: float, deltas: list[float], margin: float = 0.1,
                      refine_steps: int = 3) -> _Candidate | None:
-    """The smallest feasible candidate, scanning the grid in order of modelled size.
+    """Trace the feasibility frontier over a (Δ grid) x (τ grid) and keep its smallest point.
 
-    Assumes coarser is never better for the loss: a candidate with a larger Δ and a lower τ
-    than an infeasible one is skipped without evaluation, and one with a smaller Δ and a higher
-    τ than a feasible one needs none. After the first feasible candidate, candidates whose
-    modelled size is within ``margin`` of it are sized exactly too (the model is only a model),
-    and the winner's Δ is refined by ``refine_steps`` bisections towards the next grid point.
+    For each rank profile (finest τ first) the largest feasible Δ is found by a search that
+    starts at the previous profile's answer (the frontier moves little between neighbours).
+    A profile whose smallest possible size (modelled, at the largest Δ) cannot come within
+    ``margin`` of the best found is skipped unevaluated, and after two truncated profiles in a
+    row that fail even at the finest Δ, the coarser ones are not tried. Frontier points are
+    sized exactly; the winner's Δ is refined by ``refine_steps`` bisections towards the next
+    grid point. Assumes the loss does not improve as Δ grows at fixed ranks.
     """
-    infeasible: list[tuple[int, float]] = []
-    feasible: list[tuple[int, float]] = []
-    found: list[tuple[int, int, _Candidate]] = []  # (exact bits, grid index, candidate)
-    limit = math.inf
-    for proxy, i, _, cand in _frontier_order(problem, deltas):
-        if proxy > limit:
-            break
-        if any(i >= a and cand.tau <= t for a, t in infeasible):
+    top = len(deltas) - 1
+    hint = top
+    frontier: list[tuple[int, int, _Candidate]] = []  # (exact bits, Δ index, candidate)
+    best_proxy = math.inf
+    failures = 0
+    for prof in _profiles(problem):
+        floor = entropy_bits(problem.grainer.stored(deltas[top], prof.ranks))
+        if floor > best_proxy * (1 + margin):
             continue
-        known = any(i <= a and cand.tau >= t for a, t in feasible)
-        if known or problem.feasible(cand, epsilon):
-            feasible.append((i, cand.tau))
-            found.append((problem.bits(cand), i, cand))
-            limit = min(limit, proxy * (1 + margin))
-        else:
-            infeasible.append((i, cand.tau))
-    if not found:
+        def feasible_at(k: int, prof: _Candidate = prof) -> bool:
+            return problem.feasible(_Candidate(deltas[k], prof.tau, prof.ranks), epsilon)
+
+        i = _largest_feasible(feasible_at, hint, top)
+        if i is None:
+            failures += prof.tau is not None
+            if failures == 2:
+                break
+            continue
+        failures, hint = 0, i
+        cand = _Candidate(deltas[i], prof.tau, prof.ranks)
+        best_proxy = min(best_proxy, entropy_bits(problem.grainer.stored(cand.delta, cand.ranks)))
+        frontier.append((problem.bits(cand), i, cand))
+    if not frontier:
         return None
-    _, i, best = min(found, key=lambda f: f[0])
+    _, i, best = min(frontier, key=lambda f: f[0])
     if i + 1 < len(deltas):  # bisect log Δ between the winner and the next, coarser grid point
-        lo, hi = best.delta, deltas[i + 1]
+        lo_d, hi_d = best.delta, deltas[i + 1]
         for _ in range(refine_steps):
-            mid = _Candidate(math.sqrt(lo * hi), best.tau, best.ranks)
+            mid = _Candidate(math.sqrt(lo_d * hi_d), best.tau, best.ranks)
             if problem.feasible(mid, epsilon):
-                lo = mid.delta
+                lo_d = mid.delta
                 if problem.bits(mid) <= problem.bits(best):
                     best = mid
             else:
-                hi = mid.delta
+                hi_d = mid.delta
     return best
 
 
@@ -172,9 +206,9 @@ class Kolmogorov(Measure):
     DeMoss et al. 2024 (arXiv 2412.09810). One quantization step Δ (log range ``delta_range``,
     paper [1e-3, 1]) and one SVD threshold τ in [0, 1] for all tensors; feasible when the mean
     training loss (nats) of the coarse model is at most the original's + ``epsilon`` (paper: 1).
-    ``search``: "frontier" (default, deterministic; ranks candidates by a size model and skips
-    those that a failed coarser one rules out) or "bayes" (the paper's: 2 probes + 10 random +
-    50 Bayesian-optimization steps). ``coder``: "lzma-codes" (default: integer codes, LZMA) or
+    ``search``: "frontier" (default, deterministic: traces the feasibility frontier over a Δ x τ
+    grid, skipping what a size model rules out) or "bayes" (the paper's:
+    2 probes + 10 random + 50 Bayesian-optimization steps). ``coder``: "lzma-codes" (default: integer codes, LZMA) or
     "bz2-pickle" (the paper's). ``max_examples``: evaluate the loss on a seeded subset of the
     training set (the paper used its last minibatch, <= 512 examples); None = all of it.
     The value is never above exact (lossless float32) storage in the same coder.

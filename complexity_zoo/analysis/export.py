@@ -1,0 +1,84 @@
+"""Tables for papers: LaTeX (booktabs, ready to \\input), Markdown and CSV, chosen by suffix."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import InvalidSettingError
+
+SUFFIXES = (".tex", ".md", ".csv")
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                  "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def fmt(value: object) -> str:
+    """Numbers with 3 significant digits (integers as they are); text unchanged."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "--"
+        if value == int(value) and abs(value) < 1e7:
+            return str(int(value))
+        return f"{value:.3g}"
+    return str(value)
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(c, c) for c in text)
+
+
+def to_latex(df: pd.DataFrame, caption: str, label: str) -> str:
+    """A booktabs table environment with caption and label."""
+    align = "".join("r" if pd.api.types.is_numeric_dtype(df[c]) else "l" for c in df.columns)
+    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{latex_escape(caption)}}}",
+             rf"\label{{{label}}}", rf"\begin{{tabular}}{{{align}}}", r"\toprule",
+             " & ".join(latex_escape(str(c)) for c in df.columns) + r" \\", r"\midrule"]
+    for row in df.itertuples(index=False):
+        lines.append(" & ".join(latex_escape(fmt(v)) for v in row) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    header = "| " + " | ".join(str(c) for c in df.columns) + " |"
+    rule = "| " + " | ".join("---:" if pd.api.types.is_numeric_dtype(df[c]) else "---" for c in df.columns) + " |"
+    body = ["| " + " | ".join(fmt(v).replace("|", r"\|") for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([header, rule, *body]) + "\n"
+
+
+def write_table(df: pd.DataFrame, path: str | os.PathLike, caption: str, label: str) -> Path:
+    """Write ``df`` in the format that the suffix of ``path`` names."""
+    path = Path(path)
+    if path.suffix not in SUFFIXES:
+        raise InvalidSettingError(f"export() writes {SUFFIXES}; got {str(path)!r}.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".csv":
+        df.to_csv(path, index=False)
+    elif path.suffix == ".md":
+        path.write_text(to_markdown(df))
+    else:
+        path.write_text(to_latex(df, caption, label))
+    return path
+
+
+def correlations_wide(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per (run, measure): r with its interval and the adjusted p for each method."""
+    rows = []
+    for (run, measure), g in table.groupby(["run", "measure"], sort=False):
+        row: dict[str, object] = {"run": run, "measure": measure, "n": int(g["n"].iloc[0])}
+        for rec in g.itertuples(index=False):
+            row[f"{rec.method} r [95% CI]"] = f"{fmt(rec.r)} [{fmt(rec.ci_low)}, {fmt(rec.ci_high)}]"
+            row[f"{rec.method} p (Holm)"] = rec.p_adjusted
+        row["Granger p"] = g["granger_p"].iloc[0]
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    if out["run"].nunique() == 1:
+        out = out.drop(columns="run")
+    return out
