@@ -1,6 +1,7 @@
 """complexity_zoo: complexity measures over checkpoint series, and what they say about generalization."""
 
 from . import measures as _builtin_measures  # noqa: F401  (registers the built-in measures)
+from . import regularizers, tasks
 from .compare import compare
 from .comparison import Comparison
 from .data import Data
@@ -31,4 +32,6 @@ __all__ = [
     "get_measure",
     "list_measures",
     "register_measure",
+    "regularizers",
+    "tasks",
 ]

@@ -109,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_compare)
 
+    from .tasks.cli_train import add_train_parser
+
+    add_train_parser(sub)
+
     p = sub.add_parser("report", help="tables and a figure from a saved comparison")
     p.add_argument("result", help="a .nc file written by compare")
     p.add_argument("--tex", help="LaTeX table (booktabs)")
