@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from .errors import ComplexityZooError, InvalidSettingError, MissingDataError
 
@@ -87,6 +88,42 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+DEMO_MEASURES = ["l2", "effective_rank", "stable_rank", "naive_compression", "kolmogorov", "lmn", "llc"]
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    """Train cpu-small with and without weight decay, compare every measure, write a report."""
+    from .compare import compare
+    from .tasks import task_data
+    from .tasks.modular import from_preset, train
+    from .trajectory import Trajectory
+
+    out = Path(args.out)
+    runs = []
+    for preset in ("cpu-small", "cpu-small-noreg"):
+        print(f"training {preset} (about a minute on 2 CPU cores; resumes if interrupted)", flush=True)
+        path = train(out / "runs" / preset, **from_preset(preset), device=args.device, resume=True,
+                     progress=not args.quiet)
+        runs.append(Trajectory.from_dir(path))
+    # Every checkpoint early on, every other one later: 25 steps per run.
+    steps = [s for s in runs[0].steps if s <= 1000 or s % 400 == 0]
+    data = {t.name: task_data(t.task) for t in runs}
+    result = compare(runs, DEMO_MEASURES, data=data, steps=steps, device=args.device,
+                     cache=out / "cache", progress=not args.quiet)
+    written = [result.save(out / "comparison.nc"), result.plot(out / "figure.png", title="cpu-small: grokking")]
+    written.append(result.export(out / "correlations.md"))
+    written.append(result.export(out / "correlations.tex", caption="Measures against test loss.",
+                                 label="tab:demo-correlations"))
+    written.append(result.export(out / "transitions.md", kind="transitions"))
+    written.append(result.export(out / "bounds.md", kind="bounds"))
+    for path in written:
+        print(f"wrote {path}")
+    t = result.transitions()
+    named = t[t["kind"].isin(["memorization", "generalization"])][["run", "series", "kind", "step"]]
+    print(named.to_string(index=False))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="complexity-zoo", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -112,6 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     from .tasks.cli_train import add_train_parser
 
     add_train_parser(sub)
+
+    p = sub.add_parser("demo", help="the whole pipeline on a small grokking run (CPU, a few minutes)")
+    p.add_argument("--out", default="demo_out", help="folder for runs, cache, result, tables, figure")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("report", help="tables and a figure from a saved comparison")
     p.add_argument("result", help="a .nc file written by compare")

@@ -87,6 +87,20 @@ class CoarseGrainer:
         return out
 
 
+def entropy_bits(stored: list[Stored]) -> float:
+    """A cheap model of the coded size: the zeroth-order entropy of each tensor's codes plus
+    16 bits per distinct symbol for its table. Used to rank candidates, never reported."""
+    bits = 0.0
+    for st in stored:
+        codes = st.codes.reshape(-1)
+        if codes.numel() == 0:
+            continue
+        counts = torch.bincount(codes - codes.min()).double()
+        counts = counts[counts > 0]
+        bits += float(-(counts * torch.log2(counts / counts.sum())).sum()) + 16.0 * counts.numel()
+    return bits
+
+
 def _float32_values(st: Stored, delta: float) -> np.ndarray:
     values = (st.codes.double() * delta).float().cpu().numpy()
     return values + np.float32(0.0)  # -0.0 -> +0.0, as the paper maps it

@@ -22,7 +22,7 @@ from ..data import Data
 from ..errors import DataError, MissingDependencyError
 from ..measure import Measure, MeasureResult
 from ..registry import register_measure
-from ._coarse_grain import CODERS, CoarseGrainer, coded_bits, exact_bits, log_grid
+from ._coarse_grain import CODERS, CoarseGrainer, coded_bits, entropy_bits, exact_bits, log_grid
 from .compression import naive_bits
 
 SEARCHES = ("frontier", "bayes")
@@ -124,7 +124,7 @@ def _largest_feasible(feasible, hint: int, top: int, may_grow: bool) -> int | No
     return lo
 
 
-def _search_frontier(problem: _Problem, epsilon: float, deltas: list[float],
+def _search_frontier(problem: _Problem, epsilon: float, deltas: list[float], margin: float = 0.15,
                      refine_steps: int = 3) -> _Candidate | None:
     """Trace the feasibility frontier over a (Δ grid) x (τ grid) and keep its smallest point.
 
@@ -134,10 +134,11 @@ def _search_frontier(problem: _Problem, epsilon: float, deltas: list[float],
     singular values never make a larger Δ feasible (the assumption that makes this cheap: about 1.5 loss evaluations
     per profile). Frontier points are sized exactly; the winner's Δ is refined by
     ``refine_steps`` bisections towards the next grid point. Also assumes the loss does not
-    improve as Δ grows at fixed ranks.
+    improve as Δ grows at fixed ranks. Only frontier points whose modelled size (code entropy)
+    is within ``margin`` of the smallest are compressed for real.
     """
     top = len(deltas) - 1
-    frontier: list[tuple[int, int, _Candidate]] = []  # (exact bits, Δ index, candidate)
+    frontier: list[tuple[float, int, _Candidate]] = []  # (modelled bits, Δ index, candidate)
     hint, fresh = top, True
     for prof in _profiles(problem):
         def feasible_at(k: int, prof: _Candidate = prof) -> bool:
@@ -153,10 +154,11 @@ def _search_frontier(problem: _Problem, epsilon: float, deltas: list[float],
             hint = i
         if i is not None:
             cand = _Candidate(deltas[i], prof.tau, prof.ranks)
-            frontier.append((problem.bits(cand), i, cand))
+            frontier.append((entropy_bits(problem.grainer.stored(cand.delta, cand.ranks)), i, cand))
     if not frontier:
         return None
-    _, i, best = min(frontier, key=lambda f: f[0])
+    cutoff = min(f[0] for f in frontier) * (1 + margin)
+    _, i, best = min((f for f in frontier if f[0] <= cutoff), key=lambda f: problem.bits(f[2]))
     if i + 1 < len(deltas):  # bisect log Δ between the winner and the next, coarser grid point
         lo_d, hi_d = best.delta, deltas[i + 1]
         for _ in range(refine_steps):
