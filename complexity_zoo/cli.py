@@ -6,7 +6,6 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from .errors import ComplexityZooError, InvalidSettingError, MissingDataError
 
@@ -88,34 +87,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-DEMO_MEASURES = ["l2", "effective_rank", "stable_rank", "naive_compression", "kolmogorov", "lmn", "llc"]
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
     """Train cpu-small with and without weight decay, compare every measure, write a report."""
-    from .compare import compare
-    from .tasks import task_data
-    from .tasks.modular import from_preset, train
-    from .trajectory import Trajectory
+    from .tasks.report import grokking_report
 
-    out = Path(args.out)
-    runs = []
-    for preset in ("cpu-small", "cpu-small-noreg"):
-        print(f"training {preset} (about a minute on 2 CPU cores; resumes if interrupted)", flush=True)
-        path = train(out / "runs" / preset, **from_preset(preset), device=args.device, resume=True,
-                     progress=not args.quiet)
-        runs.append(Trajectory.from_dir(path))
-    # Every checkpoint early on, every other one later: 25 steps per run.
-    steps = [s for s in runs[0].steps if s <= 1000 or s % 400 == 0]
-    data = {t.name: task_data(t.task) for t in runs}
-    result = compare(runs, DEMO_MEASURES, data=data, steps=steps, device=args.device,
-                     cache=out / "cache", progress=not args.quiet)
-    written = [result.save(out / "comparison.nc"), result.plot(out / "figure.png", title="cpu-small: grokking")]
-    written.append(result.export(out / "correlations.md"))
-    written.append(result.export(out / "correlations.tex", caption="Measures against test loss.",
-                                 label="tab:demo-correlations"))
-    written.append(result.export(out / "transitions.md", kind="transitions"))
-    written.append(result.export(out / "bounds.md", kind="bounds"))
+    result, written = grokking_report(args.out, device=args.device, progress=not args.quiet)
     for path in written:
         print(f"wrote {path}")
     t = result.transitions()
