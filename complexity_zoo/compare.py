@@ -213,6 +213,9 @@ def compare(
         bar.close()
     dataset = _build_dataset(runs, wanted, labeled, cells, device, seed)
     dataset.attrs["n_train"] = json.dumps({name: d.n("train") for name, d in data_for.items() if d is not None})
+    classes = {d.num_classes() for d in data_for.values() if d is not None} - {None}
+    if len(classes) == 1:
+        dataset.attrs["num_classes"] = classes.pop()
     return Comparison(dataset, errors)
 
 

@@ -159,10 +159,12 @@ class Comparison:
             rows.append(row)
         return pd.DataFrame(rows)
 
-    def bounds(self, n: int | dict[str, int] | None = None, delta: float = 0.05) -> pd.DataFrame:
+    def bounds(self, n: int | dict[str, int] | None = None, delta: float = 0.05,
+               num_classes: int | None = None) -> pd.DataFrame:
         """Occam and PAC-Bayes compression bounds for every measure in bits, at every step.
 
-        ``n`` is the number of training examples (default: what compare() recorded from the
+        ``n`` is the number of training examples and ``num_classes`` sets the chance error
+        1 - 1/C that ``vacuous`` compares with (defaults: what compare() recorded from the
         data). The 0-1 errors come from the ``train_acc`` and ``test_acc`` metrics.
         """
         from .analysis.bounds import bounds_table
@@ -189,7 +191,9 @@ class Comparison:
                                  "n": sizes[run], "train_error": 1 - float(cell["train_acc"]),
                                  "test_error": 1 - test_acc})
         columns = ["run", "step", "measure", "bits", "n", "train_error", "test_error"]
-        return bounds_table(pd.DataFrame(rows, columns=columns), delta=delta)
+        classes = num_classes or self.dataset.attrs.get("num_classes")
+        chance = 1 - 1 / int(classes) if classes else 1.0
+        return bounds_table(pd.DataFrame(rows, columns=columns), delta=delta, chance_error=chance)
 
     # -- output -------------------------------------------------------------------------------
     def export(self, path: str | os.PathLike, kind: str = "correlations", caption: str | None = None,

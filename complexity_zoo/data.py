@@ -200,6 +200,15 @@ class Data:
             out["acc"] = correct / count
         return out
 
+    def num_classes(self) -> int | None:
+        """Number of classes of a cross-entropy task with tensor labels (max label + 1), else None."""
+        if self.loss_name != "cross_entropy" or not isinstance(self.train, tuple) or len(self.train) < 2:
+            return None
+        labels = [self.train[1]] + ([self.test[1]] if isinstance(self.test, tuple) else [])
+        if any(t.is_floating_point() for t in labels):
+            return None
+        return int(max(int(t.max()) for t in labels)) + 1
+
     def fingerprint(self) -> str:
         """A digest of the examples and the loss, so cached results follow the data.
 

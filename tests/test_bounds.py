@@ -53,4 +53,17 @@ def test_comparison_bounds_table(trajectory):
     assert row["n"] == 128
     assert row["occam_bound"] == pytest.approx(occam_bound(row["bits"], 128, row["train_error"]))
     assert row["vacuous"]  # thousands of bits against 128 examples
+    assert result.dataset.attrs["num_classes"] == 3  # labels 0..2: chance error 2/3
+
+
+def test_vacuous_means_no_better_than_guessing():
+    import pandas as pd
+
+    from complexity_zoo.analysis.bounds import bounds_table
+
+    frame = pd.DataFrame({"bits": [100.0, 100.0], "n": [10**5, 10**5], "train_error": [0.0, 0.7]})
+    table = bounds_table(frame, chance_error=0.9)  # ten classes
+    assert table["kl_bound"].iloc[0] < 0.01 and not table["vacuous"].iloc[0]
+    assert table["kl_bound"].iloc[1] > 0.7 and not table["vacuous"].iloc[1]
+    assert bounds_table(frame, chance_error=0.5)["vacuous"].tolist() == [False, True]
     assert np.isnan(row["test_error"])  # the fixture logs no test accuracy

@@ -66,7 +66,7 @@ def peak_and_fall(steps: np.ndarray, values: np.ndarray, drop: float = 0.1) -> l
     """
     span = float(np.nanmax(values) - np.nanmin(values))
     k = int(np.nanargmax(values))
-    if span == 0 or k == len(values) - 1:
+    if span == 0 or k in (0, len(values) - 1):
         return []
     fall = float(values[k] - np.nanmin(values[k:])) / span
     rows = [{"kind": "peak", "step": float(steps[k]), "strength": fall, "uncertainty": _interval(steps, k)}]
