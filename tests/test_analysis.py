@@ -148,3 +148,8 @@ def test_vectorized_correlations_match_scipy(method):
     x[1, :5] = x[1, 5:10]  # ties
     ref = {"pearson": stats.pearsonr, "spearman": stats.spearmanr, "kendall": stats.kendalltau}[method]
     np.testing.assert_allclose(batch_corr(method, x, y), [ref(a, b)[0] for a, b in zip(x, y)], rtol=1e-10)
+
+
+def test_a_smooth_trend_is_not_cut_into_many_change_points():
+    smooth = np.exp(-STEPS / 3000.0)
+    assert len(change_points(STEPS, smooth)) <= 3

@@ -2,7 +2,8 @@
 
 Checkpoints are usually log-spaced, so every detector works on the checkpoint index (about
 log step) and reports steps. Change points come from ruptures' PELT (Killick et al. 2012) on
-the series standardized by a robust noise estimate; the named transitions are defined below.
+the series standardized by a robust noise estimate (with a floor: see change_points); the
+named transitions are defined below.
 """
 
 from __future__ import annotations
@@ -79,23 +80,22 @@ def peak_and_fall(steps: np.ndarray, values: np.ndarray, drop: float = 0.1) -> l
 
 
 def change_points(steps: np.ndarray, values: np.ndarray, penalty: float | None = None,
-                  min_size: int = 2) -> list[dict]:
-    """Change points in the mean (PELT, l2 cost) of the standardized series.
+                  min_size: int = 2, noise_floor: float = 0.05, max_points: int = 3) -> list[dict]:
+    """The strongest changes in the mean (PELT, l2 cost) of the standardized series.
 
-    The noise scale is the median absolute first difference / (0.6745 sqrt 2), so the default
-    penalty 3 ln n works on the series' own scale (a BIC-like choice). Strength: the jump in
-    means, in noise units.
+    The noise scale is the median absolute first difference / (0.6745 sqrt 2), but at least
+    ``noise_floor`` x the series' range: training curves are often smooth, and a mean-shift
+    model cuts a smooth trend into ever more pieces as the noise estimate goes to 0. The
+    default penalty 3 ln n (in noise units) is BIC-like. At most ``max_points`` changes are
+    kept, the largest jumps (strength: the jump in means, in noise units).
     """
     import ruptures as rpt
 
     x = np.asarray(values, dtype=float)
     n = len(x)
-    if n < 2 * min_size:
+    if n < 2 * min_size or np.ptp(x) == 0:
         return []
-    diffs = np.abs(np.diff(x))
-    noise = np.median(diffs) / (0.6745 * math.sqrt(2))
-    if noise == 0:
-        noise = np.std(x) / 10 or 1.0
+    noise = max(np.median(np.abs(np.diff(x))) / (0.6745 * math.sqrt(2)), noise_floor * np.ptp(x))
     z = ((x - x.mean()) / noise).reshape(-1, 1)
     pen = penalty if penalty is not None else 3 * math.log(n)
     bkps = rpt.Pelt(model="l2", min_size=min_size, jump=1).fit(z).predict(pen=pen)[:-1]
@@ -104,7 +104,8 @@ def change_points(steps: np.ndarray, values: np.ndarray, penalty: float | None =
         jump = float(abs(z[b:c].mean() - z[a:b].mean()))
         rows.append({"kind": "change_point", "step": float(steps[b]), "strength": jump,
                      "uncertainty": _interval(steps, b)})
-    return rows
+    strongest = sorted(rows, key=lambda r: -r["strength"])[:max_points]
+    return sorted(strongest, key=lambda r: r["step"])
 
 
 def detect(steps: np.ndarray, series: dict[str, np.ndarray], run: str) -> pd.DataFrame:
