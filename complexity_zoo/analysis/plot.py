@@ -49,6 +49,7 @@ def plot_comparison(dataset: xr.Dataset, measures: list[str], transitions: pd.Da
             top.annotate(rec.kind, (rec.step, 0.5), rotation=90, fontsize=7, ha="right", va="center")
         for ax in (top, bottom):
             ax.set_xscale("symlog", linthresh=max(1.0, float(steps[steps > 0].min()) if (steps > 0).any() else 1.0))
+            ax.set_xlim(float(steps.min()), float(steps.max()))
             ax.grid(alpha=0.3)
         bottom.set_xlabel("step")
         bottom.set_ylim(-0.05, 1.05)
