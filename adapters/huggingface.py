@@ -279,7 +279,13 @@ def load_trajectory(
     return Trajectory(ckpts, model, metrics, name=name or root.resolve().name)
 
 
-def _revisions_trajectory(repo, revisions, model, metrics, name) -> Trajectory:
+def _revisions_trajectory(
+    repo: str,
+    revisions: Iterable[str] | Mapping[int, str],
+    model: Callable[[], nn.Module] | None,
+    metrics: pd.DataFrame | str | os.PathLike | None,
+    name: str | None,
+) -> Trajectory:
     if isinstance(revisions, Mapping):
         by_step = {int(step): str(rev) for step, rev in revisions.items()}
     else:

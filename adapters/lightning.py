@@ -8,6 +8,7 @@ hyper-parameters) needs no global beyond what ``torch.load(weights_only=True)`` 
 (``collections.OrderedDict`` and torch's tensor rebuilders), so none is let through here. Hyper-
 parameters holding other objects (a ``pathlib.Path``, an ``argparse.Namespace``, omegaconf
 containers) are refused with the global named; pass ``safe_globals=[...]`` for types you trust.
+Reading needs only torch: this adapter never imports lightning (your model factory may).
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 
 import pandas as pd
 import pytest
@@ -227,3 +228,9 @@ def test_damaged_state_and_keys_that_are_not_tied(trainer_dir, tmp_path):
     (out / "checkpoint-6" / "trainer_state.json").write_text("{ not json")
     with pytest.raises(CheckpointError, match="checkpoint-6/trainer_state.json"):
         hf.load_trajectory(out)
+
+
+def test_a_missing_transformers_names_the_extra(trainer_dir, monkeypatch):
+    monkeypatch.setitem(sys.modules, "transformers", None)  # as if not installed
+    with pytest.raises(cz.MissingDependencyError, match=r"pip install 'complexity-zoo\[hf\]'"):
+        hf.model_from_config(str(trainer_dir / "checkpoint-2"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import shutil
+import sys
 from collections import OrderedDict
 
 import pandas as pd
@@ -170,3 +171,9 @@ def test_missing_truncated_and_corrupt_files_are_named(output_dir, tmp_path):
         del ckpt["state_dict_ema"]
         torch.save(ckpt, tmp_path / "checkpoint-0.pth.tar")
         zoo_timm.load_checkpoint_file(tmp_path / "checkpoint-0.pth.tar", ema=True)
+
+
+def test_a_missing_timm_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "timm", None)  # as if not installed
+    with pytest.raises(cz.MissingDependencyError, match=r"pip install 'complexity-zoo\[timm\]'"):
+        zoo_timm.model_from_arch(ARCH, num_classes=CLASSES)
