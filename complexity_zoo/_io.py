@@ -41,13 +41,17 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, Tensor]:
     return state_dict_from_object(obj, path)
 
 
-def torch_load_weights_only(path: Path, safe_globals: list | None = None) -> object:
-    """``torch.load(weights_only=True)``, turning refusals into a clear error."""
+def torch_load_weights_only(path: Path, safe_globals: list | None = None, *, mmap: bool = False) -> object:
+    """``torch.load(weights_only=True)``, turning refusals into a clear error.
+
+    ``mmap=True`` maps the tensors instead of reading them, so reading a big training
+    checkpoint only for its small entries (a step, an epoch) stays cheap.
+    """
     try:
         if safe_globals:
-            with torch.serialization.safe_globals(safe_globals):
-                return torch.load(path, map_location="cpu", weights_only=True)
-        return torch.load(path, map_location="cpu", weights_only=True)
+            with torch.serialization.safe_globals(list(safe_globals)):
+                return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         wanted = re.search(r"GLOBAL ([\w.]+)", str(e))
         what = f" It asks for the global {wanted.group(1)!r}." if wanted else ""

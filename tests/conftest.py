@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import functools
+import os
 
-import pytest
+# Tests never download: Hugging Face libraries read this once, when first imported.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import pytest  # noqa: E402
 import torch
 
 from complexity_zoo import Trajectory, registry

@@ -1,0 +1,383 @@
+"""Hugging Face: ``transformers.Trainer`` output folders, hub revisions, and language-model Data.
+
+``load_trajectory("out")`` reads what ``Trainer`` writes: ``out/checkpoint-N/`` folders, each
+with ``config.json``, ``trainer_state.json`` and the weights (``model.safetensors``, its sharded
+``model.safetensors.index.json``, or the legacy ``pytorch_model.bin`` read with
+``torch.load(weights_only=True)``). N, the Trainer's ``global_step``, is the step.
+``load_trajectory("EleutherAI/pythia-70m", revisions=["step1000", "step2000"])`` reads hub
+revisions instead (online, through ``from_pretrained``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from complexity_zoo._io import load_state_dict_file
+from complexity_zoo.data import Batch, Data
+from complexity_zoo.errors import (
+    CheckpointError,
+    CheckpointNotFoundError,
+    DataError,
+    ModelError,
+    TrajectoryError,
+)
+from complexity_zoo.trajectory import Checkpoint, Trajectory, step_from_filename
+
+from ._common import aliased_keys, as_float, existing_dir, rename_metric, require
+
+__all__ = [
+    "CausalLMLoss",
+    "lm_data",
+    "load_trajectory",
+    "load_weights",
+    "metrics_from_log_history",
+    "model_from_config",
+]
+
+# In the order they are preferred: safetensors first, the legacy pickle-based format last.
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+_CHECKPOINT_DIR = re.compile(r"checkpoint-(\d+)")
+# Trainer's log_history names -> ours; bookkeeping that is not a metric is dropped.
+_RENAMES = {"loss": "train_loss", "eval_accuracy": "test_acc"}
+_DROPPED = {"step", "eval_runtime", "eval_samples_per_second", "eval_steps_per_second"}
+
+
+def _transformers():
+    return require("transformers", "hf", "The Hugging Face adapter")
+
+
+@functools.lru_cache(maxsize=16)
+def _config(config: str, revision: str | None):
+    return _transformers().AutoConfig.from_pretrained(config, revision=revision)
+
+
+def _architecture(config: str, revision: str | None = None) -> tuple[type, object]:
+    transformers = _transformers()
+    cfg = _config(config, revision)
+    names = list(getattr(cfg, "architectures", None) or [])
+    if not names:
+        raise ModelError(
+            f"The config of {config!r} names no architecture ('architectures' is empty): pass "
+            f"model=factory to build the model yourself."
+        )
+    cls = getattr(transformers, names[0], None)
+    if cls is None:
+        raise ModelError(
+            f"The config of {config!r} names the architecture {names[0]!r}, which transformers "
+            f"{transformers.__version__} does not provide (custom code is never run): pass "
+            f"model=factory to build the model yourself."
+        )
+    return cls, cfg
+
+
+def model_from_config(config: str, revision: str | None = None) -> nn.Module:
+    """An untrained model of the architecture ``config.json`` names (its ``architectures`` entry).
+
+    ``config`` is a folder holding ``config.json`` (nothing is downloaded) or a hub repository id.
+    A module-level function, so a trajectory that uses it can be saved as a run folder.
+    """
+    cls, cfg = _architecture(config, revision)
+    return cls(cfg)
+
+
+# -- weights ---------------------------------------------------------------------------------
+def _weights_file(folder: Path) -> Path:
+    for name in WEIGHT_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    raise CheckpointNotFoundError(
+        f"The checkpoint folder {str(folder)!r} holds no model weights: expected one of {list(WEIGHT_FILES)}."
+    )
+
+
+def load_weights(path: str | os.PathLike) -> dict[str, Tensor]:
+    """The tensors of one weights file, or of every shard a ``*.index.json`` lists."""
+    path = Path(path)
+    if not path.name.endswith(".index.json"):
+        return load_state_dict_file(path)
+    if not path.is_file():
+        raise CheckpointNotFoundError(f"Checkpoint index {str(path)!r} does not exist.")
+    try:
+        weight_map = json.loads(path.read_text())["weight_map"]
+        shards = sorted(set(weight_map.values()))
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{str(path)!r} is not a shard index with a 'weight_map': {e!r}") from e
+    state: dict[str, Tensor] = {}
+    for shard in shards:
+        state.update(load_state_dict_file(path.parent / shard))
+    missing = sorted(set(weight_map) - set(state))
+    if missing:
+        raise CheckpointError(f"The shards of {str(path)!r} lack keys its weight_map lists: {missing[:8]}.")
+    return state
+
+
+class _TiedWeights:
+    """Fills the keys a checkpoint leaves out because the model ties them to another tensor.
+
+    HF safetensors files store a tied tensor once (GPT-2 keeps ``transformer.wte.weight`` and
+    omits ``lm_head.weight``); strict loading needs both names. Keys the model declares safe to
+    ignore (``_keys_to_ignore_on_load_unexpected``, e.g. old attention-mask buffers) are dropped.
+    Anything else that is missing stays missing, and ``load_into`` names it.
+    """
+
+    def __init__(self, factory: Callable[[], nn.Module]) -> None:
+        self.factory = factory
+        self._groups: list[list[str]] | None = None
+        self._keys: set[str] = set()
+        self._ignore: list[str] = []
+
+    def __call__(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        if self._groups is None:
+            self._groups, self._keys, model_cls = aliased_keys(self.factory)
+            self._ignore = list(getattr(model_cls, "_keys_to_ignore_on_load_unexpected", None) or [])
+        for group in self._groups:
+            present = [k for k in group if k in state]
+            for key in group:
+                if present and key not in state:
+                    state[key] = state[present[0]]
+        for key in [k for k in state if k not in self._keys]:
+            if any(re.search(pattern, key) for pattern in self._ignore):
+                del state[key]
+        return state
+
+
+def _load_checkpoint(path: str, fix: _TiedWeights) -> dict[str, Tensor]:
+    return fix(load_weights(path))
+
+
+def _load_pretrained(source: str, revision: str | None, fix: _TiedWeights) -> dict[str, Tensor]:
+    cls, _ = _architecture(source, revision)
+    try:
+        model = cls.from_pretrained(source, **({"revision": revision} if revision else {}))
+    except OSError as e:
+        at = f"{source!r}" + (f" at revision {revision!r}" if revision else "")
+        raise CheckpointNotFoundError(f"Cannot load the checkpoint {at}: {e}") from e
+    return fix({k: v.detach() for k, v in model.state_dict().items()})
+
+
+# -- metrics ---------------------------------------------------------------------------------
+def _metric_name(key: str) -> str | None:
+    if key in _DROPPED:
+        return None
+    return rename_metric(key, _RENAMES, ("eval_",))
+
+
+def metrics_from_log_history(log_history: Iterable[Mapping]) -> pd.DataFrame:
+    """Trainer's ``log_history`` as one row per step: ``loss`` -> ``train_loss``, ``eval_*`` -> ``test_*``.
+
+    Rows logged at one step (a training log and an evaluation) merge. The end-of-training
+    summary (``train_runtime``, and a ``train_loss`` averaged over the whole run) is skipped.
+    """
+    rows: dict[int, dict[str, float]] = {}
+    for entry in log_history:
+        if not isinstance(entry, Mapping) or "step" not in entry or "train_runtime" in entry:
+            continue
+        step = int(entry["step"])
+        row = rows.setdefault(step, {})
+        for key, value in entry.items():
+            name, number = _metric_name(str(key)), as_float(value)
+            if name is not None and number is not None:
+                row[name] = number
+    frame = pd.DataFrame([{"step": s, **r} for s, r in sorted(rows.items())])
+    return frame if len(frame) else pd.DataFrame({"step": pd.Series([], dtype="int64")})
+
+
+def _trainer_state(root: Path, folders: list[Path]) -> Path | None:
+    """The newest ``trainer_state.json``: the root's (written by save_state) or the last checkpoint's."""
+    candidates = [root / "trainer_state.json"] + [f / "trainer_state.json" for f in reversed(folders)]
+    best, best_step = None, -1
+    for path in candidates:
+        if not path.is_file():
+            continue
+        step = int(_read_json(path).get("global_step", -1))
+        if step > best_step:
+            best, best_step = path, step
+        if path.parent != root:  # the newest checkpoint's state holds all that came before it
+            break
+    return best
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{str(path)!r} is not readable JSON: {e}") from e
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{str(path)!r} holds {type(value).__name__}, not a JSON object.")
+    return value
+
+
+# -- trajectories ----------------------------------------------------------------------------
+def load_trajectory(
+    path_or_repo: str | os.PathLike,
+    revisions: Iterable[str] | Mapping[int, str] | None = None,
+    *,
+    model: Callable[[], nn.Module] | None = None,
+    metrics: pd.DataFrame | str | os.PathLike | None = None,
+    name: str | None = None,
+) -> Trajectory:
+    """A Trainer output folder, or hub revisions of one repository, as a Trajectory.
+
+    Without ``revisions``: ``path_or_repo`` is a Trainer ``output_dir``; each ``checkpoint-N/`` is
+    step N, the metrics come from the newest ``trainer_state.json`` (every logged row is kept,
+    also those between checkpoints), and the model is built from ``config.json`` with no download.
+
+    With ``revisions`` (e.g. Pythia's ``["step1000", "step2000"]``, or ``{1000: "step1000"}``):
+    each revision is a checkpoint, loaded lazily with ``from_pretrained(repo, revision=...)``; the
+    step is the last number in the revision's name unless given as a mapping. If
+    ``path_or_repo`` is a local folder, each revision is one of its subfolders instead (a local
+    mirror of the revisions, e.g. made with ``huggingface_hub.snapshot_download(local_dir=...)``).
+    Hub metrics are not known: pass ``metrics`` (a DataFrame or CSV with a ``step`` column).
+
+    ``model`` overrides the factory built from the config.
+    """
+    if revisions is not None:
+        return _revisions_trajectory(str(path_or_repo), revisions, model, metrics, name)
+    root = existing_dir(path_or_repo, "The Trainer output folder")
+    folders = sorted(
+        (p for p in root.iterdir() if p.is_dir() and _CHECKPOINT_DIR.fullmatch(p.name)),
+        key=lambda p: int(p.name.split("-")[1]),
+    )
+    if not folders:
+        raise CheckpointNotFoundError(
+            f"{str(root)!r} has no checkpoint-N folders, so it is not a Trainer output folder. For "
+            f"hub revisions pass revisions=[...]."
+        )
+    weights = {int(p.name.split("-")[1]): _weights_file(p) for p in folders}
+    if model is None:
+        config = next((p for p in reversed(folders) if (p / "config.json").is_file()), None)
+        if config is None:
+            raise CheckpointNotFoundError(
+                f"No checkpoint folder of {str(root)!r} has a config.json (looked in {str(folders[-1])!r} "
+                f"and the others); pass model=factory to build the model yourself."
+            )
+        model = functools.partial(model_from_config, config=str(config.resolve()))
+    if metrics is None:
+        state = _trainer_state(root, folders)
+        if state is not None:
+            metrics = metrics_from_log_history(_read_json(state).get("log_history") or [])
+    fix = _TiedWeights(model)
+    ckpts = [
+        Checkpoint(step, functools.partial(_load_checkpoint, str(path), fix), source=str(path))
+        for step, path in weights.items()
+    ]
+    return Trajectory(ckpts, model, metrics, name=name or root.resolve().name)
+
+
+def _revisions_trajectory(
+    repo: str,
+    revisions: Iterable[str] | Mapping[int, str],
+    model: Callable[[], nn.Module] | None,
+    metrics: pd.DataFrame | str | os.PathLike | None,
+    name: str | None,
+) -> Trajectory:
+    if isinstance(revisions, Mapping):
+        by_step = {int(step): str(rev) for step, rev in revisions.items()}
+    else:
+        by_step = {}
+        for rev in revisions:
+            try:
+                step = step_from_filename(str(rev))
+            except TrajectoryError:
+                raise TrajectoryError(
+                    f"The revision {rev!r} has no step number in its name: pass revisions as a "
+                    f"mapping {{step: revision}}."
+                ) from None
+            if step in by_step:
+                raise TrajectoryError(f"The revisions {by_step[step]!r} and {rev!r} both read as step {step}.")
+            by_step[step] = str(rev)
+    if not by_step:
+        raise TrajectoryError("revisions is empty: name at least one revision.")
+    local = Path(repo).is_dir()
+    if local:
+        for rev in by_step.values():
+            existing_dir(Path(repo) / rev, "The revision folder")
+
+    def where(rev: str) -> tuple[str, str | None]:
+        return (str(Path(repo).resolve() / rev), None) if local else (repo, rev)
+
+    if model is None:
+        config, revision = where(by_step[max(by_step)])
+        model = functools.partial(model_from_config, config=config, revision=revision)
+    fix = _TiedWeights(model)
+    ckpts = []
+    for step, rev in sorted(by_step.items()):
+        source, revision = where(rev)
+        file = _weights_file(Path(source)) if local else None
+        ckpts.append(Checkpoint(step, functools.partial(_load_pretrained, source, revision, fix),
+                                source=str(file) if file else None))
+    label = name or (Path(repo).resolve().name if local else repo.rsplit("/", 1)[-1])
+    return Trajectory(ckpts, model, metrics, name=label)
+
+
+# -- data ------------------------------------------------------------------------------------
+class CausalLMLoss:
+    """Next-token cross-entropy per sequence, in nats, averaged over its predicted positions.
+
+    A batch is ``(inputs, targets)`` with targets the inputs shifted by one token (``lm_data``
+    builds them). The model's forward takes token ids and returns logits or an object with
+    ``.logits`` (transformers models). Targets equal to ``pad_token_id`` are not counted.
+    """
+
+    def __init__(self, pad_token_id: int | None = None) -> None:
+        self.pad_token_id = pad_token_id
+        self.__qualname__ = f"causal_lm_loss(pad_token_id={pad_token_id})"  # names it in Data
+
+    def __call__(self, model: nn.Module, batch: Batch) -> Tensor:
+        inputs, targets = batch[0], batch[1]
+        out = model(inputs)
+        logits = getattr(out, "logits", out)
+        if not isinstance(logits, Tensor) or logits.shape[:2] != targets.shape:
+            shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+            raise DataError(
+                f"A causal LM must return logits of shape (B, T, vocab) for inputs {tuple(inputs.shape)}; "
+                f"got {shape}."
+            )
+        ignore = -100 if self.pad_token_id is None else int(self.pad_token_id)
+        per_token = F.cross_entropy(logits.transpose(1, 2).float(), targets, reduction="none", ignore_index=ignore)
+        counted = (targets != ignore).to(per_token.dtype)
+        return (per_token * counted).sum(dim=1) / counted.sum(dim=1).clamp(min=1)
+
+
+def _shifted(ids: Tensor, split: str) -> tuple[Tensor, Tensor]:
+    ids = torch.as_tensor(ids)
+    if ids.ndim != 2 or ids.shape[1] < 2 or ids.dtype.is_floating_point or ids.dtype == torch.bool:
+        raise DataError(
+            f"The {split!r} token ids must be an integer tensor of shape (N, T) with T >= 2; got "
+            f"{ids.dtype} of shape {tuple(ids.shape)}."
+        )
+    ids = ids.long()
+    return ids[:, :-1].contiguous(), ids[:, 1:].contiguous()
+
+
+def lm_data(
+    train_ids: Tensor,
+    test_ids: Tensor | None = None,
+    *,
+    batch_size: int = 32,
+    pad_token_id: int | None = None,
+) -> Data:
+    """Data for a causal language model from token ids of shape (N, T).
+
+    Each sequence is one example: the input is its first T-1 tokens, the target the last T-1,
+    and the loss is its next-token cross-entropy averaged over positions (nats; see
+    ``CausalLMLoss``). Pad on the right; ``pad_token_id`` keeps pads out of the average.
+    """
+    train = _shifted(train_ids, "train")
+    test = _shifted(test_ids, "test") if test_ids is not None else None
+    return Data(train=train, test=test, loss=CausalLMLoss(pad_token_id), batch_size=batch_size)
