@@ -298,23 +298,17 @@ class Kolmogorov(Measure):
         return MeasureResult(value, extras=extras)
 
 
-def _original(problem: _Problem) -> nn.Module:
-    model = copy.deepcopy(problem.model)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.copy_(problem.grainer.params[name])
-    return model
-
-
 def _full_train_loss(problem: _Problem, best: _Candidate | None, use_exact: bool, data: Data) -> float:
-    model = _original(problem)
-    if not use_exact:
-        weights = problem.grainer.weights(best.delta, problem.grainer.stored(best.delta, best.ranks))
-        with torch.no_grad():
-            params = dict(model.named_parameters())
-            for name, w in weights.items():
-                params[name].copy_(w)
-    return data.evaluate(model, "train")["loss"]
+    """Mean training loss of the stored model over the whole training set."""
+    if problem.data is data:  # the search already evaluated it on exactly this data
+        return problem.base_loss if use_exact else problem.loss(best)
+    weights = problem.grainer.params if use_exact else problem.grainer.weights(
+        best.delta, problem.grainer.stored(best.delta, best.ranks))
+    with torch.no_grad():
+        params = dict(problem.model.named_parameters())
+        for name, w in weights.items():
+            params[name].copy_(w)
+    return data.evaluate(problem.model, "train")["loss"]
 
 
 def rate_distortion(
