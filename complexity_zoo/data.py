@@ -137,6 +137,14 @@ class Data:
             return len(s.dataset)  # type: ignore[arg-type]
         return int(s[0].shape[0])
 
+    def tensors(self, split: str = "train") -> tuple[Tensor, ...]:
+        """A whole split as tensors (a DataLoader's batches concatenated)."""
+        s = self._split(split)
+        if isinstance(s, tuple):
+            return s
+        batches = list(self.batches(split))
+        return tuple(torch.cat([b[i] for b in batches]) for i in range(len(batches[0])))
+
     def batches(
         self,
         split: str = "train",

@@ -34,6 +34,8 @@ def test_mse_and_dataloader_splits():
     assert data.evaluate(model, "train")["loss"] == pytest.approx(expected, rel=1e-6)
     assert data.evaluate(model, "test")["loss"] == pytest.approx(expected, rel=1e-6)
     assert data.n("train") == 20 and "acc" not in data.evaluate(model, "test")
+    tx, ty = data.tensors("train")
+    assert torch.equal(tx, x) and torch.equal(ty, y)
 
 
 def test_sequence_cross_entropy_averages_tokens():

@@ -32,8 +32,7 @@ def run_devinterp(measure, model: nn.Module, data: Data, seed: int) -> tuple[np.
         raise MissingDependencyError(
             "backend='devinterp' needs devinterp 2.x; install it with: pip install 'complexity-zoo[devinterp]'"
         ) from e
-    batches = list(data.batches("train"))
-    x_all, y_all = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+    x_all, y_all = data.tensors("train")[:2]
     n = x_all.shape[0]
     rows = Dataset.from_dict({"input_ids": np.stack([np.arange(n), np.zeros(n, dtype=np.int64)], 1)})
     rows.set_format("torch", columns=["input_ids"])

@@ -60,7 +60,7 @@ def sample(
     chains = {n: w.unsqueeze(0).repeat(num_chains, *[1] * w.ndim) for n, w in center.items()}
     gen_cpu = torch.Generator().manual_seed(seed)
     gen_dev = torch.Generator(device=device).manual_seed(seed) if device.type != "cpu" else gen_cpu
-    x_all, y_all = data.train if isinstance(data.train, tuple) else _materialize(data)
+    x_all, y_all = data.tensors("train")[:2]
     n = x_all.shape[0]
 
     def loss_of(params: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
@@ -109,8 +109,3 @@ def _loop(loss_of, chains: dict[str, Tensor], x: Tensor, y: Tensor, num_chains: 
             grads[n][c] = g[n]
         losses[c] = loss
     return grads, losses
-
-
-def _materialize(data: Data) -> tuple[Tensor, Tensor]:
-    batches = list(data.batches("train"))
-    return torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])

@@ -152,4 +152,4 @@ def _sample_inputs(data: Data, split: str, num: int, seed: int) -> Tensor:
     if num > n:
         raise InvalidSettingError(f"LMN asks for num_samples={num} but the {split} split has {n} examples.")
     idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:num].sort().values
-    return torch.cat([b[0] for b in data.batches(split)])[idx]
+    return data.tensors(split)[0][idx]
