@@ -49,12 +49,13 @@ class _Problem:
         self.losses: dict[tuple[float, tuple], float] = {}
         self.sizes: dict[tuple[float, tuple], int] = {}
 
-    def _loss(self, weights: dict[str, torch.Tensor]) -> float:
+    def _loss(self, weights: dict[str, torch.Tensor], data: Data | None = None) -> float:
+        """Mean training loss with ``weights`` loaded into the private copy of the model."""
         with torch.no_grad():
             params = dict(self.model.named_parameters())
             for name, w in weights.items():
                 params[name].copy_(w)
-        return self.data.evaluate(self.model, "train")["loss"]
+        return (data or self.data).evaluate(self.model, "train")["loss"]
 
     def loss(self, cand: _Candidate) -> float:
         key = (cand.delta, tuple(cand.ranks.values()))
@@ -304,11 +305,7 @@ def _full_train_loss(problem: _Problem, best: _Candidate | None, use_exact: bool
         return problem.base_loss if use_exact else problem.loss(best)
     weights = problem.grainer.params if use_exact else problem.grainer.weights(
         best.delta, problem.grainer.stored(best.delta, best.ranks))
-    with torch.no_grad():
-        params = dict(problem.model.named_parameters())
-        for name, w in weights.items():
-            params[name].copy_(w)
-    return data.evaluate(problem.model, "train")["loss"]
+    return problem._loss(weights, data)
 
 
 def rate_distortion(
