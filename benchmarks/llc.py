@@ -3,8 +3,13 @@
 Run: ``python benchmarks/llc.py`` (trains the cpu-small run once into runs/). The checkpoint
 is the modular-arithmetic MLP (p = 97, embedding 128, hidden 512); 4 chains x 200 draws,
 batch 256. The floor is the bare work the sampler must do: 4 x 200 forward+backward passes
-of the same model on batches of 256, with plain autograd and no sampler arithmetic.
+of the same model on batches of 256, with plain autograd and no sampler arithmetic. The
+noise row is the other work no SGLD sampler can skip: 4 x 200 Gaussian draws of every
+parameter (torch's generator; on a CPU it draws serially). Both backends pay both.
 Target: the torch backend >= 3x faster than devinterp, and near the floor.
+Times are the best of ``--repeat`` calls; the first call in a process also pays about 2 s
+for torch's lazy import of torch._dynamo (which torch.func triggers), devinterp's first
+call its import of transformers and datasets.
 """
 
 from __future__ import annotations
@@ -41,6 +46,18 @@ def floor(model, data, device) -> None:
         torch.cuda.synchronize()
 
 
+def noise(model, device) -> None:
+    """The Gaussian draws of 4 chains x 200 steps, one flat buffer per chain and step."""
+    numel = sum(p.numel() for p in model.parameters())
+    buf = torch.empty(SETTINGS["num_chains"], numel, device=device)
+    gens = [torch.Generator(device=device).manual_seed(c) for c in range(SETTINGS["num_chains"])]
+    for _ in range(SETTINGS["num_draws"]):
+        for row, gen in zip(buf, gens):
+            row.normal_(generator=gen)
+    if device != "cpu":
+        torch.cuda.synchronize()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--run", default=None, help="a run folder (default: train cpu-small)")
@@ -53,6 +70,8 @@ def main() -> None:
     rows = []
     t, _ = timed(lambda: floor(model, data, args.device), args.repeat)
     rows.append({"what": "floor: bare forward+backward", "seconds": t, "llc": float("nan")})
+    t, _ = timed(lambda: noise(model, args.device), args.repeat)
+    rows.append({"what": "noise: Gaussian draws alone", "seconds": t, "llc": float("nan")})
     for backend in ("torch", "devinterp"):
         m = cz.get_measure("llc", backend=backend, **SETTINGS)
         t, r = timed(lambda m=m: m(model, data), args.repeat)

@@ -133,3 +133,38 @@ def test_torch_backend_agrees_with_devinterp():
     assert ref.extras["init_loss"] == pytest.approx(ours.extras["init_loss"], rel=1e-5)
     spread = math.hypot(ours.stderr, ref.stderr)
     assert abs(ours.value - ref.value) < 3 * spread, (ours.value, ref.value, spread)
+
+
+def test_a_chains_path_does_not_depend_on_how_many_chains_run(model_and_data):
+    model, data = model_and_data
+    two = cz.get_measure("llc", num_draws=20, num_chains=2, seed=3)(model, data)
+    four = cz.get_measure("llc", num_draws=20, num_chains=4, seed=3)(model, data)
+    np.testing.assert_array_equal(np.asarray(four.extras["loss_trace"])[:2], two.extras["loss_trace"])
+    assert four.extras["llc_per_chain"][:2] == two.extras["llc_per_chain"]
+
+
+class PositiveSlope(nn.Module):
+    """y = a x, defined for a > 0 only: the loss is NaN while a chain's ``a`` is below zero."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Parameter(torch.ones(1))
+
+    def forward(self, x):
+        return torch.where(self.a > 0, self.a, torch.nan) * x
+
+
+def test_a_diverged_chain_is_reported_and_left_out_of_the_mean():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 1, generator=g)
+    data = cz.Data.from_tensors(train=(x, 0.1 * x), loss="mse")
+    r = cz.get_measure("llc", lr=0.5, localization=0.0, n_beta=1.0, num_chains=8, num_draws=5, seed=0)(
+        PositiveSlope(), data)
+    bad = r.extras["diverged_chains"]
+    assert 0 < len(bad) < 8  # the walk crossed zero in some chains, not all
+    per_chain = np.asarray(r.extras["llc_per_chain"], dtype=float)
+    trace = np.asarray(r.extras["loss_trace"], dtype=float)
+    assert np.isnan(per_chain[bad]).all() and not np.isfinite(trace[bad]).all(axis=1).any()
+    good = np.setdiff1d(np.arange(8), bad)
+    assert np.isfinite(trace[good]).all()
+    assert r.value == pytest.approx(per_chain[good].mean())
