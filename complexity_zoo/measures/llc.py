@@ -54,6 +54,7 @@ class LocalLearningCoefficient(Measure):
 
     needs_data = True
     stochastic = True
+    version = 2  # 2: per-chain noise generators (a seed's numbers differ from version 1's)
     lr: float = 1e-4
     n_beta: float | None = None
     localization: float = 100.0
