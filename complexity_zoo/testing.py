@@ -43,6 +43,33 @@ def tiny_classifier(seed: int = 0) -> tuple[nn.Module, Data]:
     return model, Data.from_tensors(train=(x[:128], y[:128]), test=(x[128:], y[128:]), batch_size=32)
 
 
+def least_squares(n: int = 500, d: int = 5, seed: int = 0) -> tuple[nn.Module, Data]:
+    """A regular known-answer model: a linear model at its least-squares solution (noise sd 0.5).
+
+    Its learning coefficient is d/2; the LLC checks compare against it.
+    """
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g)
+    y = x @ torch.randn(d, 1, generator=g) + 0.5 * torch.randn(n, 1, generator=g)
+    model = nn.Linear(d, 1, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.linalg.lstsq(x, y).solution.T)
+    return model, Data.from_tensors(train=(x, y), loss="mse")
+
+
+class ProductModel(nn.Module):
+    """A singular known-answer model: y = a b x at a = b = 0, where λ = 1/2 with multiplicity 2
+    (d/2 = 1 for a regular model with two parameters)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Parameter(torch.zeros(1))
+        self.b = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.a * self.b * x
+
+
 def _fail(name: str, what: str) -> AssertionError:
     return AssertionError(f"Measure {name!r} fails conformance: {what}")
 

@@ -24,29 +24,7 @@ import torch
 from torch import nn
 
 import complexity_zoo as cz
-
-
-def least_squares(n: int = 500, d: int = 5, seed: int = 0) -> tuple[nn.Module, cz.Data]:
-    """A linear model at its least-squares solution, with Gaussian noise of sd 0.5."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, d, generator=g)
-    y = x @ torch.randn(d, 1, generator=g) + 0.5 * torch.randn(n, 1, generator=g)
-    model = nn.Linear(d, 1, bias=False)
-    with torch.no_grad():
-        model.weight.copy_(torch.linalg.lstsq(x, y).solution.T)
-    return model, cz.Data.from_tensors(train=(x, y), loss="mse")
-
-
-class Product(nn.Module):
-    """y = a b x at a = b = 0."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.a = nn.Parameter(torch.zeros(1))
-        self.b = nn.Parameter(torch.zeros(1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.a * self.b * x
+from complexity_zoo.testing import ProductModel, least_squares
 
 
 def over_seeds(model: nn.Module, data: cz.Data, seeds: int, **settings) -> tuple[float, float]:
@@ -72,7 +50,7 @@ def main() -> None:
     x = torch.randn(1000, 1, generator=g)
     product_data = cz.Data.from_tensors(train=(x, 0.5 * torch.randn(1000, 1, generator=g)), loss="mse")
     kw = dict(lr=1e-3, localization=1.0, batch_size=1000, num_chains=4, num_draws=3000, num_burnin_steps=300)
-    mean, se = over_seeds(Product(), product_data, args.seeds, **kw)
+    mean, se = over_seeds(ProductModel(), product_data, args.seeds, **kw)
     print(f"singular, y = abx: {mean:.3f} ± {se:.3f} (expected about {0.5 - 1 / math.log(1000 / math.log(1000)):.3f};"
           " d/2 = 1)")
 

@@ -13,32 +13,11 @@ import complexity_zoo as cz
 from complexity_zoo.errors import InvalidSettingError, NonFiniteError
 from complexity_zoo.measures._mcmc import ess_bulk, rhat
 from complexity_zoo.measures.llc import calibrate_llc, default_nbeta
-
-
-def regression(n=500, d=5, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, d, generator=g)
-    y = x @ torch.randn(d, 1, generator=g) + 0.5 * torch.randn(n, 1, generator=g)
-    model = nn.Linear(d, 1, bias=False)
-    with torch.no_grad():
-        model.weight.copy_(torch.linalg.lstsq(x, y).solution.T)  # the least-squares minimum
-    return model, cz.Data.from_tensors(train=(x, y), loss="mse")
-
-
-class ProductModel(nn.Module):
-    """y = a b x: singular at a = b = 0, where the learning coefficient is 1/2 (multiplicity 2)."""
-
-    def __init__(self):
-        super().__init__()
-        self.a = nn.Parameter(torch.zeros(1))
-        self.b = nn.Parameter(torch.zeros(1))
-
-    def forward(self, x):
-        return self.a * self.b * x
+from complexity_zoo.testing import ProductModel, least_squares
 
 
 def test_regular_model_gives_half_the_dimension():
-    model, data = regression()
+    model, data = least_squares()
     d, n = 5, 500
     m = cz.get_measure("llc", lr=3e-4, localization=1.0, batch_size=n, num_chains=4, num_draws=1500,
                        num_burnin_steps=300, seed=0)
@@ -88,7 +67,7 @@ def test_burnin_conventions(model_and_data):
 
 
 def test_diverged_chains_are_reported_not_averaged():
-    model, data = regression(n=100)
+    model, data = least_squares(n=100)
     with pytest.raises(NonFiniteError, match="All 2 SGLD chains diverged"):
         cz.get_measure("llc", lr=1e6, num_chains=2, num_draws=50, localization=0.0)(model, data)
 
@@ -105,7 +84,7 @@ def test_diagnostics_match_arviz():
 
 
 def test_calibration_reports_stable_settings():
-    model, data = regression(n=200)
+    model, data = least_squares(n=200)
     table = calibrate_llc(model, data, lrs=(1e-4, 1e6), localizations=(1.0,), num_draws=200, batch_size=200)
     assert list(table.columns) == ["lr", "localization", "llc", "stderr", "r_hat", "ess_bulk", "diverged",
                                    "settled", "stable"]
@@ -125,7 +104,7 @@ def test_torch_backend_agrees_with_devinterp():
     (include_burnin=True) and the batch is the whole training set, so devinterp's init loss
     (mean over its first minibatches) is the exact L(w*) that the torch backend uses."""
     pytest.importorskip("devinterp")
-    model, data = regression(n=400, d=5, seed=3)
+    model, data = least_squares(n=400, d=5, seed=3)
     kw = dict(lr=1e-3, localization=100.0, batch_size=400, num_chains=4, num_draws=300,
               num_burnin_steps=50, include_burnin=True, seed=0)
     ours = cz.get_measure("llc", **kw)(model, data)
