@@ -7,8 +7,9 @@ L_B the mean loss of a minibatch shared by all chains. The chains' weights live 
 ``torch.func.functional_call`` under ``vmap`` drives through the model; the update is then a
 few in-place passes over that buffer. The loss trace stays on the device until the end, so a
 GPU run never waits on the host. Each chain draws its noise from its own generator, so a
-chain's path does not depend on how many chains run beside it. Models with operations vmap
-cannot batch fall back to a loop over chains.
+chain's path does not depend on how many chains run beside it. A chain whose loss turns
+non-finite is flagged, not stopped: the chains are computed independently, so its NaNs never
+reach the others. Models with operations vmap cannot batch fall back to a loop over chains.
 """
 
 from __future__ import annotations
