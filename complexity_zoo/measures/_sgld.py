@@ -90,7 +90,7 @@ def sample(
 
     step_fn = vmap(grad_and_value(loss_of), in_dims=(0, None, None))
     vectorized = True
-    losses = torch.empty(num_chains, num_steps, device=device)
+    losses = torch.empty(num_chains, num_steps, dtype=torch.float64, device=device)
     # w <- (1 - lr (γ + wd) / 2) w + (lr γ / 2) w* - (lr n_beta / 2) g + sqrt(lr) ξ
     shrink, pull, push = 1 - lr * (localization + weight_decay) / 2, lr * localization / 2, -lr * n_beta / 2
     pulls = [pull * center for _, center, _ in chains.groups]
@@ -112,7 +112,7 @@ def sample(
                 for row, gen in zip(noise, gens):
                     row.normal_(generator=gen)
                 state.mul_(shrink).add_(pulled).add_(g, alpha=push).add_(noise, alpha=lr**0.5)
-    losses = losses.double().cpu()
+    losses = losses.cpu()
     return Trace(losses, ~torch.isfinite(losses).all(dim=1), vectorized)
 
 
@@ -129,7 +129,7 @@ def _batch_indices(n: int, batch_size: int, num_steps: int, gen: torch.Generator
 
 def _loop(loss_of, params: dict[str, Tensor], x: Tensor, y: Tensor, num_chains: int):
     grads = {n: torch.empty_like(w) for n, w in params.items()}
-    losses = torch.empty(num_chains, device=x.device)
+    losses = torch.empty(num_chains, dtype=torch.float64, device=x.device)
     fn = grad_and_value(loss_of)
     for c in range(num_chains):
         g, loss = fn({n: w[c] for n, w in params.items()}, x, y)
