@@ -10,7 +10,7 @@ which one seed's chain spread underestimates. Three checks:
 - singular: y = a b x at a = b = 0, λ = 1/2 with multiplicity 2; at finite n_beta about
   λ - (m - 1) / ln(n_beta).
 - agreement: backend="torch" vs backend="devinterp", same settings, devinterp's conventions.
-About 2 minutes on 2 CPU cores (the devinterp runs need the devinterp extra).
+About 4 minutes on 2 CPU cores (the devinterp runs need the devinterp extra).
 """
 
 from __future__ import annotations
