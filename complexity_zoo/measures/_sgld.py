@@ -93,6 +93,7 @@ def sample(
     losses = torch.empty(num_chains, num_steps, dtype=torch.float64, device=device)
     # w <- (1 - lr (γ + wd) / 2) w + (lr γ / 2) w* - (lr n_beta / 2) g + sqrt(lr) ξ
     shrink, pull, push = 1 - lr * (localization + weight_decay) / 2, lr * localization / 2, -lr * n_beta / 2
+    spread = lr**0.5
     pulls = [pull * center for _, center, _ in chains.groups]
     noises = [torch.empty_like(state) for state, _, _ in chains.groups]
     grad_bufs = [torch.empty_like(state) for state, _, _ in chains.groups]
@@ -111,7 +112,7 @@ def sample(
                 torch.cat([grads[n].reshape(num_chains, -1) for n in names], dim=1, out=g)
                 for row, gen in zip(noise, gens):
                     row.normal_(generator=gen)
-                state.mul_(shrink).add_(pulled).add_(g, alpha=push).add_(noise, alpha=lr**0.5)
+                state.mul_(shrink).add_(pulled).add_(g, alpha=push).add_(noise, alpha=spread)
     losses = losses.cpu()
     return Trace(losses, ~torch.isfinite(losses).all(dim=1), vectorized)
 
