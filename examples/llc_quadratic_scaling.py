@@ -34,7 +34,8 @@ from torch import Tensor, nn
 
 import complexity_zoo as cz
 
-GRID = [(53, 120), (53, 160), (53, 200), (61, 160), (71, 160)]  # (p, K): a K series and a p series
+K_SERIES_P, P_SERIES_K = 53, 160  # the K series runs at p = 53, the p series at K = 160
+GRID = [(K_SERIES_P, 120), (K_SERIES_P, 160), (K_SERIES_P, 200), (61, P_SERIES_K), (71, P_SERIES_K)]
 SETTINGS = {
     "authors": dict(lr=1e-4, n_beta=30.0, localization=5.0, num_chains=3, num_burnin_steps=100, num_draws=600),
     "calibrated": dict(lr=3e-3, n_beta=30.0, localization=100.0, num_chains=3, num_burnin_steps=100,
@@ -102,9 +103,9 @@ def scaling_table(settings: dict[str, dict], seed: int = 0, grid=GRID) -> pd.Dat
 
 
 def exponents(table: pd.DataFrame) -> dict[str, float]:
-    """Log-log slopes of the estimate along the K series (p = 53) and the p series (K = 160)."""
-    k_series = table[table["p"] == 53]
-    p_series = table[table["K"] == 160]
+    """Log-log slopes of the estimate along the K series and the p series of ``GRID``."""
+    k_series = table[table["p"] == K_SERIES_P]
+    p_series = table[table["K"] == P_SERIES_K]
     return {
         "K": float(np.polyfit(np.log(k_series["K"]), np.log(k_series["llc"]), 1)[0]),
         "p": float(np.polyfit(np.log(3 * p_series["p"] - 1), np.log(p_series["llc"]), 1)[0]),
