@@ -137,25 +137,41 @@ class Comparison:
         targets = {run: self.dataset[target].sel(run=run).values[masks[run]].astype(float) for run in self.runs}
         return correlation_table(series, targets, target, tuple(methods), seed=seed)
 
-    def run_correlations(self, hyperparameters: pd.DataFrame | None = None) -> pd.DataFrame:
-        """Across runs: Kendall's τ of each measure's final value with the final generalization
-        gap (test_loss - train_loss), and the granulated Kendall coefficient ψ of Jiang et al.
-        2020 over the hyperparameter axes (``hyperparameters``: one row per run, indexed by run)."""
-        from .analysis.correlation import granulated_kendall
+    def run_correlations(self, hyperparameters: pd.DataFrame | None = None, *, seed: str | None = None) -> pd.DataFrame:
+        """The across-runs evaluation table of Jiang et al. 2020 and Dziugaite et al. 2020.
+
+        One row per measure, from its final value in each run against the final generalization
+        gap (test_loss - train_loss): Kendall τ (sign average) with tau-b's p; with
+        ``hyperparameters`` (one row per run, indexed by run; a ``seed`` column named by
+        ``seed`` is not an axis): granulated ψ and τ per axis (a complete grid, one run per
+        setting), robust sign-error (mean, worst) and the conditional mutual information.
+        """
+        from .analysis.runs import conditional_mutual_information, granulated_kendall, kendall_gap, sign_error
 
         if len(self.runs) < 3 or not {"test_loss", "train_loss"} <= set(self.metrics):
             raise InvalidSettingError("run_correlations() needs 3+ runs with train_loss and test_loss metrics.")
         names = self.measures + ["test_loss", "train_loss"]
         last = {v: self.dataset[v].ffill("step").isel(step=-1).to_series() for v in names}
-        gap = last["test_loss"] - last["train_loss"]
+        gap = (last["test_loss"] - last["train_loss"]).to_numpy()
+        hp = None if hyperparameters is None else hyperparameters.loc[self.runs].reset_index(drop=True)
         rows = []
         for m in self.measures:
-            tau, p = _kendall(last[m], gap)
-            row = {"measure": m, "n_runs": len(self.runs), "kendall_tau": tau, "p": p}
-            if hyperparameters is not None:
-                g = granulated_kendall(last[m], gap, hyperparameters.loc[self.runs])
-                row["granulated_psi"] = float(g["tau"].mean())
-                row.update({f"tau_{a}": t for a, t in zip(g["axis"], g["tau"])})
+            values = last[m].to_numpy()
+            if not np.isfinite(values).all():
+                rows.append({"measure": m, "n_runs": int(np.isfinite(values).sum())})
+                continue
+            k = kendall_gap(values, gap)
+            row = {"measure": m, "n_runs": k["n"], "kendall_tau": k["tau"], "tau_b": k["tau_b"], "p": k["p"]}
+            if hp is not None:
+                axes_hp = hp.drop(columns=[seed]) if seed else hp
+                if seed is None:
+                    g = granulated_kendall(values, gap, axes_hp)
+                    row["granulated_psi"] = g["psi"]
+                    row.update({f"tau_{a}": t for a, t in zip(g["axes"]["axis"], g["axes"]["tau"])})
+                s = sign_error(values, gap, hp, seed=seed)
+                row.update({"sign_error_mean": s["mean"], "sign_error_worst": s["worst"],
+                            "environments": s["environments"]})
+                row["cmi"] = conditional_mutual_information(values, gap, axes_hp)["cmi"]
             rows.append(row)
         return pd.DataFrame(rows)
 
