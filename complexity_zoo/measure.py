@@ -49,7 +49,8 @@ class Measure:
     fields with defaults (the reference values, with their source in the docstring) and
     implement ``compute(model, data)``, returning a float or a :class:`MeasureResult`.
     Declared facts are class attributes: ``name`` (set by ``register_measure``), ``unit``,
-    ``needs_data``, ``stochastic`` (then a ``seed`` setting is required), ``requires``
+    ``needs_data``, ``stochastic`` (then a ``seed`` setting is required), ``lossless`` (bits
+    that describe the given model exactly), ``requires``
     (importable modules) with ``extra`` (the pip extra that installs them), ``presets``
     (tag -> settings) and ``version`` (bump it when results change, to invalidate caches).
     """
@@ -58,6 +59,9 @@ class Measure:
     unit: ClassVar[str] = ""
     needs_data: ClassVar[bool] = False
     stochastic: ClassVar[bool] = False
+    # A measure in bits whose code describes the given model exactly (no coarse-graining), so
+    # bounds may pair its bits with the model's own training error.
+    lossless: ClassVar[bool] = False
     requires: ClassVar[tuple[str, ...]] = ()
     extra: ClassVar[str | None] = None
     presets: ClassVar[dict[str, dict[str, Any]]] = {}

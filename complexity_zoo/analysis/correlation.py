@@ -251,6 +251,8 @@ def correlate(x: object, y: object, steps: object = None, method: str = "pearson
     s = None if steps is None else np.asarray(steps, float).reshape(-1)
     if s is not None and s.shape != x.shape:
         raise InvalidSettingError(f"steps must have one entry per value; got {len(s)} for {len(x)}.")
+    if s is not None and (np.diff(s) <= 0).any():
+        raise InvalidSettingError("steps must be strictly increasing.")
     ok = np.isfinite(x) & np.isfinite(y)
     x, y, s = x[ok], y[ok], (None if s is None else s[ok])
     if len(x) < 5 or np.ptp(x) == 0 or np.ptp(y) == 0:
