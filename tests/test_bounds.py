@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 import complexity_zoo as cz
 from complexity_zoo.analysis.bounds import (
@@ -105,3 +106,43 @@ def test_vacuous_means_no_better_than_guessing():
     assert table["binomial_bound"].iloc[0] < 0.01 and not table["vacuous"].iloc[0]
     assert table["binomial_bound"].iloc[1] > 0.7 and not table["vacuous"].iloc[1]
     assert bounds_table(frame, chance_error=0.5)["vacuous"].tolist() == [False, True]
+
+
+def test_kolmogorov_bounds_use_the_coarse_models_own_errors(trajectory, rebuild_coarse):
+    """Issue 12 item 1: the bits describe the coarse-grained model, so its error goes in."""
+    _, data = tiny_classifier(1)
+    result = cz.compare(trajectory, [("kolmogorov", {"epsilon": 0.5})], data=data, progress=False)
+    table = result.bounds(delta=0.05, union_size=5).set_index("step")
+    checked = 0
+    for step in trajectory.steps:
+        extras = result.extras("kolmogorov", step)
+        row = table.loc[step]
+        coarse = rebuild_coarse(trajectory.model_at(step), extras)
+        x, y = data.train
+        with torch.no_grad():
+            err = float((coarse(x).argmax(1) != y).double().mean())
+        xt, yt = data.test
+        with torch.no_grad():
+            test_err = float((coarse(xt).argmax(1) != yt).double().mean())
+        assert row["errors_of"] == "coarse-grained model (recorded)"
+        assert row["train_error"] == pytest.approx(err, abs=1e-12)
+        assert row["test_error"] == pytest.approx(test_err, abs=1e-12)
+        assert row["occam_bound"] == pytest.approx(occam_bound(row["bits"], 128, err, 0.05, union_size=5))
+        assert row["binomial_bound"] == pytest.approx(binomial_bound(row["bits"], 128, err, 0.05, union_size=5))
+        checked += not extras["stored_exactly"]
+    assert checked >= 2  # coarse models, where the trained model's error would be wrong
+
+
+def test_bits_without_recorded_errors_get_no_bound(trajectory, scratch_registry):
+    @cz.register_measure("lossy_bits")
+    class LossyBits(cz.Measure):
+        """Bits of some coarse description that records none of its errors."""
+
+        unit = "bits"
+
+        def compute(self, model, data=None):
+            return 100.0
+
+    _, data = tiny_classifier(1)
+    table = cz.compare(trajectory, ["lossy_bits"], data=data, progress=False).bounds()
+    assert table["occam_bound"].isna().all() and table["errors_of"].str.startswith("unknown").all()
