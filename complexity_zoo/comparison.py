@@ -139,39 +139,50 @@ class Comparison:
         """The across-runs evaluation table of Jiang et al. 2020 and Dziugaite et al. 2020.
 
         One row per measure, from its final value in each run against the final generalization
-        gap (test_loss - train_loss): Kendall τ (sign average) with tau-b's p; with
+        gap (test_loss - train_loss): Kendall τ (sign average), tau-b and its p; with
         ``hyperparameters`` (one row per run, indexed by run; a ``seed`` column named by
         ``seed`` is not an axis): granulated ψ and τ per axis (a complete grid, one run per
-        setting), robust sign-error (mean, worst) and the conditional mutual information.
+        setting; columns psi_{axis}), robust sign-error (mean, worst) and the conditional mutual
+        information. ``p`` tests H0 "measure and gap independent across runs" (runs i.i.d.).
         """
         from .analysis.runs import conditional_mutual_information, granulated_kendall, kendall_gap, sign_error
 
         if len(self.runs) < 3 or not {"test_loss", "train_loss"} <= set(self.metrics):
             raise InvalidSettingError("run_correlations() needs 3+ runs with train_loss and test_loss metrics.")
         names = self.measures + ["test_loss", "train_loss"]
-        last = {v: self.dataset[v].ffill("step").isel(step=-1).to_series() for v in names}
-        gap = (last["test_loss"] - last["train_loss"]).to_numpy()
+        last = {v: self._last_finite(v) for v in names}
+        gap = last["test_loss"] - last["train_loss"]
         hp = None if hyperparameters is None else hyperparameters.loc[self.runs].reset_index(drop=True)
         rows = []
         for m in self.measures:
-            values = last[m].to_numpy()
+            values = last[m]
             if not np.isfinite(values).all():
                 rows.append({"measure": m, "n_runs": int(np.isfinite(values).sum())})
                 continue
             k = kendall_gap(values, gap)
-            row = {"measure": m, "n_runs": k["n"], "kendall_tau": k["tau"], "tau_b": k["tau_b"], "p": k["p"]}
+            row = {"measure": m, "n_runs": k["n"], "kendall_tau": k["tau"], "kendall_tau_b": k["tau_b"], "p": k["p"]}
             if hp is not None:
                 axes_hp = hp.drop(columns=[seed]) if seed else hp
                 if seed is None:
                     g = granulated_kendall(values, gap, axes_hp)
                     row["granulated_psi"] = g["psi"]
-                    row.update({f"tau_{a}": t for a, t in zip(g["axes"]["axis"], g["axes"]["tau"])})
+                    row.update({f"psi_{a}": t for a, t in zip(g["axes"]["axis"], g["axes"]["tau"])})
                 s = sign_error(values, gap, hp, seed=seed)
                 row.update({"sign_error_mean": s["mean"], "sign_error_worst": s["worst"],
                             "environments": s["environments"]})
                 row["cmi"] = conditional_mutual_information(values, gap, axes_hp)["cmi"]
             rows.append(row)
         return pd.DataFrame(rows)
+
+    def _last_finite(self, name: str) -> np.ndarray:
+        """Each run's last finite value of a variable (NaN for a run with none)."""
+        values = self.dataset[name].transpose("run", "step").values.astype(float)
+        out = np.full(len(values), np.nan)
+        for i, row in enumerate(values):
+            fin = np.nonzero(np.isfinite(row))[0]
+            if len(fin):
+                out[i] = row[fin[-1]]
+        return out
 
     def bounds(self, n: int | dict[str, int] | None = None, delta: float = 0.05, num_classes: int | None = None,
                union_size: int = 1) -> pd.DataFrame:

@@ -85,3 +85,27 @@ def test_cmi_by_hand_and_its_extremes():
     mi = float((joint[nz] * np.log(joint[nz] / (pm @ pg)[nz])).sum())
     table = conditional_mutual_information(MEASURE, GAP, GRID)["table"].set_index("conditioning")
     assert table.loc["(none)", "cmi"] == pytest.approx(mi / math.log(2))
+
+
+def test_comparison_run_correlations_wraps_the_functions():
+    import xarray as xr
+
+    import complexity_zoo as cz
+
+    runs = ["r0", "r1", "r2", "r3"]
+    steps = np.array([0, 100, 200])
+    test_loss = np.stack([np.linspace(3, 1 + g, 3) for g in GAP])
+    train_loss = np.zeros((4, 3))
+    measure = np.stack([np.linspace(0, m, 3) for m in MEASURE])
+    ds = xr.Dataset(
+        {"test_loss": (("run", "step"), test_loss, {"role": "metric"}),
+         "train_loss": (("run", "step"), train_loss, {"role": "metric"}),
+         "m": (("run", "step"), measure, {"role": "measure", "unit": ""})},
+        coords={"run": runs, "step": steps},
+    )
+    table = cz.Comparison(ds).run_correlations(GRID.set_axis(runs)).set_index("measure").loc["m"]
+    assert table["kendall_tau"] == pytest.approx(kendall_gap(MEASURE, GAP)["tau"])
+    assert table["granulated_psi"] == pytest.approx(-0.25) and table["kendall_tau_b"] == pytest.approx(-0.5477, abs=1e-4)
+    assert table["psi_a"] == -1.0 and table["psi_b"] == 0.5
+    assert table["sign_error_mean"] == pytest.approx(0.625) and table["sign_error_worst"] == 1.0
+    assert table["cmi"] == pytest.approx(conditional_mutual_information(MEASURE, GAP, GRID)["cmi"])
