@@ -12,45 +12,8 @@ import numpy as np
 import pytest
 
 from complexity_zoo.analysis.correlation import correlate_batch
-
-POW13 = np.array(sorted({int(1.3**k) for k in range(60)}), dtype=float)
-
-
-def curves(kind: str, n: int, reps: int, rng: np.random.Generator, rho: float = 0.0):
-    """(x, y, steps): two series per replicate whose innovations correlate with ``rho``."""
-    e1 = rng.standard_normal((reps, n))
-    e2 = rho * e1 + np.sqrt(1 - rho**2) * rng.standard_normal((reps, n))
-    steps = np.arange(n) * 200.0
-    if kind == "ar1":  # stationary AR(1), φ = 0.9: level correlation rho
-        x, y = np.empty((reps, n)), np.empty((reps, n))
-        x[:, 0], y[:, 0] = e1[:, 0] / np.sqrt(1 - 0.81), e2[:, 0] / np.sqrt(1 - 0.81)
-        for t in range(1, n):
-            x[:, t] = 0.9 * x[:, t - 1] + e1[:, t]
-            y[:, t] = 0.9 * y[:, t - 1] + e2[:, t]
-    elif kind == "random_walk":
-        x, y = e1.cumsum(1), e2.cumsum(1)
-    elif kind == "trend_noise":  # opposite deterministic trends plus white noise
-        t = np.linspace(0, 1, n)
-        x, y = 3 * t + e1, -2 * t + e2
-    elif kind == "brownian_pow13":  # Brownian motion observed at int(1.3^k) steps
-        steps = POW13[:n]
-        root = np.sqrt(np.diff(np.concatenate([[0.0], steps])))
-        x, y = (e1 * root).cumsum(1), (e2 * root).cumsum(1)
-    else:
-        raise ValueError(kind)
-    return x, y, steps
-
-
-def rates(kind: str, n: int, reps: int, seed: int, rho: float = 0.0) -> dict[str, float]:
-    x, y, steps = curves(kind, n, reps, np.random.default_rng(seed), rho)
-    out = correlate_batch(x, y, steps, "pearson", granger=False)
-    return {
-        "levels_coverage": float(np.mean((out["ci_low"] <= rho) & (rho <= out["ci_high"]))),
-        "increments_coverage": float(np.mean((out["r_diff_ci_low"] <= rho) & (rho <= out["r_diff_ci_high"]))),
-        "type_one": float(np.mean(out["p"] < 0.05)),
-        "n_eff": float(np.median(out["n_eff"])),
-    }
-
+from complexity_zoo.testing import correlated_curves as curves
+from complexity_zoo.testing import correlation_rates as rates
 
 CASES = [(k, n) for k in ("ar1", "random_walk", "trend_noise", "brownian_pow13") for n in (20, 40)]
 
@@ -58,10 +21,12 @@ CASES = [(k, n) for k in ("ar1", "random_walk", "trend_noise", "brownian_pow13")
 def check(kind: str, n: int, reps: int, seed: int) -> None:
     r = rates(kind, n, reps, seed)
     slack = 0.01 if reps < 2000 else 0.0  # the fast run's sampling error
-    assert 0.03 - slack <= r["type_one"] <= 0.07 + slack, r
+    assert 0.03 - slack <= r["rejection"] <= 0.07 + slack, r
     assert 0.92 - slack <= r["increments_coverage"] <= 0.97 + slack, r
     if kind in ("ar1", "random_walk"):  # the level correlation's truth is 0 here
         assert 0.92 - slack <= r["levels_coverage"] <= 0.97 + slack, r
+    if kind == "trend_noise":  # truth: the trends' design correlation; measured 97-99%, conservative
+        assert 0.92 - slack <= r["levels_coverage"] <= 0.99 + slack, r
     if kind == "brownian_pow13":
         # On a log schedule the last checkpoints carry most of a Brownian curve's variance:
         # about 3 effective samples, so the levels interval is (honestly) nearly [-1, 1].
@@ -84,7 +49,7 @@ def test_a_correlated_pair_is_covered_and_detected():
     for kind in ("ar1", "random_walk"):
         r = rates(kind, 40, 600, seed=7, rho=0.6)
         assert 0.9 <= r["levels_coverage"] <= 0.98, (kind, r)
-        assert r["type_one"] > 0.9, (kind, r)  # here: the power at n = 40
+        assert r["rejection"] > 0.9, (kind, r)  # here: the power at n = 40
 
 
 def test_the_old_failures_are_fixed():
