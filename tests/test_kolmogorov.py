@@ -248,3 +248,14 @@ def test_the_side_of_s_is_chosen_where_it_rebuilds_the_matrix_best():
     left = cz.get_measure("kolmogorov", s_side="left", **settings)(linear(weight), data)
     assert chosen.extras["s_side"] == {"weight": "right"} and chosen.extras["ranks"] == {"weight": 1}
     assert chosen.value < left.value
+
+
+def test_paper_loss_is_log_of_softmax_so_an_underflow_is_infinite():
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    y = torch.tensor([0, 2])
+    model = linear(torch.tensor([[0.0, 1.0], [200.0, 0.0], [0.0, 2.0]]))  # example 0: p(label) = e^-200
+    data = cz.Data.from_tensors(train=(x, y))
+    losses = cz.get_measure("kolmogorov.paper")._data(data).per_example_loss(model, data.train)
+    assert torch.isinf(losses[0])  # float32 softmax underflows to 0; log_softmax would give 200
+    assert losses[1].item() == pytest.approx(nn.functional.cross_entropy(model(x[1:]), y[1:]).item(), rel=1e-6)
+    assert cz.get_measure("kolmogorov")._data(data) is data  # the default keeps the data's own loss

@@ -19,7 +19,8 @@ import complexity_zoo as cz
 from complexity_zoo.tasks import task_data
 
 HERE = Path(__file__).resolve().parent
-_spec = importlib.util.spec_from_file_location("kolmogorov_reference", HERE.parent / "examples" / "kolmogorov_reference.py")
+_spec = importlib.util.spec_from_file_location(
+    "kolmogorov_reference", HERE.parent / "examples" / "kolmogorov_reference.py")
 reference = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(reference)
 

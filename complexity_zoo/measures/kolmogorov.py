@@ -167,10 +167,10 @@ class Kolmogorov(Measure):
 
 def _log_of_softmax(model: nn.Module, batch: tuple) -> torch.Tensor:
     """-log(softmax(logits))[label] in float32, the authors' loss: an underflow gives inf."""
-    logits = model(batch[0]).float()
+    logits, y = model(batch[0]).float(), batch[1]
     if logits.ndim == 3:  # they read the last position
-        logits = logits[:, -1]
-    return -torch.log(F.softmax(logits, dim=-1).gather(1, batch[1].reshape(-1, 1))).squeeze(1)
+        logits, y = logits[:, -1], (y[:, -1] if y.ndim == 2 else y)
+    return -torch.log(F.softmax(logits, dim=-1).gather(1, y.reshape(-1, 1))).squeeze(1)
 
 
 def _described_errors(problem: _Problem, best: _Candidate | None, data: Data) -> dict:
