@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import bz2
 import copy
 import lzma
 import math
+import pickle
 import struct
 
 import numpy as np
@@ -14,6 +16,7 @@ from torch import nn
 
 import complexity_zoo as cz
 from complexity_zoo.errors import InvalidSettingError
+from complexity_zoo.measures._coarse_grain import CoarseGrainer, coded_bits, exact_bits
 from complexity_zoo.measures.kolmogorov import rate_distortion
 from complexity_zoo.testing import tiny_classifier
 
@@ -104,14 +107,17 @@ def test_extras_describe_the_solution():
 def test_paper_search_runs_and_respects_the_bound():
     model, data = tiny_classifier()
     m = cz.get_measure("kolmogorov.paper", bayes_init_points=2, bayes_iterations=3)
-    assert (m.search, m.coder, m.max_examples) == ("bayes", "bz2-pickle", 512)
+    assert (m.search, m.coder, m.max_examples, m.s_side, m.bayes_penalty) == (
+        "bayes", "bz2-pickle", "last-batch", "paper", 3e5)
+    assert m._data(data).n("train") == 128 % 64 or m._data(data).n("train") == 64  # their last minibatch
     r = m(model, data)
     assert r.extras["distortion"] <= 1.0 and r.value <= r.extras["exact_bits"]
     assert r.extras["loss_evaluations"] <= 1 + 2 + 2 + 3  # original, probes, random, iterations
 
 
 @pytest.mark.parametrize("setting, value", [("epsilon", -1.0), ("search", "grid"), ("coder", "zip"),
-                                            ("delta_range", (1.0, 0.1)), ("max_examples", 0)])
+                                            ("delta_range", (1.0, 0.1)), ("max_examples", 0),
+                                            ("max_examples", "first-batch"), ("s_side", "up"), ("bayes_penalty", -1.0)])
 def test_bad_settings(setting, value):
     with pytest.raises(InvalidSettingError, match=setting):
         cz.get_measure("kolmogorov", **{setting: value})
@@ -178,3 +184,78 @@ def test_rate_distortion_rows_carry_the_described_errors():
     curve = rate_distortion(model, data, epsilons=(1, 0.1))
     for col in ("coarse_train_loss", "coarse_train_error", "coarse_test_loss", "coarse_test_error", "n_train"):
         assert curve[col].notna().all()
+
+
+class EmbedLinear(nn.Module):
+    """Named so that Flax's sorted order (emb, lin, norm) differs from registration order."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm = nn.LayerNorm(3)
+        self.lin = nn.Linear(4, 3)
+        self.emb = nn.Embedding(5, 4)
+
+
+def test_paper_coder_pickles_their_flax_tree():
+    torch.manual_seed(0)
+    model = EmbedLinear()
+    grainer = CoarseGrainer(model)
+    assert grainer.layout.order == ["emb.weight", "lin.bias", "lin.weight", "norm.bias", "norm.weight"]
+    assert grainer.paper_sides() == {"emb.weight": "left", "lin.weight": "right"}
+    delta = 0.05
+    stored = grainer.stored(delta, {"emb.weight": 1, "lin.weight": None}, grainer.paper_sides())
+    f32 = np.float32
+
+    def q(t):  # their quantize in float32, -0.0 -> 0.0
+        return (np.round(t.detach().double().numpy() / delta).astype(f32) * f32(delta)) + f32(0)
+
+    u, s, vh = torch.linalg.svd(model.emb.weight.detach().double(), full_matrices=False)
+    arrays = [q(u[:, :1] * s[:1]).ravel(), q(vh[:1]).ravel(),  # embedding: as in torch, S on the rows
+              q(model.lin.bias).ravel(), q(model.lin.weight.T).ravel(),  # kernel = W^T, whole
+              q(model.norm.bias).ravel(), q(model.norm.weight).ravel()]
+    expected = 8 * len(bz2.compress(pickle.dumps(arrays), compresslevel=9))
+    assert coded_bits(stored, delta, "bz2-pickle", grainer.layout) == expected
+    exact = [model.emb.weight, model.lin.bias, model.lin.weight.T, model.norm.bias, model.norm.weight]
+    exact = [np.ascontiguousarray(t.detach().numpy()).ravel() for t in exact]
+    assert exact_bits(grainer.params, "bz2-pickle", grainer.layout) == 8 * len(bz2.compress(pickle.dumps(exact), 9))
+
+
+def test_a_factored_kernel_is_pickled_as_their_two_factors():
+    torch.manual_seed(1)
+    lin = nn.Linear(6, 5, bias=False)
+    grainer = CoarseGrainer(lin)
+    delta = 0.01
+    stored = grainer.stored(delta, {"weight": 1}, {"weight": "right"})
+    u, s, vh = torch.linalg.svd(lin.weight.detach().double(), full_matrices=False)
+    # Their kernel K = W^T = V S U^T; they store Q(V S) (6, 1) then Q(U^T) (1, 5).
+    first = np.round((vh[:1].T * s[:1]).numpy() / delta).astype(np.float32) * np.float32(delta)
+    second = np.round(u[:, :1].T.numpy() / delta).astype(np.float32) * np.float32(delta)
+    arrays = [first.ravel() + np.float32(0), second.ravel() + np.float32(0)]
+    assert coded_bits(stored, delta, "bz2-pickle", grainer.layout) == 8 * len(bz2.compress(pickle.dumps(arrays), 9))
+
+
+def test_the_side_of_s_is_chosen_where_it_rebuilds_the_matrix_best():
+    # Rank 1, W = s u v^T with u in R^2 and v in R^400: v's entries (0.05) vanish at Δ = 0.1
+    # unless S goes with them, so S belongs on the right factor.
+    u = torch.tensor([0.6, 0.8])
+    v = torch.ones(400) / 20.0
+    weight = 50.0 * torch.outer(u, v)
+    grainer = CoarseGrainer(linear(weight))
+    assert grainer.best_side("weight", 1, 0.1) == "right"
+    data = regression_data(400, 2, weight)
+    settings = dict(epsilon=0.05, delta_range=(0.01, 1.0))
+    chosen = cz.get_measure("kolmogorov", **settings)(linear(weight), data)
+    left = cz.get_measure("kolmogorov", s_side="left", **settings)(linear(weight), data)
+    assert chosen.extras["s_side"] == {"weight": "right"} and chosen.extras["ranks"] == {"weight": 1}
+    assert chosen.value < left.value
+
+
+def test_paper_loss_is_log_of_softmax_so_an_underflow_is_infinite():
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    y = torch.tensor([0, 2])
+    model = linear(torch.tensor([[0.0, 1.0], [200.0, 0.0], [0.0, 2.0]]))  # example 0: p(label) = e^-200
+    data = cz.Data.from_tensors(train=(x, y))
+    losses = cz.get_measure("kolmogorov.paper")._data(data).per_example_loss(model, data.train)
+    assert torch.isinf(losses[0])  # float32 softmax underflows to 0; log_softmax would give 200
+    assert losses[1].item() == pytest.approx(nn.functional.cross_entropy(model(x[1:]), y[1:]).item(), rel=1e-6)
+    assert cz.get_measure("kolmogorov")._data(data) is data  # the default keeps the data's own loss

@@ -34,11 +34,43 @@ class Stored:
     codes: Tensor  # int64, same device as the weights
 
 
+@dataclass
+class FlaxLayout:
+    """How the authors' Flax model would hold these parameters: leaf order and kernel layout.
+
+    Flax flattens its parameter dict with keys sorted at every level, names a Linear weight
+    ``kernel`` and stores it as W^T (in, out), an Embedding's ``embedding`` and a LayerNorm's
+    ``scale`` as in torch. The order sorts torch's module path with those leaf names.
+    """
+
+    order: list[str]
+    kernels: set[str]
+
+    @classmethod
+    def of(cls, model: nn.Module) -> FlaxLayout:
+        keys: dict[str, tuple] = {}
+        kernels: set[str] = set()
+        for name, _ in model.named_parameters():
+            path, _, leaf = name.rpartition(".")
+            module = model.get_submodule(path) if path else model
+            if leaf == "weight":
+                if isinstance(module, nn.Linear):
+                    leaf = "kernel"
+                    kernels.add(name)
+                elif isinstance(module, nn.Embedding):
+                    leaf = "embedding"
+                elif isinstance(module, (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d)):
+                    leaf = "scale"
+            keys[name] = (*(path.split(".") if path else ()), leaf)
+        return cls(sorted(keys, key=keys.__getitem__), kernels)
+
+
 class CoarseGrainer:
     """Holds a model's parameters and their SVDs; builds coarse-grained copies on demand."""
 
     def __init__(self, model: nn.Module) -> None:
         self.params = {n: p.detach().clone() for n, p in model.named_parameters()}
+        self.layout = FlaxLayout.of(model)
         self._svd: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
         for name, p in self.params.items():
             if p.ndim >= 2:
@@ -62,6 +94,11 @@ class CoarseGrainer:
             out[name] = k if k * (m + n) < m * n else None
         return out
 
+    def paper_sides(self) -> dict[str, str]:
+        """The authors' factor layout: S on the input side of a Linear weight (their kernel's
+        left factor), on the row side of anything else."""
+        return {name: "right" if name in self.layout.kernels else "left" for name in self._svd}
+
     def factors(self, name: str, k: int, side: str = "left") -> tuple[Tensor, Tensor]:
         """The rank-k factors (left (m, k), right (k, n)) of a matrix, S placed by ``side``."""
         u, s, vh = self._svd[name]
@@ -73,6 +110,18 @@ class CoarseGrainer:
             r = s[:k].sqrt()
             return u[:, :k] * r, r[:, None] * vh[:k]
         raise ValueError(f"unknown side {side!r}; the sides are {SIDES}")
+
+    def best_side(self, name: str, k: int, delta: float) -> str:
+        """The side of S whose quantized rank-k factors rebuild the matrix most closely
+        (Frobenius norm; ties go to the first of SIDES). Needs no data, so it is cheap."""
+        w = self.params[name].reshape(self.params[name].shape[0], -1).double()
+        best, best_err = SIDES[0], math.inf
+        for side in SIDES:
+            left, right = self.factors(name, k, side)
+            err = float(torch.linalg.norm(w - (torch.round(left / delta) @ torch.round(right / delta)) * delta ** 2))
+            if err < best_err:
+                best, best_err = side, err
+        return best
 
     def stored(self, delta: float, ranks: dict[str, int | None],
                sides: dict[str, str] | None = None) -> list[Stored]:
@@ -119,26 +168,48 @@ def entropy_bits(stored: list[Stored]) -> float:
 
 
 def _float32_values(st: Stored, delta: float) -> np.ndarray:
-    values = (st.codes.double() * delta).float().cpu().numpy()
-    return values + np.float32(0.0)  # -0.0 -> +0.0, as the paper maps it
+    # round(x / Δ) * Δ in float32, as their quantize() computes it; -0.0 -> +0.0 as they map it
+    values = st.codes.cpu().numpy().astype(np.float32) * np.float32(delta)
+    return values + np.float32(0.0)
 
 
-def coded_bits(stored: list[Stored], delta: float, coder: str) -> int:
+def _paper_arrays(stored: list[Stored], delta: float | None, layout: FlaxLayout | None,
+                  params: dict[str, Tensor] | None = None) -> list[np.ndarray]:
+    """The arrays the authors pickle: their pytree's leaves, raveled, each factor separately.
+
+    In Flax order with a Linear weight as its (in, out) kernel, so a factored kernel is
+    [Q(V S)^T-side factor (in, k), (k, out) factor] = [right^T, left^T] in torch terms.
+    ``params`` instead of ``stored``: the exact float32 weights in the same layout.
+    """
+    by_param: dict[str, list[np.ndarray]] = {}
+    if params is not None:
+        for name, p in params.items():
+            by_param[name] = [p.detach().float().cpu().numpy()]
+    else:
+        for st in stored:
+            by_param.setdefault(st.param, []).append(_float32_values(st, delta))
+    order = layout.order if layout is not None else list(by_param)
+    kernels = layout.kernels if layout is not None else set()
+    arrays: list[np.ndarray] = []
+    for name in order:
+        parts = by_param[name]
+        if name in kernels:
+            parts = [a.T for a in reversed(parts)]
+        arrays.extend(np.ascontiguousarray(a).ravel() for a in parts)
+    return arrays
+
+
+def coded_bits(stored: list[Stored], delta: float, coder: str, layout: FlaxLayout | None = None) -> int:
     """Exact size in bits of everything needed to rebuild the coarse-grained weights.
 
-    ``bz2-pickle`` is the paper's: bzip2 (level 9) of the pickled list of float32 arrays, a
-    factored matrix as one array (its two factors raveled and concatenated). ``lzma-codes``
-    stores Δ, each tensor's rank and integer width, then the codes in the narrowest signed
-    integer type, all compressed by raw LZMA2 (preset 9); the architecture gives the shapes.
+    ``bz2-pickle`` is the paper's: bzip2 (level 9) of the pickled list of float32 arrays of
+    their parameter tree (see ``_paper_arrays``; ``layout`` None: torch order and shapes).
+    ``lzma-codes`` stores Δ, each tensor's rank and integer width, then the codes in the
+    narrowest signed integer type, all compressed by raw LZMA2 (preset 9); the architecture
+    gives the shapes.
     """
     if coder == "bz2-pickle":
-        arrays: list[np.ndarray] = []
-        for st in stored:
-            values = _float32_values(st, delta).ravel()
-            if st.role == "right":
-                arrays[-1] = np.concatenate([arrays[-1], values])
-            else:
-                arrays.append(values)
+        arrays = _paper_arrays(stored, delta, layout)
         return 8 * len(bz2.compress(pickle.dumps(arrays), compresslevel=9))
     if coder == "lzma-codes":
         header = [struct.pack("<f", delta)]
@@ -155,11 +226,12 @@ def coded_bits(stored: list[Stored], delta: float, coder: str) -> int:
     raise ValueError(f"unknown coder {coder!r}; the coders are {CODERS}")
 
 
-def exact_bits(params: dict[str, Tensor], coder: str) -> int:
+def exact_bits(params: dict[str, Tensor], coder: str, layout: FlaxLayout | None = None) -> int:
     """Size in bits of the weights stored exactly (lossless float32), in the same coder."""
-    arrays = [p.detach().float().cpu().numpy().ravel() for p in params.values()]
     if coder == "bz2-pickle":
+        arrays = _paper_arrays([], None, layout, params=params)
         return 8 * len(bz2.compress(pickle.dumps(arrays), compresslevel=9))
+    arrays = [p.detach().float().cpu().numpy().ravel() for p in params.values()]
     return 8 * len(lzma_raw(b"".join(a.astype("<f4").tobytes() for a in arrays)))
 
 
