@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import bz2
-import copy
 import lzma
 import math
 import pickle
@@ -123,27 +122,6 @@ def test_bad_settings(setting, value):
         cz.get_measure("kolmogorov", **{setting: value})
 
 
-def rebuild(model, extras):
-    """The coarse model, rebuilt from the recorded delta, ranks and S sides by plain torch."""
-    coarse = copy.deepcopy(model)
-    if extras["stored_exactly"]:
-        return coarse
-    delta = extras["delta"]
-    with torch.no_grad():
-        for name, p in coarse.named_parameters():
-            k = extras["ranks"].get(name)
-            if k is None:
-                p.copy_(torch.round(p.double() / delta) * delta)
-                continue
-            u, s, vh = torch.linalg.svd(p.reshape(p.shape[0], -1).double(), full_matrices=False)
-            side = extras["s_side"][name]
-            a = {"left": 1.0, "right": 0.0, "split": 0.5}[side]
-            left = torch.round(u[:, :k] * s[:k] ** a / delta) * delta
-            right = torch.round(s[:k, None] ** (1 - a) * vh[:k] / delta) * delta
-            p.copy_((left @ right).reshape(p.shape))
-    return coarse
-
-
 def loss_and_error(model, x, y):
     with torch.no_grad():
         logits = model(x)
@@ -151,14 +129,14 @@ def loss_and_error(model, x, y):
 
 
 @pytest.mark.parametrize("name", ["kolmogorov", "kolmogorov.paper"])
-def test_errors_of_the_described_model_are_recorded(name):
+def test_errors_of_the_described_model_are_recorded(name, rebuild_coarse):
     model, data = tiny_classifier()
     # The paper preset searches on a subset; the recorded errors are on the whole splits.
     settings = {"max_examples": 64, "bayes_init_points": 2, "bayes_iterations": 3} if name.endswith("paper") else {}
     r = cz.get_measure(name, epsilon=0.5, **settings)(model, data)
     ex = r.extras
     assert not ex["stored_exactly"]  # a coarse model, so the check below means something
-    coarse = rebuild(model, ex)
+    coarse = rebuild_coarse(model, ex)
     (xtr, ytr), (xte, yte) = data.train, data.test
     train_loss, train_err = loss_and_error(coarse, xtr, ytr)
     test_loss, test_err = loss_and_error(coarse, xte, yte)
