@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from complexity_zoo._io import load_state_dict_file
+from complexity_zoo._trust import resolve_inside
 from complexity_zoo.data import Batch, Data
 from complexity_zoo.errors import (
     CheckpointError,
@@ -30,6 +31,7 @@ from complexity_zoo.errors import (
     DataError,
     ModelError,
     TrajectoryError,
+    UntrustedCodeError,
 )
 from complexity_zoo.trajectory import Checkpoint, Trajectory, step_from_filename
 
@@ -61,9 +63,28 @@ def _transformers():
     return require("transformers", "hf", "The Hugging Face adapter")
 
 
+def _refuse_remote_code(config: str) -> None:
+    """A local config.json with an ``auto_map`` asks for Python shipped beside it: refused."""
+    path = Path(config)
+    path = path / "config.json" if path.is_dir() else path
+    if not path.is_file():
+        return  # a hub id: transformers checks auto_map itself, and trust_remote_code=False refuses
+    raw = _read_json(path)
+    if raw.get("auto_map"):
+        raise UntrustedCodeError(
+            f"{str(path)!r} has an 'auto_map' ({raw['auto_map']!r}): it asks to run Python code shipped "
+            f"with the checkpoint, which this library never does. Build the model yourself and pass "
+            f"model=factory."
+        )
+
+
 @functools.lru_cache(maxsize=16)
 def _config(config: str, revision: str | None):
-    return _transformers().AutoConfig.from_pretrained(config, revision=revision)
+    _refuse_remote_code(config)
+    try:
+        return _transformers().AutoConfig.from_pretrained(config, revision=revision, trust_remote_code=False)
+    except ValueError as e:  # transformers' refusal of remote code, or a config it cannot read
+        raise ModelError(f"transformers cannot read the config of {config!r} without running its code: {e}") from e
 
 
 def _architecture(config: str, revision: str | None = None) -> tuple[type, object]:
@@ -105,6 +126,19 @@ def _weights_file(folder: Path) -> Path:
     )
 
 
+def weight_files(path: str | os.PathLike) -> list[str]:
+    """The files whose bytes make one checkpoint: the file, or an index and every shard it lists."""
+    path = Path(path)
+    if not path.name.endswith(".index.json"):
+        return [str(path)]
+    try:
+        shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{str(path)!r} is not a shard index with a 'weight_map': {e!r}") from e
+    where = f"The shard index {str(path)!r}"
+    return [str(path)] + [str(resolve_inside(path.parent, shard, where)) for shard in shards]
+
+
 def load_weights(path: str | os.PathLike) -> dict[str, Tensor]:
     """The tensors of one weights file, or of every shard a ``*.index.json`` lists."""
     path = Path(path)
@@ -119,7 +153,7 @@ def load_weights(path: str | os.PathLike) -> dict[str, Tensor]:
         raise CheckpointError(f"{str(path)!r} is not a shard index with a 'weight_map': {e!r}") from e
     state: dict[str, Tensor] = {}
     for shard in shards:
-        state.update(load_state_dict_file(path.parent / shard))
+        state.update(load_state_dict_file(resolve_inside(path.parent, shard, f"The shard index {str(path)!r}")))
     missing = sorted(set(weight_map) - set(state))
     if missing:
         raise CheckpointError(f"The shards of {str(path)!r} lack keys its weight_map lists: {missing[:8]}.")
@@ -163,7 +197,7 @@ def _load_checkpoint(path: str, fix: _TiedWeights) -> dict[str, Tensor]:
 def _load_pretrained(source: str, revision: str | None, fix: _TiedWeights) -> dict[str, Tensor]:
     cls, _ = _architecture(source, revision)
     try:
-        model = cls.from_pretrained(source, **({"revision": revision} if revision else {}))
+        model = cls.from_pretrained(source, trust_remote_code=False, **({"revision": revision} if revision else {}))
     except OSError as e:
         at = f"{source!r}" + (f" at revision {revision!r}" if revision else "")
         raise CheckpointNotFoundError(f"Cannot load the checkpoint {at}: {e}") from e
@@ -273,7 +307,8 @@ def load_trajectory(
             metrics = metrics_from_log_history(_read_json(state).get("log_history") or [])
     fix = _TiedWeights(model)
     ckpts = [
-        Checkpoint(step, functools.partial(_load_checkpoint, str(path), fix), source=str(path))
+        Checkpoint(step, functools.partial(_load_checkpoint, str(path), fix), source=str(path),
+                   files=functools.partial(weight_files, str(path)))
         for step, path in weights.items()
     ]
     return Trajectory(ckpts, model, metrics, name=name or root.resolve().name)
@@ -320,7 +355,8 @@ def _revisions_trajectory(
         source, revision = where(rev)
         file = _weights_file(Path(source)) if local else None
         ckpts.append(Checkpoint(step, functools.partial(_load_pretrained, source, revision, fix),
-                                source=str(file) if file else None))
+                                source=str(file) if file else None,
+                                files=functools.partial(weight_files, str(file)) if file else None))
     label = name or (Path(repo).resolve().name if local else repo.rsplit("/", 1)[-1])
     return Trajectory(ckpts, model, metrics, name=label)
 
