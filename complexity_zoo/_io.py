@@ -22,17 +22,21 @@ TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
 NESTED_KEYS = ("state_dict", "model_state_dict", "model")
 
 
-_DIGESTS: dict[tuple[str, int, int], str] = {}
+_DIGESTS: dict[tuple[str, int, int, int, int], str] = {}
 
 
 def file_digest(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's bytes, streamed; remembered per (path, size, mtime) in this process."""
+    """SHA-256 of a file's bytes, streamed; remembered in this process per (path, size, mtime).
+
+    The inode change time is part of what is remembered too: any write updates it, even one
+    that restores the size and mtime, and no one can set it back.
+    """
     path = os.path.abspath(path)
     try:
         st = os.stat(path)
     except OSError as e:
         raise CheckpointNotFoundError(f"Checkpoint file {path!r} cannot be read: {e}") from e
-    key = (path, st.st_size, st.st_mtime_ns)
+    key = (path, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
     if key not in _DIGESTS:
         h = hashlib.sha256()
         with open(path, "rb") as f:

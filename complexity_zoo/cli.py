@@ -107,7 +107,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             f"add them to --measures or correct the name."
         )
     specs = [(n, settings.get(n.partition(".")[0], {})) for n in names]
-    measures = resolve_measures(specs, args.seed)
+    measures = resolve_measures(specs)
     steps = _parse_steps(args.steps)
     models = _model_factory(args.model, args.runs)
     runs = [Trajectory.from_dir(p, model=models[p] if models else None, trust=args.trust) for p in args.runs]
