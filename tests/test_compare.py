@@ -270,3 +270,83 @@ def test_a_dataloader_needs_a_data_id_to_be_cached(tmp_path, trajectory, scratch
     cz.compare(trajectory, ["test_count_loss"], data=named, cache=tmp_path / "c", progress=False)
     cz.compare(trajectory, ["test_count_loss"], data=named, cache=tmp_path / "c", progress=False)
     assert CALLS["loss"] == 5
+
+
+# -- killed at random times -------------------------------------------------------------------
+KILLED_SCRIPT = '''
+import sys, time
+import torch
+import complexity_zoo as cz
+from complexity_zoo.cli import main
+
+@cz.register_measure("test_slow_l2")
+class SlowL2(cz.Measure):
+    """L2 norm, slowly."""
+
+    def compute(self, model, data=None):
+        time.sleep(0.05)
+        return float(torch.cat([p.detach().reshape(-1) for p in model.parameters()]).norm())
+
+print("START", flush=True)
+sys.exit(main(["compare", sys.argv[1], "--measures", "l2,test_slow_l2,effective_rank,naive_compression",
+               "--cache", sys.argv[2], "--out", sys.argv[3], "--quiet"]))
+'''
+
+
+def _cache_state(cache) -> dict[str, bytes]:
+    """Every cell file of the cache; each must parse as a complete record."""
+    files = {str(p): p.read_bytes() for p in cache.rglob("*.json")} if cache.exists() else {}
+    for path, raw in files.items():
+        record = json.loads(raw)
+        assert record["value"] is not None and record["format"] == 2, path
+    return files
+
+
+def _start(script, run, cache, out):
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, str(script), str(run), str(cache), str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "START"
+    return proc
+
+
+@pytest.mark.parametrize("kills", [2, pytest.param(8, marks=pytest.mark.slow)])
+def test_killed_at_random_times_loses_no_cell_and_resumes_bit_identically(tmp_path, kills):
+    import random
+    import signal
+    import time
+
+    states = {s: {k: v + 0.01 * s for k, v in mlp().state_dict().items()} for s in range(24)}
+    run = cz.Trajectory.from_state_dicts(states, model=mlp, name="killed").save(tmp_path / "killed")
+    script = tmp_path / "script.py"
+    script.write_text(KILLED_SCRIPT)
+    cache, out = tmp_path / "cache", tmp_path / "out.nc"
+    rng = random.Random(0)
+    seen: dict[str, bytes] = {}
+    for _ in range(kills):
+        proc = _start(script, run, cache, out)
+        time.sleep(rng.uniform(0.0, 0.3))  # a fraction of the computation (24 x 0.05 s and more)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+        now = _cache_state(cache)
+        assert all(now.get(path) == raw for path, raw in seen.items())  # nothing finished is lost
+        seen = now
+    # SIGTERM: a clean stop that says how to resume.
+    proc = _start(script, run, cache, out)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate()
+    if proc.returncode == 130:  # (it may have finished first)
+        assert "interrupted" in err and "--cache" in err and str(cache) in err
+    assert all(_cache_state(cache).get(p) == raw for p, raw in seen.items())
+    proc = _start(script, run, cache, out)
+    _, err = proc.communicate()
+    assert proc.returncode == 0, err
+    resumed = cz.Comparison.load(out).dataset
+    fresh = cz.compare(cz.Trajectory.from_dir(run), ["l2", "effective_rank", "naive_compression"],
+                       progress=False).dataset
+    for name in ("l2", "effective_rank", "naive_compression"):
+        np.testing.assert_array_equal(resumed[name].values, fresh[name].values)
+    assert len(_cache_state(cache)) == 4 * 24
