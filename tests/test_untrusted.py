@@ -212,3 +212,83 @@ def test_a_corrupt_file_is_not_a_checkpoint_and_says_what_it_holds(tmp_path, kin
     assert "step_101" in message and what in message and "not a" in message
     assert "weights_only=False" not in message and "pickled" not in message
     assert isinstance(info.value, CheckpointError)
+
+
+# -- hostile metrics and steps ----------------------------------------------------------------
+@pytest.mark.parametrize("step, message", [("100.7", "100.7"), ("ten", "'ten'"), (str(2**70), "outside"),
+                                           ("-5", "outside"), ("nan", "nan"), ("True", "True")])
+def test_metrics_steps_that_are_not_integers_are_refused(tmp_path, step, message):
+    (tmp_path / "m.csv").write_text(f"step,train_loss\n0,1.0\n{step},0.5\n")
+    with pytest.raises(TrajectoryError, match=f"step in the metrics .*m.csv.*{message}"):
+        cz.Trajectory.from_state_dicts({0: mlp().state_dict()}, model=mlp, metrics=tmp_path / "m.csv")
+
+
+def test_a_step_beyond_int64_in_a_file_name_names_the_file(tmp_path):
+    path = tmp_path / f"step_{2**64}.safetensors"
+    save_file(mlp().state_dict(), str(path))
+    with pytest.raises(TrajectoryError, match=f"step_{2**64}.safetensors.*outside"):
+        cz.Trajectory.from_files([path], model=mlp)
+
+
+@pytest.mark.parametrize("steps", [[100.7], [0, 10.5], ["10"], [True], "0,10", [-1]])
+def test_compare_steps_must_be_integers(steps):
+    traj = cz.Trajectory.from_state_dicts({0: mlp().state_dict(), 10: mlp().state_dict()}, model=mlp)
+    with pytest.raises(TrajectoryError, match="step|steps"):
+        cz.compare(traj, ["l2"], steps=steps, progress=False)
+
+
+@pytest.mark.parametrize("column", ["a/b", "tab\there", " padded"])
+def test_metric_names_netcdf_cannot_store_are_refused_before_computing(tmp_path, column):
+    import pandas as pd
+
+    traj = cz.Trajectory.from_state_dicts({0: mlp().state_dict()}, model=mlp,
+                                          metrics=pd.DataFrame({"step": [0], column: [1.0]}))
+    with pytest.raises(TrajectoryError, match="netCDF cannot store"):
+        cz.compare(traj, ["l2"], cache=tmp_path / "cache", progress=False)
+    assert not list((tmp_path / "cache").rglob("*.json"))  # refused before any cell was computed
+
+
+# -- random settings for every measure --------------------------------------------------------
+HOSTILE_VALUES = [-(10**12), -3, -1, 0, 1, 2, 3, 7, 10**30, 0.0, 0.5, -0.5, 1e-300, 1e300, float("nan"),
+                  float("inf"), -float("inf"), True, False, None, "", "x", "lzma", "train", "torch", [], [0.1],
+                  [1e-3, 1.0], [1.0, 1e-3], {}, {"a": 1}, 2**32, 2**40]
+
+
+def _measure_names() -> list[str]:
+    return sorted(cz.list_measures()["name"])
+
+
+@pytest.mark.parametrize("name", _measure_names())
+def test_random_settings_give_a_result_or_a_library_error(name):
+    import dataclasses
+    import math
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from complexity_zoo.errors import ComplexityZooError
+    from complexity_zoo.registry import measure_class
+    from complexity_zoo.testing import tiny_classifier
+
+    cls, _ = measure_class(name)
+    fields = [f.name for f in dataclasses.fields(cls)]
+    model, data = tiny_classifier(0)
+
+    @settings(max_examples=15, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @given(st.dictionaries(st.sampled_from(fields), st.sampled_from(HOSTILE_VALUES), max_size=3))
+    def check(chosen):
+        try:
+            m = cz.get_measure(name, **chosen)
+        except ComplexityZooError:
+            return
+        # Settings that are valid but ask for hours of work (10**30 draws) are not run here.
+        if any(isinstance(v, int) and not isinstance(v, bool) and abs(v) > 64 and k != "seed"
+               for k, v in chosen.items()):
+            return
+        try:
+            result = m(model, data)
+        except ComplexityZooError:
+            return
+        assert math.isfinite(result.value)
+
+    check()

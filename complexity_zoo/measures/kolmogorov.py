@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .._settings import at_least
 from ..data import Data
 from ..errors import DataError, MissingDependencyError
 from ..measure import Measure, MeasureResult
@@ -223,6 +224,9 @@ class Kolmogorov(Measure):
 
     unit = "bits"
     needs_data = True
+    stochastic = True  # the seeded subset (max_examples) and the bayes search draw random numbers
+    limits = {"num_deltas": at_least(2), "bayes_init_points": at_least(1), "bayes_iterations": at_least(0),
+              "epsilon": at_least(0)}
     epsilon: float = 1.0
     search: str = "frontier"
     coder: str = "lzma-codes"
@@ -231,7 +235,7 @@ class Kolmogorov(Measure):
     max_examples: int | None = None
     bayes_init_points: int = 10
     bayes_iterations: int = 50
-    seed: int = 0
+    seed: int | None = None  # None: 0 when called directly; compare() derives one per cell
     presets = {
         "paper": {"search": "bayes", "coder": "bz2-pickle", "max_examples": 512},
         "fast": {"num_deltas": 16},
@@ -255,7 +259,7 @@ class Kolmogorov(Measure):
             return data
         if not isinstance(data.train, tuple):
             raise DataError("max_examples needs a train split of tensors, not a DataLoader.")
-        idx = torch.randperm(data.n("train"), generator=torch.Generator().manual_seed(self.seed))
+        idx = torch.randperm(data.n("train"), generator=torch.Generator().manual_seed(self.seed or 0))
         idx = idx[: self.max_examples]
         return Data(train=tuple(t[idx] for t in data.train), loss=data.loss, batch_size=data.batch_size)
 
@@ -269,7 +273,7 @@ class Kolmogorov(Measure):
             deltas = log_grid(*self.delta_range, self.num_deltas)
             best = _search_frontier(problem, epsilon, deltas)
         else:
-            best = _search_bayes(problem, epsilon, self.delta_range, self.seed,
+            best = _search_bayes(problem, epsilon, self.delta_range, self.seed or 0,
                                  self.bayes_init_points, self.bayes_iterations, penalty=2.0 * exact)
         bits = problem.bits(best) if best is not None else exact
         use_exact = best is None or exact <= bits
