@@ -184,7 +184,9 @@ def callable_identity(obj: Any, depth: int = 0) -> Any:
                   if isinstance(obj.__globals__.get(n), (bool, int, float, str, tuple))}
         parts.append(value_id(consts, depth + 1))
         return parts
-    if isinstance(obj, type) or inspect.isbuiltin(obj):
+    if isinstance(obj, type):  # a class used as a factory: its source decides what it builds
+        return [obj.__module__, obj.__qualname__, _code_id(obj)]
+    if inspect.isbuiltin(obj):
         return [getattr(obj, "__module__", ""), getattr(obj, "__qualname__", repr(obj))]
     cls = type(obj)
     state = value_id(getattr(obj, "__dict__", {}), depth + 1)

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import numbers
 import os
 import signal
 import threading
@@ -238,7 +239,11 @@ def compare(
 def _steps(steps: Iterable[int]) -> list:
     if isinstance(steps, (str, bytes)) or not isinstance(steps, Iterable):
         raise TrajectoryError(f"steps must be a list of integers; got {steps!r}.")
-    return list(steps)
+    steps = list(steps)
+    bad = [s for s in steps if isinstance(s, bool) or not isinstance(s, numbers.Integral)]
+    if bad:
+        raise TrajectoryError(f"steps must be integers; got {bad} (a step is never rounded).")
+    return steps
 
 
 def _plan(runs, wanted, labeled, data_for, store, seed, cells) -> list[tuple[Trajectory, int, list[Cell]]]:

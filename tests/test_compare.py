@@ -93,7 +93,7 @@ class CountingL2(cz.Measure):
 def test_cache_resumes_after_an_interrupt(tmp_path, trajectory, scratch_registry):
     cz.register_measure("test_counting_l2")(CountingL2)
     CountingL2.calls, CountingL2.interrupt_at = 0, 3  # two cells finish, the third is interrupted
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match=r"interrupted after 2 of 5 cells.*run the same comparison"):
         cz.compare(trajectory, ["test_counting_l2"], cache=tmp_path / "cache", progress=False)
     CountingL2.calls, CountingL2.interrupt_at = 0, None
     resumed = cz.compare(trajectory, ["test_counting_l2"], cache=tmp_path / "cache", progress=False)
@@ -350,3 +350,26 @@ def test_killed_at_random_times_loses_no_cell_and_resumes_bit_identically(tmp_pa
     for name in ("l2", "effective_rank", "naive_compression"):
         np.testing.assert_array_equal(resumed[name].values, fresh[name].values)
     assert len(_cache_state(cache)) == 4 * 24
+
+
+def test_each_cell_gets_its_own_seed_derived_from_the_compare_seed(trajectory):
+    from complexity_zoo.compare import derive_seed
+    from complexity_zoo.testing import tiny_classifier
+
+    _, data = tiny_classifier(1)
+    spec = [("lmn", {"num_samples": 12})]
+    a = cz.compare(trajectory, spec, data=data, seed=3, progress=False).dataset["lmn"].sel(run="tiny")
+    b = cz.compare(trajectory, spec, data=data, seed=3, progress=False).dataset["lmn"].sel(run="tiny")
+    c = cz.compare(trajectory, spec, data=data, seed=4, progress=False).dataset["lmn"].sel(run="tiny")
+    assert a.equals(b) and not a.equals(c)
+    unset = cz.get_measure("lmn", num_samples=12)
+    seeds = [derive_seed(3, "tiny", s, unset) for s in trajectory.steps]
+    assert len(set(seeds)) == len(seeds)  # independent cells
+    for step, seed in zip(trajectory.steps, seeds):  # the rule, recomputed by hand
+        direct = cz.get_measure("lmn", num_samples=12, seed=seed)(trajectory.model_at(step), data).value
+        assert direct == a.sel(step=step).item()
+    # A seed given on the measure is used as is in every cell: the same inputs at every step.
+    fixed = cz.compare(trajectory, [("lmn", {"num_samples": 12, "seed": 0})], data=data, seed=3, progress=False)
+    for step in trajectory.steps:
+        direct = cz.get_measure("lmn", num_samples=12, seed=0)(trajectory.model_at(step), data).value
+        assert direct == fixed.dataset["lmn"].sel(run="tiny", step=step).item()

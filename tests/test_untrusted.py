@@ -275,7 +275,7 @@ def test_random_settings_give_a_result_or_a_library_error(name):
     model, data = tiny_classifier(0)
 
     @settings(max_examples=15, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
-    @given(st.dictionaries(st.sampled_from(fields), st.sampled_from(HOSTILE_VALUES), max_size=3))
+    @given(st.dictionaries(st.sampled_from([*fields, "no_such_setting"]), st.sampled_from(HOSTILE_VALUES), max_size=3))
     def check(chosen):
         try:
             m = cz.get_measure(name, **chosen)
