@@ -120,6 +120,12 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     path = result.save(args.out)
     print(f"wrote {path} ({len(result.measures)} measures x {result.dataset.sizes['step']} steps"
           f" x {len(result.runs)} runs; {len(result.errors)} failed cells)")
+    cells = len(result.measures) * sum(len([s for s in t.steps if steps is None or s in steps]) for t in runs)
+    if cells and len(result.errors) >= cells:
+        first = result.errors.iloc[0]
+        print(f"complexity-zoo compare: error: every cell failed; the first: {first['error']}: {first['message']}",
+              file=sys.stderr)
+        return 1
     return 0
 
 

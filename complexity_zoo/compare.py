@@ -202,6 +202,7 @@ def compare(
     jobs = _plan(runs, wanted, labeled, data_for, store, seed, cells)
     total = sum(len(j[2]) for j in jobs)
     bar = tqdm(total=total, desc="compare", unit="cell", disable=not progress)
+    finished = [0]
 
     def record(cell: Cell, result: dict | BaseException, seconds: float) -> None:
         if isinstance(result, BaseException):
@@ -216,9 +217,10 @@ def compare(
             )
         else:
             cells[(cell.run, cell.step, cell.label)] = result
+        finished[0] += 1
         bar.update(1)
 
-    with _interrupts_reported(store, lambda: bar.n, total):
+    with _interrupts_reported(store, lambda: finished[0], total):
         try:
             if executor is None:
                 for traj, step, pending in jobs:

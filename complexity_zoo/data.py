@@ -81,6 +81,7 @@ class Data:
     ``loss`` is a callable or one of ``"cross_entropy"`` (nats) and ``"mse"``.
     Evaluation is batched so that at most one batch of activations is alive.
     ``task`` records how a reference task built this data, so it can be rebuilt.
+    ``data_id`` names examples that cannot be hashed (a DataLoader) for the result cache.
     """
 
     train: Split

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 import complexity_zoo as cz
 from complexity_zoo.cli import main
@@ -85,3 +88,13 @@ def test_report_command_writes_tables_and_a_figure(tmp_path, trajectory):
     assert (tmp_path / "f.png").stat().st_size > 10_000
     assert main(["report", str(out), "--tex", str(tmp_path / "c.tex"), "--target", "train_loss"]) == 0
     assert r"\begin{tabular}" in (tmp_path / "c.tex").read_text()
+
+
+def test_compare_command_fails_when_every_cell_failed(tmp_path, trajectory, capsys):
+    run = trajectory.save(tmp_path / "run")
+    meta = json.loads((run / "run.json").read_text())
+    meta["model"]["kwargs"] = {"hidden": 3}  # a factory it takes, an architecture the weights do not fit
+    (run / "run.json").write_text(json.dumps(meta))
+    with pytest.warns(cz.errors.MeasureFailedWarning):
+        code = main(["compare", str(run), "--measures", "l2", "--out", str(tmp_path / "x.nc"), "--quiet"])
+    assert code == 1 and "every cell failed" in capsys.readouterr().err
