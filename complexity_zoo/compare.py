@@ -25,6 +25,7 @@ from .comparison import Comparison
 from .data import Data
 from .errors import (
     ComparisonInterrupted,
+    InvalidSettingError,
     MeasureFailedWarning,
     MissingDataError,
     TrajectoryError,
@@ -186,6 +187,8 @@ def compare(
     from tqdm.auto import tqdm
 
     runs = _as_trajectories(trajectory_or_list)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise InvalidSettingError(f"compare's seed must be an integer; got {seed!r}.")
     labeled = resolve_measures(measures, seed=None)
     device = str(device) if device is not None else None
     data_for = _data_per_run(runs, data, labeled)
