@@ -18,22 +18,21 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import pandas as pd
-import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from complexity_zoo._io import load_state_dict_file
-from complexity_zoo.data import Batch, Data
+from complexity_zoo._trust import resolve_inside
 from complexity_zoo.errors import (
     CheckpointError,
     CheckpointNotFoundError,
-    DataError,
     ModelError,
     TrajectoryError,
+    UntrustedCodeError,
 )
 from complexity_zoo.trajectory import Checkpoint, Trajectory, step_from_filename
 
 from ._common import aliased_keys, as_float, existing_dir, rename_metric, require
+from ._lm_data import CausalLMLoss, lm_data
 
 __all__ = [
     "CausalLMLoss",
@@ -61,9 +60,28 @@ def _transformers():
     return require("transformers", "hf", "The Hugging Face adapter")
 
 
+def _refuse_remote_code(config: str) -> None:
+    """A local config.json with an ``auto_map`` asks for Python shipped beside it: refused."""
+    path = Path(config)
+    path = path / "config.json" if path.is_dir() else path
+    if not path.is_file():
+        return  # a hub id: transformers checks auto_map itself, and trust_remote_code=False refuses
+    raw = _read_json(path)
+    if raw.get("auto_map"):
+        raise UntrustedCodeError(
+            f"{str(path)!r} has an 'auto_map' ({raw['auto_map']!r}): it asks to run Python code shipped "
+            f"with the checkpoint, which this library never does. Build the model yourself and pass "
+            f"model=factory."
+        )
+
+
 @functools.lru_cache(maxsize=16)
 def _config(config: str, revision: str | None):
-    return _transformers().AutoConfig.from_pretrained(config, revision=revision)
+    _refuse_remote_code(config)
+    try:
+        return _transformers().AutoConfig.from_pretrained(config, revision=revision, trust_remote_code=False)
+    except ValueError as e:  # transformers' refusal of remote code, or a config it cannot read
+        raise ModelError(f"transformers cannot read the config of {config!r} without running its code: {e}") from e
 
 
 def _architecture(config: str, revision: str | None = None) -> tuple[type, object]:
@@ -105,6 +123,19 @@ def _weights_file(folder: Path) -> Path:
     )
 
 
+def weight_files(path: str | os.PathLike) -> list[str]:
+    """The files whose bytes make one checkpoint: the file, or an index and every shard it lists."""
+    path = Path(path)
+    if not path.name.endswith(".index.json"):
+        return [str(path)]
+    try:
+        shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{str(path)!r} is not a shard index with a 'weight_map': {e!r}") from e
+    where = f"The shard index {str(path)!r}"
+    return [str(path)] + [str(resolve_inside(path.parent, shard, where)) for shard in shards]
+
+
 def load_weights(path: str | os.PathLike) -> dict[str, Tensor]:
     """The tensors of one weights file, or of every shard a ``*.index.json`` lists."""
     path = Path(path)
@@ -119,7 +150,7 @@ def load_weights(path: str | os.PathLike) -> dict[str, Tensor]:
         raise CheckpointError(f"{str(path)!r} is not a shard index with a 'weight_map': {e!r}") from e
     state: dict[str, Tensor] = {}
     for shard in shards:
-        state.update(load_state_dict_file(path.parent / shard))
+        state.update(load_state_dict_file(resolve_inside(path.parent, shard, f"The shard index {str(path)!r}")))
     missing = sorted(set(weight_map) - set(state))
     if missing:
         raise CheckpointError(f"The shards of {str(path)!r} lack keys its weight_map lists: {missing[:8]}.")
@@ -163,7 +194,7 @@ def _load_checkpoint(path: str, fix: _TiedWeights) -> dict[str, Tensor]:
 def _load_pretrained(source: str, revision: str | None, fix: _TiedWeights) -> dict[str, Tensor]:
     cls, _ = _architecture(source, revision)
     try:
-        model = cls.from_pretrained(source, **({"revision": revision} if revision else {}))
+        model = cls.from_pretrained(source, trust_remote_code=False, **({"revision": revision} if revision else {}))
     except OSError as e:
         at = f"{source!r}" + (f" at revision {revision!r}" if revision else "")
         raise CheckpointNotFoundError(f"Cannot load the checkpoint {at}: {e}") from e
@@ -273,7 +304,8 @@ def load_trajectory(
             metrics = metrics_from_log_history(_read_json(state).get("log_history") or [])
     fix = _TiedWeights(model)
     ckpts = [
-        Checkpoint(step, functools.partial(_load_checkpoint, str(path), fix), source=str(path))
+        Checkpoint(step, functools.partial(_load_checkpoint, str(path), fix), source=str(path),
+                   files=functools.partial(weight_files, str(path)))
         for step, path in weights.items()
     ]
     return Trajectory(ckpts, model, metrics, name=name or root.resolve().name)
@@ -320,64 +352,7 @@ def _revisions_trajectory(
         source, revision = where(rev)
         file = _weights_file(Path(source)) if local else None
         ckpts.append(Checkpoint(step, functools.partial(_load_pretrained, source, revision, fix),
-                                source=str(file) if file else None))
+                                source=str(file) if file else None,
+                                files=functools.partial(weight_files, str(file)) if file else None))
     label = name or (Path(repo).resolve().name if local else repo.rsplit("/", 1)[-1])
     return Trajectory(ckpts, model, metrics, name=label)
-
-
-# -- data ------------------------------------------------------------------------------------
-class CausalLMLoss:
-    """Next-token cross-entropy per sequence, in nats, averaged over its predicted positions.
-
-    A batch is ``(inputs, targets)`` with targets the inputs shifted by one token (``lm_data``
-    builds them). The model's forward takes token ids and returns logits or an object with
-    ``.logits`` (transformers models). Targets equal to ``pad_token_id`` are not counted.
-    """
-
-    def __init__(self, pad_token_id: int | None = None) -> None:
-        self.pad_token_id = pad_token_id
-        self.__qualname__ = f"causal_lm_loss(pad_token_id={pad_token_id})"  # names it in Data
-
-    def __call__(self, model: nn.Module, batch: Batch) -> Tensor:
-        inputs, targets = batch[0], batch[1]
-        out = model(inputs)
-        logits = getattr(out, "logits", out)
-        if not isinstance(logits, Tensor) or logits.shape[:2] != targets.shape:
-            shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-            raise DataError(
-                f"A causal LM must return logits of shape (B, T, vocab) for inputs {tuple(inputs.shape)}; "
-                f"got {shape}."
-            )
-        ignore = -100 if self.pad_token_id is None else int(self.pad_token_id)
-        per_token = F.cross_entropy(logits.transpose(1, 2).float(), targets, reduction="none", ignore_index=ignore)
-        counted = (targets != ignore).to(per_token.dtype)
-        return (per_token * counted).sum(dim=1) / counted.sum(dim=1).clamp(min=1)
-
-
-def _shifted(ids: Tensor, split: str) -> tuple[Tensor, Tensor]:
-    ids = torch.as_tensor(ids)
-    if ids.ndim != 2 or ids.shape[1] < 2 or ids.dtype.is_floating_point or ids.dtype == torch.bool:
-        raise DataError(
-            f"The {split!r} token ids must be an integer tensor of shape (N, T) with T >= 2; got "
-            f"{ids.dtype} of shape {tuple(ids.shape)}."
-        )
-    ids = ids.long()
-    return ids[:, :-1].contiguous(), ids[:, 1:].contiguous()
-
-
-def lm_data(
-    train_ids: Tensor,
-    test_ids: Tensor | None = None,
-    *,
-    batch_size: int = 32,
-    pad_token_id: int | None = None,
-) -> Data:
-    """Data for a causal language model from token ids of shape (N, T).
-
-    Each sequence is one example: the input is its first T-1 tokens, the target the last T-1,
-    and the loss is its next-token cross-entropy averaged over positions (nats; see
-    ``CausalLMLoss``). Pad on the right; ``pad_token_id`` keeps pads out of the average.
-    """
-    train = _shifted(train_ids, "train")
-    test = _shifted(test_ids, "test") if test_ids is not None else None
-    return Data(train=train, test=test, loss=CausalLMLoss(pad_token_id), batch_size=batch_size)

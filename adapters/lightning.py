@@ -145,7 +145,7 @@ def load_trajectory(
             raise CheckpointError(f"{str(path)!r} has no integer 'global_step' (got {step!r}).")
         extra = {"epoch": float(header["epoch"])} if isinstance(header.get("epoch"), int) else {}
         load = functools.partial(load_checkpoint_file, str(path), prefix, tuple(safe_globals))
-        ckpts.append(Checkpoint(step, load, extra, str(path)))
+        ckpts.append(Checkpoint(step, load, extra, str(path), variant=f"prefix={prefix!r}" if prefix else ""))
     if isinstance(metrics, (str, os.PathLike)) and not str(metrics).endswith(".json"):
         metrics = metrics_from_csv(metrics)
     if name is None:

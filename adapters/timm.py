@@ -38,9 +38,27 @@ SAFE_GLOBALS = (argparse.Namespace,)
 _PERCENT = {"eval_top1": "test_acc", "eval_top5": "test_top5_acc"}
 
 
+# create_model arguments that name files or downloads: never taken from a checkpoint or run.json.
+_FILE_KWARGS = ("checkpoint_path", "pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "cache_dir",
+                "pretrained_strict", "file", "url", "hf_hub_id")
+
+
+def _inert_kwargs(kwargs: Mapping) -> dict:
+    """Stored model kwargs without those that name files, URLs or downloads."""
+    def names_a_file(key: str) -> bool:
+        return key in _FILE_KWARGS or any(w in key for w in ("path", "file", "url", "dir", "hub"))
+
+    return {k: v for k, v in kwargs.items() if isinstance(k, str) and not names_a_file(k)}
+
+
 def model_from_arch(arch: str, num_classes: int, **kwargs) -> nn.Module:
-    """``timm.create_model(arch, pretrained=False, num_classes=...)``: an untrained model, no download."""
+    """``timm.create_model(arch, pretrained=False, num_classes=...)``: an untrained model, no download.
+
+    Arguments that name files or downloads (``checkpoint_path``, ``pretrained_cfg_overlay``, ...)
+    are dropped: the weights come from the checkpoints, never from a file a checkpoint names.
+    """
     timm = require("timm", "timm", "The timm adapter")
+    kwargs = _inert_kwargs(kwargs)
     try:
         return timm.create_model(arch, pretrained=False, num_classes=num_classes, **kwargs)
     except RuntimeError as e:  # timm's "Unknown model"
@@ -87,7 +105,7 @@ def _model_kwargs(path: Path, header: Mapping, state: Mapping[str, Tensor], num_
         kwargs["global_pool"] = _namespace_value(args, "gp")
     extra = _namespace_value(args, "model_kwargs")
     if isinstance(extra, Mapping):
-        kwargs.update(extra)
+        kwargs.update(_inert_kwargs(extra))
     if num_classes is None:
         num_classes = _namespace_value(args, "num_classes")  # type: ignore[assignment]
     kwargs["num_classes"] = int(num_classes) if num_classes is not None else _classes_from_weights(arch, state, path)
@@ -180,7 +198,8 @@ def load_trajectory(
     summary = root / "summary.csv"
     metrics = metrics_from_summary(summary) if summary.is_file() else None
     ckpts = [
-        Checkpoint(e, functools.partial(load_checkpoint_file, str(files[e]), ema), {"epoch": float(e)}, str(files[e]))
+        Checkpoint(e, functools.partial(load_checkpoint_file, str(files[e]), ema), {"epoch": float(e)}, str(files[e]),
+                   variant="ema" if ema else "")
         for e in epochs
     ]
     return Trajectory(ckpts, model, metrics, name=name or root.resolve().name)

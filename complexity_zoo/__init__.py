@@ -2,6 +2,7 @@
 
 from . import measures as _builtin_measures  # noqa: F401  (registers the built-in measures)
 from . import regularizers, tasks
+from ._trust import allow_factory, allowed_factories, disallow_factory
 from .compare import compare
 from .comparison import Comparison
 from .data import Data
@@ -28,7 +29,10 @@ __all__ = [
     "MissingDependencyError",
     "Trajectory",
     "UnknownMeasureError",
+    "allow_factory",
+    "allowed_factories",
     "compare",
+    "disallow_factory",
     "get_measure",
     "list_measures",
     "register_measure",

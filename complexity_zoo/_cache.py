@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -32,33 +33,64 @@ def to_jsonable(obj: Any) -> Any:
     return repr(obj)
 
 
+# Bump when the key or the record changes: older cells are then never read (they stay on disk).
+CACHE_FORMAT = 2
+# What a cell must hold to be used; anything else is recomputed.
+_REQUIRED = ("value", "seconds", "run", "step", "measure", "settings")
+
+
+def valid_record(record: object, key: str) -> bool:
+    """A complete, finished cell of this cache format, written under ``key``."""
+    if not isinstance(record, dict) or record.get("format") != CACHE_FORMAT or record.get("key") != key:
+        return False
+    if any(k not in record for k in _REQUIRED):
+        return False
+    value = record["value"]
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 class ResultCache:
-    """A folder of finished cells; each is written atomically the moment it is computed."""
+    """A folder of finished cells; each is written atomically the moment it is computed.
+
+    A cell's key is a digest of the checkpoint's content, the model factory's identity, the
+    measure (name, version, settings, seed) and the data's identity (examples, loss), under a
+    format version. A file that does not parse as a complete cell of this format is ignored and
+    recomputed (and then overwritten).
+    """
 
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
 
     @staticmethod
-    def key(checkpoint_id: str, measure_key: str, data_id: str | None) -> str:
-        blob = json.dumps([checkpoint_id, measure_key, data_id])
-        return hashlib.sha1(blob.encode()).hexdigest()
+    def key(checkpoint_id: str, model_id: str, measure_key: str, data_id: str | None) -> str:
+        blob = json.dumps([CACHE_FORMAT, checkpoint_id, model_id, measure_key, data_id])
+        return hashlib.sha256(blob.encode()).hexdigest()[:40]
 
     def _path(self, measure_name: str, key: str) -> Path:
         return self.root / measure_name / f"{key}.json"
 
     def get(self, measure_name: str, key: str) -> dict | None:
+        """The finished cell under ``key``, or None (absent, torn, damaged or of another format)."""
         path = self._path(measure_name, key)
         try:
-            return json.loads(path.read_text())
-        except FileNotFoundError:
+            record = json.loads(path.read_bytes().decode("utf-8"))
+        except (OSError, ValueError, RecursionError):  # absent, unreadable, torn or not JSON: recompute
             return None
-        except json.JSONDecodeError:  # a torn file from a crash mid-write: recompute
+        if not valid_record(record, key):
             return None
+        record = dict(record)
+        record.pop("format"), record.pop("key")
+        return record
 
     def put(self, measure_name: str, key: str, record: dict) -> None:
+        """Write one cell atomically: a temporary file, flushed, then renamed over the old one."""
         path = self._path(measure_name, key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(to_jsonable(record)))
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        payload = json.dumps({**to_jsonable(record), "format": CACHE_FORMAT, "key": key}, allow_nan=False)
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -2,21 +2,102 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import pickle
 import re
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from .errors import CheckpointError, CheckpointNotFoundError, UnsafeCheckpointError
+from .errors import CheckpointError, CheckpointNotFoundError, NotACheckpointError, UnsafeCheckpointError
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
 # Keys under which training scripts commonly nest the model's state dict.
 NESTED_KEYS = ("state_dict", "model_state_dict", "model")
+
+
+_DIGESTS: dict[tuple[str, int, int, int, int], str] = {}
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, streamed; remembered in this process per (path, size, mtime).
+
+    The inode change time is part of what is remembered too: any write updates it, even one
+    that restores the size and mtime, and no one can set it back.
+    """
+    path = os.path.abspath(path)
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise CheckpointNotFoundError(f"Checkpoint file {path!r} cannot be read: {e}") from e
+    key = (path, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
+
+
+def _what_is(head: bytes) -> str:
+    """A short description of what a file that is not a checkpoint holds, from its first bytes."""
+    text = head.lstrip()
+    if text.startswith(b"version https://git-lfs"):
+        return "a git-lfs pointer (the real file was never downloaded: run 'git lfs pull')"
+    low = text[:100].lower()
+    if low.startswith((b"<!doctype html", b"<html")) or b"<html" in low:
+        return "an HTML page (a download that returned a web page?)"
+    if not head:
+        return "nothing (the file is empty)"
+    try:
+        decoded = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"unrecognized binary data (first bytes {head[:8].hex(' ')})"
+    if text[:1] in (b"{", b"["):
+        try:
+            json.loads(decoded)
+            return "JSON text"
+        except json.JSONDecodeError:
+            pass
+    return f"text ({decoded.strip()[:40]!r}...)"
+
+
+def check_torch_file(path: Path) -> None:
+    """Refuse a file that is neither a torch zip archive with data.pkl nor a legacy pickle."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except (zipfile.BadZipFile, OSError) as e:
+            raise NotACheckpointError(f"{str(path)!r} is not a checkpoint: it is a damaged zip archive ({e}).") from e
+        if not any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+            raise NotACheckpointError(
+                f"{str(path)!r} is not a checkpoint: it is a zip archive without data.pkl (it holds "
+                f"{names[:5]}{'...' if len(names) > 5 else ''})."
+            )
+        return
+    if head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5:  # a pickle protocol 2-5 header
+        return
+    raise NotACheckpointError(f"{str(path)!r} is not a checkpoint: it holds {_what_is(head)}.")
+
+
+def check_safetensors_file(path: Path) -> None:
+    """Refuse a file whose first bytes are not a safetensors header (length, then a JSON object)."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    size = os.path.getsize(path)
+    n = int.from_bytes(head[:8], "little") if len(head) >= 8 else -1
+    if not (0 < n <= size - 8 and head[8:9] == b"{"):
+        raise NotACheckpointError(f"{str(path)!r} is not a safetensors checkpoint: it holds {_what_is(head)}.")
 
 
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, Tensor]:
@@ -28,6 +109,7 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, Tensor]:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
+        check_safetensors_file(path)
         try:
             return load_file(str(path), device="cpu")
         except (SafetensorError, OSError, ValueError) as e:
@@ -47,6 +129,7 @@ def torch_load_weights_only(path: Path, safe_globals: list | None = None, *, mma
     ``mmap=True`` maps the tensors instead of reading them, so reading a big training
     checkpoint only for its small entries (a step, an epoch) stays cheap.
     """
+    check_torch_file(path)
     try:
         if safe_globals:
             with torch.serialization.safe_globals(list(safe_globals)):
@@ -54,6 +137,8 @@ def torch_load_weights_only(path: Path, safe_globals: list | None = None, *, mma
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         wanted = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if wanted is None and "global" not in str(e).lower():
+            raise NotACheckpointError(f"{str(path)!r} is not a readable torch checkpoint: {e}") from e
         what = f" It asks for the global {wanted.group(1)!r}." if wanted else ""
         raise UnsafeCheckpointError(
             f"Refusing to load {str(path)!r}: it holds pickled Python objects, not only tensors, "
@@ -61,8 +146,10 @@ def torch_load_weights_only(path: Path, safe_globals: list | None = None, *, mma
             f"yourself (torch.load(..., weights_only=False)), keep its state dict, and pass it "
             f"to Trajectory.from_state_dicts; or re-save it with safetensors."
         ) from e
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise CheckpointError(f"{str(path)!r} is not a readable torch checkpoint: {e}") from e
+    except Exception as e:  # torch reports damage as many kinds of error (KeyError, EOFError, ...)
+        raise NotACheckpointError(
+            f"{str(path)!r} is not a readable torch checkpoint: {type(e).__name__}: {e}"
+        ) from e
 
 
 def state_dict_from_object(obj: object, path: Path) -> dict[str, Tensor]:

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
 
-from .errors import ComplexityZooError, InvalidSettingError, MissingDataError
+from .errors import (
+    ComparisonInterrupted,
+    ComplexityZooError,
+    InvalidSettingError,
+    MissingDataError,
+    UnknownMeasureError,
+)
 
 
 def _parse_settings(items: Sequence[str]) -> dict[str, dict]:
@@ -47,18 +54,65 @@ def _data_for(trajectory, needed: list[str]):
     return task_data(trajectory.task)
 
 
+def _parse_steps(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    steps = []
+    for item in text.split(","):
+        if not re.fullmatch(r"\s*\d+\s*", item):
+            raise InvalidSettingError(f"--steps takes comma-separated non-negative integers; got {item!r} in {text!r}.")
+        steps.append(int(item))
+    return steps
+
+
+def _model_factory(target: str | None, runs: Sequence[str]):
+    """``--model pkg.module:factory``: the user's factory, called with each run's recorded kwargs."""
+    if target is None:
+        return None
+    import functools
+    import inspect
+    from pathlib import Path
+
+    from ._trust import import_target
+
+    obj = import_target(target)  # named by the user on the command line: allowed
+    factories = {}
+    for run in runs:
+        try:
+            meta = json.loads((Path(run) / "run.json").read_text())
+            kwargs = dict(meta["model"].get("kwargs") or {})
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            kwargs = {}
+        try:
+            inspect.signature(obj).bind(**kwargs)
+        except TypeError:
+            kwargs = {}  # the run's recorded kwargs are for another factory
+        except ValueError:
+            pass
+        factories[run] = functools.partial(obj, **kwargs)
+    return factories
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
     from .compare import compare, resolve_measures
     from .trajectory import Trajectory
 
-    runs = [Trajectory.from_dir(p) for p in args.runs]
     settings = _parse_settings(args.set or [])
     names = [n.strip() for n in args.measures.split(",") if n.strip()]
+    bases = {n.partition(".")[0] for n in names}
+    stray = sorted(set(settings) - bases)
+    if stray:
+        raise UnknownMeasureError(
+            f"--set names the measure(s) {stray}, which are not in --measures ({', '.join(names)}); "
+            f"add them to --measures or correct the name."
+        )
     specs = [(n, settings.get(n.partition(".")[0], {})) for n in names]
-    measures = resolve_measures(specs, args.seed)
+    measures = resolve_measures(specs)
+    steps = _parse_steps(args.steps)
+    models = _model_factory(args.model, args.runs)
+    runs = [Trajectory.from_dir(p, model=models[p] if models else None, trust=args.trust) for p in args.runs]
     needed = [label for label, m in measures.items() if m.needs_data]
     data = {t.name: _data_for(t, needed) for t in runs}
-    steps = [int(s) for s in args.steps.split(",")] if args.steps else None
     result = compare(
         runs, list(measures.values()), data=data, steps=steps, device=args.device,
         cache=args.cache, progress=not args.quiet, seed=args.seed, strict=args.strict,
@@ -66,6 +120,12 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     path = result.save(args.out)
     print(f"wrote {path} ({len(result.measures)} measures x {result.dataset.sizes['step']} steps"
           f" x {len(result.runs)} runs; {len(result.errors)} failed cells)")
+    cells = len(result.measures) * sum(len([s for s in t.steps if steps is None or s in steps]) for t in runs)
+    if cells and len(result.errors) >= cells:
+        first = result.errors.iloc[0]
+        print(f"complexity-zoo compare: error: every cell failed; the first: {first['error']}: {first['message']}",
+              file=sys.stderr)
+        return 1
     return 0
 
 
@@ -119,6 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", default=None, help="folder of finished cells; re-runs compute only the rest")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--strict", action="store_true", help="stop at the first failing cell")
+    p.add_argument("--model", metavar="PKG.MODULE:FACTORY", default=None,
+                   help="build the model with this factory (called with the run's recorded kwargs when it "
+                        "takes them) instead of the one run.json names")
+    p.add_argument("--trust", action="store_true",
+                   help="import the model factory run.json names even if it is not on the allow-list "
+                        "(only for run folders you trust: it can run any code)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_compare)
 
@@ -151,6 +217,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ComplexityZooError as e:
         print(f"complexity-zoo {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except ComparisonInterrupted as e:
+        print(f"complexity-zoo {args.command}: interrupted: {e}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,39 +3,46 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import dataclasses
+import hashlib
 import json
-import platform
+import numbers
+import os
+import signal
+import threading
 import time
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import torch
-import xarray as xr
 
+from ._assemble import build_dataset, check_names
 from ._cache import ResultCache, to_jsonable
+from ._steps import integer_step
 from .comparison import Comparison
 from .data import Data
 from .errors import (
+    ComparisonInterrupted,
+    InvalidSettingError,
     MeasureFailedWarning,
     MissingDataError,
     TrajectoryError,
     UnknownMeasureError,
 )
-from .measure import Measure, MeasureResult
+from .measure import Measure
 from .registry import get_measure
 from .trajectory import Trajectory
 
 MeasureSpec = str | tuple[str, Mapping[str, Any]] | Measure
 
 
-def resolve_measures(measures: Sequence[MeasureSpec], seed: int | None = 0) -> dict[str, Measure]:
+def resolve_measures(measures: Sequence[MeasureSpec], seed: int | None = None) -> dict[str, Measure]:
     """Instances keyed by a unique label (the name; settings appended when a name repeats).
 
-    ``seed`` fills the seed of every stochastic measure whose seed was left unset.
+    ``seed``, if given, fills the seed of every stochastic measure whose seed was left unset
+    (compare() leaves them unset and derives one per cell instead).
     """
     if isinstance(measures, (str, Measure)):
         measures = [measures]
@@ -51,7 +58,7 @@ def resolve_measures(measures: Sequence[MeasureSpec], seed: int | None = 0) -> d
             raise UnknownMeasureError(
                 f"A measure is given as a name, a (name, settings) pair or a Measure; got {spec!r}."
             )
-        if m.stochastic and getattr(m, "seed", None) is None:
+        if seed is not None and m.stochastic and getattr(m, "seed", None) is None:
             m = dataclasses.replace(m, seed=seed)
         instances.append(m)
     if not instances:
@@ -81,31 +88,73 @@ def _as_trajectories(obj: Trajectory | Iterable[Trajectory]) -> list[Trajectory]
     return runs
 
 
-def _evaluate_checkpoint(
-    trajectory: Trajectory,
-    step: int,
-    measures: dict[str, Measure],
-    data: Data | None,
-    device: str | None,
-    strict: bool,
-) -> list[tuple[str, MeasureResult | BaseException, float]]:
-    """Load one checkpoint once and run each measure on it; failures are returned, not raised."""
+def derive_seed(seed: int, run: str, step: int, measure: Measure) -> int:
+    """The seed of one cell: a hash of the compare seed, the run, the step and the measure.
+
+    Cells are independent (no two share a random stream) yet the whole comparison is
+    reproducible from the one ``seed``. The measure enters by name and settings (its seed left
+    out), so adding another measure to a comparison changes no other cell's seed.
+    """
+    unseeded = dataclasses.replace(measure, seed=None).key()
+    blob = json.dumps([int(seed), run, int(step), unseeded]).encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:4], "little")  # < 2**32: every RNG takes it
+
+
+@dataclasses.dataclass
+class Cell:
+    """One (run, step, measure) to compute: the measure as it runs there, and its cache key."""
+
+    run: str
+    step: int
+    label: str
+    measure: Measure
+    key: str
+
+
+def run_cell(model: torch.nn.Module, cell: Cell, data: Data | None, device: str | None,
+             store: ResultCache | None, strict: bool) -> tuple[dict | BaseException, float]:
+    """Compute one cell and, when it succeeds, write it to the cache at once (atomically)."""
+    m = cell.measure
+    start = time.perf_counter()
+    try:
+        result = m(model, data if m.needs_data else None)
+    except Exception as e:
+        if strict:
+            raise
+        return e, time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    record = to_jsonable({
+        "value": result.value, "stderr": result.stderr, "diagnostics": result.diagnostics,
+        "extras": result.extras, "seconds": seconds, "run": cell.run, "step": cell.step,
+        "measure": m.name, "settings": m.settings(), "device": device or "cpu",
+    })
+    if store is not None:
+        store.put(m.name, cell.key, record)
+    return record, seconds
+
+
+def run_checkpoint(trajectory: Trajectory, step: int, cells: list[Cell], data: Data | None,
+                   device: str | None, strict: bool, store: ResultCache | None = None,
+                   on_cell: Callable | None = None) -> list[tuple[Cell, dict | BaseException, float]]:
+    """Load one checkpoint once and run its cells, each written when it finishes.
+
+    Failures are returned, not raised (unless ``strict``); ``on_cell`` hears of each cell.
+    """
     try:
         model = trajectory.model_at(step, device=device)
     except Exception as e:
         if strict:
             raise
-        return [(label, e, 0.0) for label in measures]
-    out: list[tuple[str, MeasureResult | BaseException, float]] = []
-    for label, measure in measures.items():
-        start = time.perf_counter()
-        try:
-            result: MeasureResult | BaseException = measure(model, data if measure.needs_data else None)
-        except Exception as e:
-            if strict:
-                raise
-            result = e
-        out.append((label, result, time.perf_counter() - start))
+        out = [(cell, e, 0.0) for cell in cells]
+        for item in out if on_cell else ():
+            on_cell(*item)
+        return out
+    out = []
+    for cell in cells:
+        item = (cell, *run_cell(model, cell, data, device, store, strict))
+        if on_cell is not None:
+            on_cell(*item)
+        out.append(item)
     return out
 
 
@@ -117,7 +166,7 @@ def compare(
     steps: Iterable[int] | None = None,
     device: str | torch.device | None = None,
     executor: cf.Executor | Any | None = None,
-    cache: str | None = None,
+    cache: str | os.PathLike | None = None,
     progress: bool = True,
     seed: int = 0,
     strict: bool = False,
@@ -126,97 +175,145 @@ def compare(
 
     ``data`` is one Data for all runs or a mapping run name -> Data. ``executor`` is any
     ``concurrent.futures.Executor`` (or a Dask client); each job is one checkpoint with its
-    pending measures. ``cache`` is a folder: each finished cell is stored at once, so an
-    interrupted comparison loses nothing and a re-run computes only what is missing.
-    With ``strict=False`` a failing cell is NaN, warned about and listed in ``.errors``.
+    pending measures. ``cache`` is a folder: each finished cell is written there the moment it
+    finishes (atomically), keyed by the content of the checkpoint, the model factory, the
+    measure's settings and the data and loss; an interrupted comparison (Ctrl-C, SIGTERM, a
+    crash) loses no finished cell and a re-run computes only what is missing.
+    ``seed``: a stochastic measure whose seed is unset gets, in each cell, a seed derived from
+    ``seed``, the run, the step and the measure (:func:`derive_seed`); one given explicitly is
+    used as is in every cell. With ``strict=False`` a failing cell is NaN, warned about and
+    listed in ``.errors``.
     """
     from tqdm.auto import tqdm
 
     runs = _as_trajectories(trajectory_or_list)
-    labeled = resolve_measures(measures, seed)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise InvalidSettingError(f"compare's seed must be an integer; got {seed!r}.")
+    labeled = resolve_measures(measures, seed=None)
     device = str(device) if device is not None else None
     data_for = _data_per_run(runs, data, labeled)
-    wanted = None if steps is None else sorted({int(s) for s in steps})
+    wanted = None if steps is None else sorted({integer_step(s, "compare(steps=...)") for s in _steps(steps)})
     if wanted is not None:
         unknown = [s for s in wanted if not any(s in t.steps for t in runs)]
         if unknown:
             raise TrajectoryError(f"No run has steps {unknown}.")
+    check_names(runs, labeled)
     store = ResultCache(cache) if cache is not None else None
 
     cells: dict[tuple[str, int, str], dict] = {}
     errors: list[dict] = []
-    jobs = []
-    for traj in runs:
-        traj_steps = [s for s in traj.steps if wanted is None or s in wanted]
-        for step in traj_steps:
-            keys = {}
-            ckpt_id = traj.checkpoint(step).fingerprint() if store else ""
-            d = data_for[traj.name]
-            for label, m in labeled.items():
-                keys[label] = ResultCache.key(ckpt_id, m.key(), d.fingerprint() if (d and m.needs_data) else None)
-            pending = {}
-            for label, m in labeled.items():
-                hit = store.get(m.name, keys[label]) if store else None
-                if hit is not None:
-                    cells[(traj.name, step, label)] = hit
-                else:
-                    pending[label] = m
-            if pending:
-                jobs.append((traj, step, pending, keys))
+    jobs = _plan(runs, wanted, labeled, data_for, store, seed, cells)
     total = sum(len(j[2]) for j in jobs)
     bar = tqdm(total=total, desc="compare", unit="cell", disable=not progress)
+    finished = [0]
 
-    def record(traj: Trajectory, step: int, keys: dict, results) -> None:
-        for label, result, seconds in results:
-            m = labeled[label]
-            if isinstance(result, BaseException):
-                cells[(traj.name, step, label)] = {"value": None, "seconds": seconds}
-                errors.append(
-                    {"run": traj.name, "step": step, "measure": label,
-                     "error": type(result).__name__, "message": str(result)}
-                )
-                warnings.warn(
-                    f"Measure {label!r} failed at step {step} of run {traj.name!r} and is NaN there: "
-                    f"{type(result).__name__}: {result}",
-                    MeasureFailedWarning,
-                    stacklevel=3,
-                )
-            else:
-                cell = {
-                    "value": result.value, "stderr": result.stderr, "diagnostics": result.diagnostics,
-                    "extras": result.extras, "seconds": seconds, "run": traj.name, "step": step,
-                    "measure": m.name, "settings": m.settings(), "device": device or "cpu",
-                }
-                cell = to_jsonable(cell)
-                cells[(traj.name, step, label)] = cell
-                if store is not None:
-                    store.put(m.name, keys[label], cell)
-            bar.update(1)
-
-    try:
-        if executor is None:
-            for traj, step, pending, keys in jobs:
-                bar.set_postfix_str(f"{traj.name} step {step}", refresh=False)
-                record(traj, step, keys, _evaluate_checkpoint(
-                    traj, step, pending, data_for[traj.name], device, strict))
+    def record(cell: Cell, result: dict | BaseException, seconds: float) -> None:
+        if isinstance(result, BaseException):
+            cells[(cell.run, cell.step, cell.label)] = {"value": None, "seconds": seconds}
+            errors.append({"run": cell.run, "step": cell.step, "measure": cell.label,
+                           "error": type(result).__name__, "message": str(result)})
+            warnings.warn(
+                f"Measure {cell.label!r} failed at step {cell.step} of run {cell.run!r} and is NaN there: "
+                f"{type(result).__name__}: {result}",
+                MeasureFailedWarning,
+                stacklevel=4,
+            )
         else:
-            futures = {
-                executor.submit(_evaluate_checkpoint, traj, step, pending, data_for[traj.name], device, strict):
-                (traj, step, keys)
-                for traj, step, pending, keys in jobs
-            }
-            done = cf.as_completed(futures) if all(isinstance(f, cf.Future) for f in futures) else futures
-            for fut in done:
-                traj, step, keys = futures[fut]
-                record(traj, step, keys, fut.result())
-    finally:
-        bar.close()
-    dataset = _build_dataset(runs, wanted, labeled, cells, device, seed)
+            cells[(cell.run, cell.step, cell.label)] = result
+        finished[0] += 1
+        bar.update(1)
+
+    with _interrupts_reported(store, lambda: finished[0], total):
+        try:
+            if executor is None:
+                for traj, step, pending in jobs:
+                    bar.set_postfix_str(f"{traj.name} step {step}", refresh=False)
+                    run_checkpoint(traj, step, pending, data_for[traj.name], device, strict, store, record)
+            else:
+                _run_on(executor, jobs, data_for, device, strict, store, record)
+        finally:
+            bar.close()
+    dataset = build_dataset(runs, wanted, labeled, cells, device, seed)
     dataset.attrs["n_train"] = json.dumps({name: d.n("train") for name, d in data_for.items() if d is not None})
     classes = {d.num_classes() for d in data_for.values() if d is not None} - {None}
     if len(classes) == 1:
         dataset.attrs["num_classes"] = classes.pop()
     return Comparison(dataset, errors)
+
+
+def _steps(steps: Iterable[int]) -> list:
+    if isinstance(steps, (str, bytes)) or not isinstance(steps, Iterable):
+        raise TrajectoryError(f"steps must be a list of integers; got {steps!r}.")
+    steps = list(steps)
+    bad = [s for s in steps if isinstance(s, bool) or not isinstance(s, numbers.Integral)]
+    if bad:
+        raise TrajectoryError(f"steps must be integers; got {bad} (a step is never rounded).")
+    return steps
+
+
+def _plan(runs, wanted, labeled, data_for, store, seed, cells) -> list[tuple[Trajectory, int, list[Cell]]]:
+    """The cells to compute, one job per checkpoint; cells found in the cache go to ``cells``."""
+    jobs = []
+    for traj in runs:
+        d = data_for[traj.name]
+        model_id = traj.model_id() if store else ""
+        data_id = d.fingerprint() if (store and d is not None and any(m.needs_data for m in labeled.values())) else None
+        for step in [s for s in traj.steps if wanted is None or s in wanted]:
+            ckpt_id = traj.checkpoint(step).fingerprint() if store else ""
+            pending = []
+            for label, m in labeled.items():
+                if m.stochastic and getattr(m, "seed", None) is None:
+                    m = dataclasses.replace(m, seed=derive_seed(seed, traj.name, step, m))
+                key = ResultCache.key(ckpt_id, model_id, m.key(), data_id if m.needs_data else None)
+                hit = store.get(m.name, key) if store else None
+                if hit is not None:
+                    cells[(traj.name, step, label)] = hit
+                else:
+                    pending.append(Cell(traj.name, step, label, m, key))
+            if pending:
+                jobs.append((traj, step, pending))
+    return jobs
+
+
+def _run_on(executor, jobs, data_for, device, strict, store, record) -> None:
+    """Each checkpoint a job; the worker writes its cells to the cache as they finish."""
+    futures = {
+        executor.submit(run_checkpoint, traj, step, pending, data_for[traj.name], device, strict, store): step
+        for traj, step, pending in jobs
+    }
+    done = cf.as_completed(futures) if all(isinstance(f, cf.Future) for f in futures) else futures
+    try:
+        for fut in done:
+            for cell, result, seconds in fut.result():
+                if store is not None and isinstance(result, dict):
+                    store.put(cell.measure.name, cell.key, result)  # a worker without the cache's disk
+                record(cell, result, seconds)
+    except BaseException:
+        for fut in futures:
+            getattr(fut, "cancel", lambda: None)()
+        raise
+
+
+@contextlib.contextmanager
+def _interrupts_reported(store: ResultCache | None, done: Callable[[], int], total: int):
+    """Turn Ctrl-C and SIGTERM into :class:`ComparisonInterrupted`, saying how to resume."""
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        def on_term(signum, frame):
+            raise KeyboardInterrupt("SIGTERM")
+
+        previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    except KeyboardInterrupt as e:
+        kept = (f"The finished cells are in the cache {str(store.root)!r}; run the same comparison with "
+                f"cache={str(store.root)!r} (CLI: --cache) to compute only the rest."
+                if store is not None else
+                "Without a cache nothing was kept; pass cache=FOLDER (CLI: --cache) to make a comparison resumable.")
+        raise ComparisonInterrupted(f"compare() was interrupted after {done()} of {total} cells. {kept}") from e
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _data_per_run(runs: list[Trajectory], data, labeled: dict[str, Measure]) -> dict[str, Data | None]:
@@ -232,71 +329,3 @@ def _data_per_run(runs: list[Trajectory], data, labeled: dict[str, Measure]) -> 
             f"compare(..., data=Data) or a mapping from run name to Data."
         )
     return per
-
-
-def _build_dataset(runs, wanted, labeled, cells, device, seed) -> xr.Dataset:
-    import complexity_zoo
-
-    steps = sorted({s for t in runs for s in t.steps if wanted is None or s in wanted})
-    names = [t.name for t in runs]
-    shape = (len(names), len(steps))
-    pos = {(r, s): (i, j) for i, r in enumerate(names) for j, s in enumerate(steps)}
-    variables: dict[str, tuple] = {}
-
-    def array(fill=np.nan, dtype=float) -> np.ndarray:
-        return np.full(shape, fill, dtype=dtype)
-
-    for label, m in labeled.items():
-        base = {"measure": label, "name": m.name, "unit": m.unit}
-        value, stderr, seconds = array(), array(), array()
-        extras = array("", object)
-        diagnostics: dict[str, np.ndarray] = {}
-        for (run, step, lab), cell in cells.items():
-            if lab != label:
-                continue
-            i, j = pos[(run, step)]
-            value[i, j] = np.nan if cell.get("value") is None else cell["value"]
-            seconds[i, j] = cell.get("seconds", np.nan)
-            if cell.get("stderr") is not None:
-                stderr[i, j] = cell["stderr"]
-            if cell.get("extras"):
-                extras[i, j] = json.dumps(cell["extras"])
-            for k, v in (cell.get("diagnostics") or {}).items():
-                diagnostics.setdefault(k, array())[i, j] = np.nan if v is None else v
-        variables[label] = (value, {**base, "role": "measure", "settings": json.dumps(to_jsonable(m.settings()))})
-        if m.stochastic or not np.isnan(stderr).all():
-            variables[f"{label}_stderr"] = (stderr, {**base, "role": "stderr"})
-        for k, arr in diagnostics.items():
-            variables[f"{label}_{k}"] = (arr, {**base, "role": "diagnostic", "diagnostic": k})
-        variables[f"{label}_extras"] = (extras.astype(str), {**base, "role": "extras"})
-        variables[f"{label}_seconds"] = (seconds, {**base, "role": "seconds", "unit": "s"})
-
-    for i, traj in enumerate(runs):
-        metrics = traj.metrics.set_index("step").apply(pd.to_numeric, errors="coerce")
-        for col in metrics.columns[metrics.notna().any()]:  # numeric columns only
-            if col in variables and variables[col][1]["role"] != "metric":
-                raise TrajectoryError(
-                    f"Run {traj.name!r} logs a metric named {col!r}, the same as a measure; rename it."
-                )
-            arr = variables.setdefault(col, (array(), {"role": "metric"}))[0]
-            for j, step in enumerate(steps):
-                if step in metrics.index:
-                    arr[i, j] = metrics.at[step, col]
-
-    attrs = {
-        "complexity_zoo_version": complexity_zoo.__version__,
-        "torch_version": torch.__version__,
-        "python_version": platform.python_version(),
-        "device": device or "cpu",
-        "seed": seed,
-        "measures": json.dumps(
-            {label: {"name": m.name, "version": m.version, "unit": m.unit,
-                     "settings": to_jsonable(m.settings())} for label, m in labeled.items()}
-        ),
-        "tasks": json.dumps({t.name: t.task for t in runs}),
-    }
-    return xr.Dataset(
-        {k: (("run", "step"), v, a) for k, (v, a) in variables.items()},
-        coords={"run": np.array(names, dtype=str), "step": np.array(steps, dtype=np.int64)},
-        attrs=attrs,
-    )

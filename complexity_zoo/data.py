@@ -81,6 +81,7 @@ class Data:
     ``loss`` is a callable or one of ``"cross_entropy"`` (nats) and ``"mse"``.
     Evaluation is batched so that at most one batch of activations is alive.
     ``task`` records how a reference task built this data, so it can be rebuilt.
+    ``data_id`` names examples that cannot be hashed (a DataLoader) for the result cache.
     """
 
     train: Split
@@ -88,6 +89,8 @@ class Data:
     loss: LossFn | str = "cross_entropy"
     batch_size: int = 512
     task: dict | None = field(default=None, repr=False)
+    # Names the examples for the result cache where they cannot be hashed (a DataLoader).
+    data_id: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.loss, str):
@@ -102,7 +105,9 @@ class Data:
             self.loss_name = getattr(self.loss, "__qualname__", type(self.loss).__name__)
         else:
             raise DataError(f"The 'loss' of Data must be a string or a callable; got {self.loss!r}.")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+        if self.data_id is not None and (not isinstance(self.data_id, str) or not self.data_id):
+            raise DataError(f"data_id must be a non-empty string naming the examples; got {self.data_id!r}.")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise DataError(f"batch_size must be a positive integer; got {self.batch_size!r}.")
         if not isinstance(self.train, DataLoader):
             self.train = _check_tensors("train", self.train)
@@ -218,22 +223,35 @@ class Data:
         return int(max(int(t.max()) for t in labels)) + 1
 
     def fingerprint(self) -> str:
-        """A digest of the examples and the loss, so cached results follow the data.
+        """A digest of the examples, the loss and the batch size, so cached results follow the data.
 
-        Exact for tensor splits; a DataLoader contributes only its dataset's type and size.
+        Tensor splits are hashed by content. A DataLoader cannot be (its order, transforms and
+        files are not visible), so it needs an explicit ``data_id`` naming the examples; the
+        loss contributes its name or, for a callable, its code and bound values.
         """
-        h = hashlib.sha1(self.loss_name.encode())
-        for split in (self.train, self.test):
+        from ._trust import identity_digest
+
+        h = hashlib.sha256()
+        loss_id = self.loss_name if self.loss is LOSSES.get(self.loss_name) else identity_digest(self.loss)
+        h.update(f"loss:{loss_id}:batch_size:{self.batch_size}".encode())
+        if self.data_id is not None:
+            h.update(f"data_id:{self.data_id}".encode())
+        for name, split in (("train", self.train), ("test", self.test)):
             if split is None:
                 h.update(b"none")
             elif isinstance(split, DataLoader):
-                # DataLoaders cannot be hashed cheaply: their dataset's type and size stand in.
-                ds = split.dataset
-                h.update(f"loader:{type(ds).__qualname__}:{len(ds)}".encode())  # type: ignore[arg-type]
+                if self.data_id is None:
+                    raise DataError(
+                        f"The {name!r} split is a DataLoader, whose examples cannot be identified for the "
+                        f"result cache; pass Data(..., data_id='a name that changes when the examples do'), "
+                        f"or compare without cache=."
+                    )
+                h.update(b"loader")
             else:
                 for t in split:
+                    t = t.detach().cpu().contiguous()
                     h.update(str((t.dtype, tuple(t.shape))).encode())
-                    h.update(t.detach().cpu().contiguous().numpy().tobytes())
+                    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
         return h.hexdigest()
 
 

@@ -58,6 +58,10 @@ class TrajectoryError(ComplexityZooError, ValueError):
     """A series of checkpoints that is inconsistent (duplicate steps, bad metrics)."""
 
 
+class FactoryArgumentsError(TrajectoryError, TypeError):
+    """A model spec whose kwargs the factory does not take (found before anything is computed)."""
+
+
 class CheckpointError(ComplexityZooError, ValueError):
     """A checkpoint that cannot be read or does not fit its model."""
 
@@ -68,6 +72,18 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
 
 class UnsafeCheckpointError(CheckpointError):
     """A checkpoint that would need arbitrary unpickling to load."""
+
+
+class NotACheckpointError(CheckpointError):
+    """A file named like a checkpoint that holds something else (text, HTML, a git-lfs pointer)."""
+
+
+class UntrustedCodeError(ComplexityZooError, PermissionError):
+    """Loading would import or run code that a file names, and the caller did not allow it."""
+
+
+class ComparisonInterrupted(KeyboardInterrupt):
+    """compare() stopped by Ctrl-C or SIGTERM; the message says what was kept and how to resume."""
 
 
 class ResultNotFoundError(ComplexityZooError, FileNotFoundError):

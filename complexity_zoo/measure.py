@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from ._settings import Limit, Rule, validate_settings
 from .data import Data
 from .errors import (
     ComplexityZooError,
@@ -48,9 +49,12 @@ class Measure:
     Subclasses are made keyword-only dataclasses automatically: declare settings as annotated
     fields with defaults (the reference values, with their source in the docstring) and
     implement ``compute(model, data)``, returning a float or a :class:`MeasureResult`.
+    Every setting is checked when the measure is made: its annotated type (bools are not
+    numbers, floats are finite), ``limits`` (setting -> Limit) and ``rules`` (across settings).
     Declared facts are class attributes: ``name`` (set by ``register_measure``), ``unit``,
-    ``needs_data``, ``stochastic`` (then a ``seed`` setting is required), ``lossless`` (bits
-    that describe the given model exactly), ``requires``
+    ``needs_data``, ``stochastic`` (every measure that draws random numbers; it needs a ``seed``
+    setting, which compare() fills per cell when it is None), ``lossless`` (bits that describe
+    the given model exactly), ``requires``
     (importable modules) with ``extra`` (the pip extra that installs them), ``presets``
     (tag -> settings) and ``version`` (bump it when results change, to invalidate caches).
     """
@@ -66,9 +70,20 @@ class Measure:
     extra: ClassVar[str | None] = None
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
     version: ClassVar[int] = 1
+    # Checked at construction with the annotated types (see complexity_zoo._settings).
+    limits: ClassVar[dict[str, Limit | tuple[Limit, ...]]] = {}
+    rules: ClassVar[tuple[Rule, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("__post_init__")
+
+        def __post_init__(self) -> None:  # types, limits and rules first, then the measure's own checks
+            validate_settings(self)
+            if own is not None:
+                own(self)
+
+        cls.__post_init__ = __post_init__
         dataclass(kw_only=True)(cls)
         if cls.stochastic and "seed" not in {f.name for f in dataclasses.fields(cls)}:
             raise TypeError(f"{cls.__qualname__} is stochastic and must have a 'seed' setting.")

@@ -6,10 +6,8 @@ import csv
 import functools
 import glob
 import hashlib
-import importlib
 import json
 import os
-import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +16,13 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from ._io import SAFETENSORS_SUFFIXES, TORCH_SUFFIXES, load_state_dict_file, save_state_dict_file
+from ._io import file_digest, load_state_dict_file, save_state_dict_file
+from ._steps import integer_step, read_metrics, step_from_filename
+from ._trust import factory_from_spec, identity_digest
 from .errors import CheckpointError, CheckpointNotFoundError, ModelError, TrajectoryError
+
+__all__ = ["Checkpoint", "RunWriter", "Trajectory", "factory_from_spec", "integer_step", "load_into",
+           "spec_from_factory", "step_from_filename"]
 
 RUN_FORMAT = 1
 ModelFactory = Callable[[], nn.Module]
@@ -33,38 +36,29 @@ class Checkpoint:
     load: Callable[[], dict[str, Tensor]] = field(repr=False)
     metrics: dict[str, float] = field(default_factory=dict)
     source: str | None = None  # the file it is read from, for messages and cache keys
+    # What else decides the tensors read from ``source`` (e.g. "ema", a key prefix), for cache keys.
+    variant: str = ""
+    # The files whose bytes decide the weights (``source`` when None), e.g. a shard index's shards.
+    files: Callable[[], list[str]] | None = field(default=None, repr=False)
 
     def state_dict(self) -> dict[str, Tensor]:
         return self.load()
 
     def fingerprint(self) -> str:
-        """Identity for caching: the file's path, size and mtime, or a digest of the tensors."""
+        """Identity for caching: a content digest of the file(s), or of the tensors in memory.
+
+        A file's digest is computed once per (path, size, mtime) in a process, so moving a run
+        folder keeps its cache and editing a file in place invalidates it.
+        """
         if self.source is not None:
-            st = os.stat(self.source)
-            return f"{os.path.abspath(self.source)}:{st.st_size}:{st.st_mtime_ns}"
-        h = hashlib.sha1()
+            paths = self.files() if self.files is not None else [self.source]
+            return ":".join([file_digest(p) for p in paths] + ([self.variant] if self.variant else []))
+        h = hashlib.sha256()
         for k, v in sorted(self.state_dict().items()):
             h.update(k.encode())
             h.update(str((v.dtype, tuple(v.shape))).encode())
             h.update(v.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
         return h.hexdigest()
-
-
-def factory_from_spec(spec: Mapping) -> ModelFactory:
-    """Turn ``{"factory": "pkg.module:callable", "kwargs": {...}}`` into a model factory."""
-    target = spec.get("factory") if isinstance(spec, Mapping) else None
-    if not isinstance(target, str) or ":" not in target:
-        raise TrajectoryError(
-            f"A model spec needs 'factory' as 'pkg.module:callable'; got {spec!r}."
-        )
-    module_name, _, attr = target.partition(":")
-    try:
-        obj = importlib.import_module(module_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as e:
-        raise TrajectoryError(f"Cannot import the model factory {target!r}: {e}") from e
-    return functools.partial(obj, **dict(spec.get("kwargs") or {}))
 
 
 def spec_from_factory(factory: ModelFactory) -> dict:
@@ -87,39 +81,6 @@ def spec_from_factory(factory: ModelFactory) -> dict:
     except TypeError as e:
         raise TrajectoryError(f"The model factory's kwargs must be JSON values: {e}") from e
     return {"factory": f"{module}:{qualname}", "kwargs": kwargs}
-
-
-def _read_metrics(metrics: pd.DataFrame | str | os.PathLike | None) -> pd.DataFrame:
-    if metrics is None:
-        return pd.DataFrame({"step": pd.Series([], dtype="int64")})
-    if isinstance(metrics, (str, os.PathLike)):
-        path = Path(metrics)
-        if not path.is_file():
-            raise TrajectoryError(f"Metrics file {str(path)!r} does not exist.")
-        try:
-            df = pd.read_json(path) if path.suffix == ".json" else pd.read_csv(path)
-        except ValueError as e:
-            raise TrajectoryError(f"Cannot read metrics from {str(path)!r}: {e}") from e
-    elif isinstance(metrics, pd.DataFrame):
-        df = metrics.copy()
-    else:
-        raise TrajectoryError(f"metrics must be a DataFrame or a CSV/JSON path; got {metrics!r}.")
-    if "step" not in df.columns:
-        raise TrajectoryError(f"Metrics need a 'step' column; the columns are {list(df.columns)}.")
-    df["step"] = df["step"].astype("int64")
-    # A step logged twice (e.g. a resumed run) keeps its last row.
-    return df.drop_duplicates("step", keep="last").sort_values("step").reset_index(drop=True)
-
-
-def step_from_filename(path: str | os.PathLike) -> int:
-    """The last number in a file's name: ``step000100.pt`` -> 100."""
-    name = Path(path).name
-    for suffix in SAFETENSORS_SUFFIXES + TORCH_SUFFIXES:
-        name = name.removesuffix(suffix)
-    numbers = re.findall(r"\d+", name)
-    if not numbers:
-        raise TrajectoryError(f"No step number in the file name {str(path)!r}.")
-    return int(numbers[-1])
 
 
 class Trajectory:
@@ -152,7 +113,7 @@ class Trajectory:
         self.model_spec = model_spec
         self.task = task
         self.name = name
-        self._all_metrics = _read_metrics(metrics)
+        self._all_metrics = read_metrics(metrics)
         rows = self._all_metrics.set_index("step")
         for step, ckpt in self._checkpoints.items():
             if step in rows.index:
@@ -177,6 +138,10 @@ class Trajectory:
 
     def __repr__(self) -> str:
         return f"Trajectory(name={self.name!r}, steps={len(self)}, {self.steps[0]}..{self.steps[-1]})"
+
+    def model_id(self) -> str:
+        """Identity of the model factory for cache keys: its code and its arguments."""
+        return identity_digest(self.model_factory)
 
     def checkpoint(self, step: int) -> Checkpoint:
         if step not in self._checkpoints:
@@ -238,8 +203,13 @@ class Trajectory:
         return cls(ckpts, model, metrics, **kwargs)
 
     @classmethod
-    def from_dir(cls, path: str | os.PathLike, model: ModelFactory | None = None) -> Trajectory:
-        """Read a run folder (``run.json``, ``metrics.csv``, ``checkpoints/step_*.safetensors``)."""
+    def from_dir(cls, path: str | os.PathLike, model: ModelFactory | None = None, *, trust: bool = False) -> Trajectory:
+        """Read a run folder (``run.json``, ``metrics.csv``, ``checkpoints/step_*.safetensors``).
+
+        The folder is data: the model factory that ``run.json`` names is imported only if it is
+        on the allow-list (``complexity_zoo.allow_factory``; the library's own are) or
+        ``trust=True``; ``model=`` builds the model instead and nothing named is imported.
+        """
         root = Path(path)
         meta_path = root / "run.json"
         if not meta_path.is_file():
@@ -249,14 +219,24 @@ class Trajectory:
             )
         try:
             meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise TrajectoryError(f"{str(meta_path)!r} is not valid JSON: {e}") from e
+        if not isinstance(meta, dict):
+            raise TrajectoryError(
+                f"{str(meta_path)!r} holds a JSON {type(meta).__name__}, not an object with 'format' and 'model'."
+            )
         if meta.get("format") != RUN_FORMAT:
             raise TrajectoryError(
                 f"{str(meta_path)!r} has format {meta.get('format')!r}; this version reads {RUN_FORMAT}."
             )
         spec = meta.get("model")
-        factory = model if model is not None else factory_from_spec(spec or {})
+        task = meta.get("task")
+        if task is not None and not isinstance(task, dict):
+            raise TrajectoryError(f"The 'task' of {str(meta_path)!r} must be a JSON object; got {task!r}.")
+        if model is not None:
+            factory = model
+        else:
+            factory = factory_from_spec(spec or {}, trust=trust, where=repr(str(meta_path)))
         files = sorted((root / "checkpoints").glob("step_*.safetensors"))
         if not files:
             raise CheckpointNotFoundError(f"Run folder {str(root)!r} has no checkpoints/step_*.safetensors.")
@@ -266,8 +246,8 @@ class Trajectory:
             model=factory,
             metrics=metrics_path if metrics_path.is_file() else None,
             name=root.resolve().name,
-            model_spec=spec,
-            task=meta.get("task"),
+            model_spec=spec if model is None else None,
+            task=task,
         )
 
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
@@ -324,7 +304,7 @@ class RunWriter:
         overwrite: bool = False,
     ) -> None:
         self.root = Path(path)
-        factory_from_spec(model)  # fail now, not when someone reads the run
+        factory_from_spec(model, trust=True)  # fail now, not when someone reads the run
         meta = {"format": RUN_FORMAT, "model": model, "task": task}
         meta_path = self.root / "run.json"
         if meta_path.exists() and not overwrite:

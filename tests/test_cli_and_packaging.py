@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 import complexity_zoo as cz
 from complexity_zoo.cli import main
@@ -23,10 +26,27 @@ def test_measures_command_lists_the_registry(capsys):
 def test_compare_command_writes_a_loadable_result(tmp_path, trajectory, capsys):
     run = trajectory.save(tmp_path / "run")
     out = tmp_path / "res.nc"
-    assert main(["compare", str(run), "--measures", "l2,stable_rank", "--out", str(out), "--quiet",
+    assert main(["compare", str(run), "--measures", "l2,naive_compression", "--out", str(out), "--quiet",
                  "--set", "naive_compression.compressor=zlib"]) == 0
     result = cz.Comparison.load(out)
-    assert result.measures == ["l2", "stable_rank"] and result.dataset.sizes["step"] == 5
+    assert result.measures == ["l2", "naive_compression"] and result.dataset.sizes["step"] == 5
+    assert '"zlib"' in result.dataset["naive_compression"].attrs["settings"]
+
+
+def test_compare_command_refuses_what_it_would_ignore(tmp_path, trajectory, capsys):
+    run = str(trajectory.save(tmp_path / "run"))
+    out = str(tmp_path / "x.nc")
+    cases = [
+        (["--set", "kolmogorv.epsilon=0.01"], "not in --measures"),  # a typo
+        (["--set", "naive_compression.compressor=zlib"], "not in --measures"),  # a measure not asked for
+        (["--set", "l2.nonsense=1"], "has no setting 'nonsense'"),
+        (["--steps", "0,100.7"], "--steps takes comma-separated non-negative integers"),
+        (["--steps", "ten"], "--steps takes"),
+    ]
+    for extra, message in cases:
+        assert main(["compare", run, "--measures", "l2", "--out", out, "--quiet", *extra]) == 2, extra
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "x.nc").exists()
 
 
 def test_cli_errors_are_one_clear_line(tmp_path, trajectory, capsys):
@@ -68,3 +88,13 @@ def test_report_command_writes_tables_and_a_figure(tmp_path, trajectory):
     assert (tmp_path / "f.png").stat().st_size > 10_000
     assert main(["report", str(out), "--tex", str(tmp_path / "c.tex"), "--target", "train_loss"]) == 0
     assert r"\begin{tabular}" in (tmp_path / "c.tex").read_text()
+
+
+def test_compare_command_fails_when_every_cell_failed(tmp_path, trajectory, capsys):
+    run = trajectory.save(tmp_path / "run")
+    meta = json.loads((run / "run.json").read_text())
+    meta["model"]["kwargs"] = {"hidden": 3}  # a factory it takes, an architecture the weights do not fit
+    (run / "run.json").write_text(json.dumps(meta))
+    with pytest.warns(cz.errors.MeasureFailedWarning):
+        code = main(["compare", str(run), "--measures", "l2", "--out", str(tmp_path / "x.nc"), "--quiet"])
+    assert code == 1 and "every cell failed" in capsys.readouterr().err

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._settings import at_least
 from ..data import Data
 from ..errors import DataError
 from ..measure import Measure, MeasureResult
@@ -63,6 +64,9 @@ class Kolmogorov(Measure):
     unit = "bits"
     needs_data = True
     version = 3  # 2: extras record the described model's errors; 3: S side, paper's pytree coder
+    stochastic = True  # the seeded subset (max_examples) and the bayes search draw random numbers
+    limits = {"num_deltas": at_least(2), "bayes_init_points": at_least(1), "bayes_iterations": at_least(0),
+              "epsilon": at_least(0)}
     epsilon: float = 1.0
     search: str = "frontier"
     coder: str = "lzma-codes"
@@ -74,7 +78,7 @@ class Kolmogorov(Measure):
     bayes_iterations: int = 50
     bayes_penalty: float | None = None
     log_of_softmax: bool = False
-    seed: int = 0
+    seed: int | None = None  # None: 0 when called directly; compare() derives one per cell
     presets = {
         "paper": {"search": "bayes", "coder": "bz2-pickle", "max_examples": "last-batch", "s_side": "paper",
                   "bayes_penalty": 3e5, "log_of_softmax": True},
@@ -113,7 +117,7 @@ class Kolmogorov(Measure):
             raise DataError("max_examples needs a train split of tensors, not a DataLoader.")
         train = data.train
         if size is not None and n > size:
-            idx = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))[:size]
+            idx = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed or 0))[:size]
             train = tuple(t[idx] for t in data.train)
         return Data(train=train, loss=loss, batch_size=data.batch_size)
 
@@ -130,7 +134,7 @@ class Kolmogorov(Measure):
             deltas = log_grid(*self.delta_range, self.num_deltas)
             best = _search_frontier(problem, epsilon, deltas)
         else:
-            best = _search_bayes(problem, epsilon, self.delta_range, self.seed,
+            best = _search_bayes(problem, epsilon, self.delta_range, self.seed or 0,
                                  self.bayes_init_points, self.bayes_iterations,
                                  penalty=self.bayes_penalty or 2.0 * exact / 8)
         bits = problem.bits(best) if best is not None else exact

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
+from .._settings import above, at_least
 from ..data import Data
 from ..errors import NonFiniteError
 from ..measure import Measure, MeasureResult
@@ -55,6 +56,9 @@ class LocalLearningCoefficient(Measure):
     needs_data = True
     stochastic = True
     version = 2  # 2: per-chain noise generators (a seed's numbers differ from version 1's)
+    # The sampler runs num_burnin_steps + num_draws steps, so burn-in may be longer than the draws.
+    limits = {"num_burnin_steps": at_least(0), "n_beta": above(0), "weight_decay": at_least(0),
+              "localization": at_least(0), "lr": above(0)}
     lr: float = 1e-4
     n_beta: float | None = None
     localization: float = 100.0

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from .._settings import at_least
 from ..data import Data
 from ..errors import InvalidSettingError
 from ..measure import Measure, MeasureResult
@@ -85,18 +86,22 @@ class LinearMappingNumber(Measure):
     Measured on the sub-network from ``layer`` (its *input* is interpolated; default the
     first nn.Linear, i.e. from the first hidden layer to the logits, as in the paper) over
     ``num_samples`` inputs drawn with ``seed`` from ``split``, with ``num_points`` = 21 values of
-    λ (the paper's). The value grows with ``num_samples`` (it is 2 to the entropy of an
+    λ (the paper's). Set ``seed`` to measure every checkpoint on the same inputs; left None,
+    compare() draws each cell's own from its seed. The value grows with ``num_samples`` (it is 2 to the entropy of an
     N x N spectrum, at most N): compare values only at equal N. ``num_samples`` = 100 is our
     choice; the paper does not state its N.
     """
 
     needs_data = True
+    stochastic = True  # it samples its inputs
     num_samples: int = 100
     num_points: int = 21
     layer: str | None = None
     split: str = "train"
     batch_size: int = 8192
-    seed: int = 0
+    seed: int | None = None  # None: 0 when called directly; compare() derives one per cell
+
+    limits = {"batch_size": at_least(1)}
 
     def __post_init__(self) -> None:
         if not (isinstance(self.num_samples, int) and self.num_samples >= 2):
@@ -115,7 +120,7 @@ class LinearMappingNumber(Measure):
                 f"{[n for n in modules if n]}."
             )
         device = next(model.parameters()).device
-        inputs = _sample_inputs(data, self.split, self.num_samples, self.seed).to(device)
+        inputs = _sample_inputs(data, self.split, self.num_samples, self.seed or 0).to(device)
         captured: list[Tensor] = []
         replacement: list[Tensor] = []
 

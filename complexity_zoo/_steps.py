@@ -1,0 +1,74 @@
+"""Steps: integers in [0, 2**63), read from file names and metrics files, or refused."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from ._io import SAFETENSORS_SUFFIXES, TORCH_SUFFIXES
+from .errors import TrajectoryError
+
+
+def read_metrics(metrics: pd.DataFrame | str | os.PathLike | None) -> pd.DataFrame:
+    """Metrics as a DataFrame with an int64 ``step`` column, one row per step (the last logged)."""
+    if metrics is None:
+        return pd.DataFrame({"step": pd.Series([], dtype="int64")})
+    if isinstance(metrics, (str, os.PathLike)):
+        path = Path(metrics)
+        if not path.is_file():
+            raise TrajectoryError(f"Metrics file {str(path)!r} does not exist.")
+        try:
+            df = pd.read_json(path) if path.suffix == ".json" else pd.read_csv(path)
+        except (ValueError, OSError) as e:
+            raise TrajectoryError(f"Cannot read metrics from {str(path)!r}: {e}") from e
+    elif isinstance(metrics, pd.DataFrame):
+        df = metrics.copy()
+    else:
+        raise TrajectoryError(f"metrics must be a DataFrame or a CSV/JSON path; got {metrics!r}.")
+    where = f"the metrics {str(metrics)!r}" if isinstance(metrics, (str, os.PathLike)) else "the metrics"
+    if "step" not in df.columns:
+        raise TrajectoryError(f"Metrics need a 'step' column; the columns are {list(df.columns)}.")
+    df["step"] = [integer_step(v, where) for v in df["step"]]
+    df["step"] = df["step"].astype("int64")
+    # A step logged twice (e.g. a resumed run) keeps its last row.
+    return df.drop_duplicates("step", keep="last").sort_values("step").reset_index(drop=True)
+
+
+INT64_MAX = 2**63 - 1
+
+
+def integer_step(value: object, where: str) -> int:
+    """A step as a Python int: an integer (or an integral number) in [0, 2**63), else an error."""
+    if isinstance(value, bool):
+        raise TrajectoryError(f"A step in {where} is {value!r}, not an integer.")
+    if isinstance(value, str):
+        value = value.strip()
+        if not re.fullmatch(r"[+-]?\d+", value):
+            raise TrajectoryError(f"A step in {where} is {value!r}, not an integer.")
+        out = int(value)
+    else:
+        try:
+            f = float(value)  # type: ignore[arg-type]
+            out = int(value) if not isinstance(value, float) else int(f)
+        except (TypeError, ValueError, OverflowError):
+            raise TrajectoryError(f"A step in {where} is {value!r}, not an integer.") from None
+        if not math.isfinite(f) or f != out:
+            raise TrajectoryError(f"A step in {where} is {value!r}, not an integer.")
+    if not 0 <= out <= INT64_MAX:
+        raise TrajectoryError(f"A step in {where} is {out}, outside 0..2**63-1.")
+    return out
+
+
+def step_from_filename(path: str | os.PathLike) -> int:
+    """The last number in a file's name: ``step000100.pt`` -> 100."""
+    name = Path(path).name
+    for suffix in SAFETENSORS_SUFFIXES + TORCH_SUFFIXES:
+        name = name.removesuffix(suffix)
+    numbers = re.findall(r"\d+", name)
+    if not numbers:
+        raise TrajectoryError(f"No step number in the file name {str(path)!r}.")
+    return integer_step(numbers[-1], f"the file name {str(path)!r}")
