@@ -19,12 +19,13 @@ from ..data import Data
 from ..errors import NonFiniteError
 from ..measure import Measure, MeasureResult
 from ..registry import register_measure
-from ._masks import COMPONENT_MODES, ParamMasks, components, resolve_restriction, row_masks
+from ._masks import COMPONENT_MODES, ParamMasks, attention_head_masks, components, resolve_restriction, row_masks
 from ._mcmc import ess_bulk, rhat
 from ._precondition import SAMPLERS
 from ._sgld import Sampler
 
 BACKENDS = ("torch", "devinterp")
+__all__ = ["LocalLearningCoefficient", "attention_head_masks", "calibrate_llc", "default_nbeta", "llc_from_trace"]
 
 
 def default_nbeta(batch_size: int) -> float:
