@@ -128,3 +128,24 @@ def test_until_converged_stops_on_the_targets_or_the_budget():
 def test_bad_new_settings(setting, value):
     with pytest.raises(InvalidSettingError, match=setting):
         cz.get_measure("llc", **{setting: value})
+
+
+class ItemScale(torch.nn.Module):
+    """A forward with a dynamic-shape op on the weights (nonzero), which vmap cannot batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(1))
+
+    def forward(self, x):
+        return self.w * x * torch.nonzero(self.w > -1e9).shape[0]
+
+
+def test_a_model_vmap_cannot_batch_falls_back_and_says_so():
+    from complexity_zoo.measures._masks import VmapFallbackWarning
+
+    x = torch.randn(32, 1, generator=torch.Generator().manual_seed(0))
+    data = cz.Data.from_tensors(train=(x, 0.5 * x), loss="mse")
+    with pytest.warns(VmapFallbackWarning, match="one after another"):
+        r = cz.get_measure("llc", num_chains=2, num_draws=10, seed=0)(ItemScale(), data)
+    assert "one by one" in r.extras["vmap_note"] and np.isfinite(r.value)

@@ -19,6 +19,7 @@ chains. ``Sampler.run`` can be called again to continue the same chains.
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +28,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad_and_value, vmap
 
 from ..data import Data
-from ._masks import catch_vmap_fallback, prepare_for_vmap
+from ._masks import VmapFallbackWarning, catch_vmap_fallback, prepare_for_vmap
 from ._precondition import RMSpropRule, SGLDRule
 
 
@@ -147,8 +148,10 @@ class Sampler:
                         self._first = False
                     else:
                         grads, loss = self.step_fn(*args)
-                except (RuntimeError, NotImplementedError):
+                except (RuntimeError, NotImplementedError) as e:
                     self.vectorized = False
+                    warnings.warn(f"vmap cannot batch this model ({str(e).splitlines()[0][:200]}); the chains "
+                                  "run one after another (slower, same law).", VmapFallbackWarning, stacklevel=3)
             if not self.vectorized:
                 grads, loss = _loop(self._loss_of, self.chains.params, self.frozen, x, y, self.rows)
             with torch.no_grad():

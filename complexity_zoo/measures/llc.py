@@ -164,7 +164,7 @@ class LocalLearningCoefficient(Measure):
                 more = min(self.num_draws, self.max_draws - draws)
                 losses = np.concatenate([losses, sampler.run(more).cpu().numpy()], axis=1)
                 draws += more
-            note = sampler.note
+            note = sampler.note if sampler.vectorized else "vmap could not batch the model: chains ran one by one"
         ests = self._estimates(losses, init, blocks)
         main = ests[0]
         extras = {
