@@ -69,7 +69,6 @@ def test_independent_blocks_sum_to_the_whole():
         assert abs(per[name] - expected) < 0.12 * expected, (name, per[name])
 
 
-@pytest.mark.slow
 def test_a_component_run_beside_others_equals_a_restricted_run_in_law():
     """restrict='b.*' alone and the 'b' component of a per-layer run estimate the same thing."""
     model, data = two_blocks()
