@@ -21,7 +21,8 @@ batch 256. The floor is the bare work the sampler must do: 4 x 200 forward+backw
 of the same model on batches of 256, with plain autograd and no sampler arithmetic. The
 noise row is the other work no SGLD sampler can skip: 4 x 200 Gaussian draws of every
 parameter (torch's generator; on a CPU it draws serially). Both backends pay both.
-Target: the torch backend >= 3x faster than devinterp, and near the floor.
+Target: the torch backend >= 3x faster than devinterp, and near the floor. Column "x torch":
+seconds over our SGLD's (devinterp's RMSprop row: over our RMSprop's).
 Times are the best of ``--repeat`` calls; the first call in a process also pays about 2 s
 for torch's lazy import of torch._dynamo (which torch.func triggers), devinterp's first
 call its import of transformers and datasets.
@@ -82,14 +83,18 @@ def throughput(model, data, args) -> None:
     rows.append({"what": "floor: bare forward+backward", "seconds": t, "llc": float("nan")})
     t, _ = timed(lambda: noise(model, args.device), args.repeat)
     rows.append({"what": "noise: Gaussian draws alone", "seconds": t, "llc": float("nan")})
-    for backend in ("torch", "devinterp"):
-        m = cz.get_measure("llc", backend=backend, **SETTINGS)
-        t, r = timed(lambda m=m: m(model, data), args.repeat)
-        rows.append({"what": f"llc backend={backend}", "seconds": t, "llc": r.value})
+    for sampler in ("sgld", "rmsprop"):
+        for backend in ("torch", "devinterp"):
+            m = cz.get_measure("llc", backend=backend, sampler=sampler, **SETTINGS)
+            t, r = timed(lambda m=m: m(model, data), args.repeat)
+            name = f"llc backend={backend}" + ("" if sampler == "sgld" else " rmsprop")
+            rows.append({"what": name, "seconds": t, "llc": r.value})
         print(rows[-1], flush=True)
     df = pd.DataFrame(rows).set_index("what")
     base = df.loc["llc backend=torch", "seconds"]
     df["x torch"] = df["seconds"] / base
+    df.loc["llc backend=devinterp rmsprop", "x torch"] = (df.loc["llc backend=devinterp rmsprop", "seconds"]
+                                                          / df.loc["llc backend=torch rmsprop", "seconds"])
     print(f"\n{machine()}, device {args.device}\n")
     print(df.to_string(float_format=lambda v: f"{v:.3g}"))
 
