@@ -23,8 +23,11 @@ from ..data import Data
 from ..errors import MissingDependencyError
 
 
-def run_devinterp(measure, model: nn.Module, data: Data, seed: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """Loss traces (chain, step), diverged chains and the init loss, as devinterp computes them."""
+def run_devinterp(measure, model: nn.Module, data: Data, seed: int,
+                  param_masks: dict | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """Loss traces (chain, step), diverged chains and the init loss, as devinterp computes them;
+    ``param_masks`` is devinterp's restriction (name -> None | element mask), ``measure.sampler``
+    picks its SGMCMC.sgld or SGMCMC.rmsprop_sgld."""
     try:
         from datasets import Dataset
         from devinterp.slt.llc import llc
@@ -43,6 +46,10 @@ def run_devinterp(measure, model: nn.Module, data: Data, seed: int) -> tuple[np.
         return data.per_example_loss(model, (x_all[idx].to(device), y_all[idx].to(device)))[:, None]
 
     device = str(next(model.parameters()).device)
+    method = {}
+    if getattr(measure, "sampler", "sgld") == "rmsprop":
+        method = dict(sampling_method="rmsprop_sgld", rmsprop_alpha=measure.rmsprop_alpha,
+                      rmsprop_eps=measure.rmsprop_eps)
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = llc(
@@ -51,6 +58,7 @@ def run_devinterp(measure, model: nn.Module, data: Data, seed: int) -> tuple[np.
             num_burnin_steps=measure.num_burnin_steps, batch_size=min(measure.batch_size, n),
             localization=measure.localization, llc_weight_decay=measure.weight_decay,
             init_seed=seed, device=device, output_path=str(Path(tmp) / "samples.zarr"),
+            param_masks=param_masks, **method,
         )
         losses = np.asarray(result["loss_trace"].values, dtype=float)
         init = float(result["init_loss"].values.mean())

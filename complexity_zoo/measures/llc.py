@@ -20,15 +20,26 @@ from ..data import Data
 from ..errors import NonFiniteError
 from ..measure import Measure, MeasureResult
 from ..registry import register_measure
+from ._masks import COMPONENT_MODES, ParamMasks, attention_head_masks, components, resolve_restriction, row_masks
 from ._mcmc import ess_bulk, rhat
-from ._sgld import sample
+from ._precondition import SAMPLERS
+from ._sgld import Sampler
 
 BACKENDS = ("torch", "devinterp")
+__all__ = ["LocalLearningCoefficient", "attention_head_masks", "calibrate_llc", "default_nbeta", "llc_from_trace"]
 
 
 def default_nbeta(batch_size: int) -> float:
     """devinterp's default inverse temperature: b / ln b."""
     return batch_size / math.log(batch_size)
+
+
+def _count(model: nn.Module, masks: dict | None) -> int:
+    """How many weights a restriction samples."""
+    params = dict(model.named_parameters())
+    if masks is None:
+        return sum(p.numel() for p in params.values())
+    return sum(params[n].numel() if m is None else int(m.sum()) for n, m in masks.items())
 
 
 def llc_from_trace(losses: np.ndarray, init_loss: float, n_beta: float, burnin: int,
@@ -51,6 +62,16 @@ class LocalLearningCoefficient(Measure):
     Returns the mean over chains and its standard error; extras hold per-chain values, loss
     traces (chain x step) and diverged chains; diagnostics ``ess_bulk`` and ``r_hat`` of the
     post-burn-in traces (ArviZ's definitions). Defaults are devinterp's example values.
+
+    ``sampler="rmsprop"`` preconditions SGLD as devinterp's RMSprop-SGLD does (pSGLD, Li et al.
+    2016; ``rmsprop_alpha``, ``rmsprop_eps``). ``restrict`` samples only some parameters (name
+    globs, ``re:`` regexes, or a dict name -> bool element mask; see
+    :func:`attention_head_masks`), the rest frozen at the checkpoint. ``per_component="layer"``
+    (or ``"parameter"``) adds one estimate per module (parameter) of the sampled set, in
+    ``extras["per_layer"]``, from chains run beside the main ones in the same batched pass.
+    ``until_converged=True`` runs ``num_draws`` more draws at a time until split-R̂ <=
+    ``target_r_hat`` and stderr / |value| <= ``target_rel_stderr`` (every component's, with
+    ``per_component``), or ``max_draws`` draws are spent; extras say which rule stopped it.
     """
 
     needs_data = True
@@ -71,6 +92,15 @@ class LocalLearningCoefficient(Measure):
     init_loss: str = "full"
     backend: str = "torch"
     seed: int | None = None
+    sampler: str = "sgld"
+    rmsprop_alpha: float = 0.99
+    rmsprop_eps: float = 0.1
+    restrict: str | list | dict | ParamMasks | None = None
+    per_component: str | None = None
+    until_converged: bool = False
+    target_r_hat: float = 1.01
+    target_rel_stderr: float = 0.05
+    max_draws: int = 5000
 
     def __post_init__(self) -> None:
         for name in ("lr", "localization"):
@@ -85,6 +115,31 @@ class LocalLearningCoefficient(Measure):
             raise self._setting_error("backend", f"one of {BACKENDS}", self.backend)
         if self.init_loss not in ("full", "first_batch"):
             raise self._setting_error("init_loss", "'full' or 'first_batch'", self.init_loss)
+        self._check_new_settings()
+
+    def _check_new_settings(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise self._setting_error("sampler", f"one of {SAMPLERS}", self.sampler)
+        if not (isinstance(self.rmsprop_alpha, (int, float)) and 0 <= self.rmsprop_alpha < 1):
+            raise self._setting_error("rmsprop_alpha", "a number in [0, 1)", self.rmsprop_alpha)
+        if not (isinstance(self.rmsprop_eps, (int, float)) and self.rmsprop_eps > 0):
+            raise self._setting_error("rmsprop_eps", "a positive number", self.rmsprop_eps)
+        if self.per_component not in (None, *COMPONENT_MODES):
+            raise self._setting_error("per_component", f"None or one of {COMPONENT_MODES}", self.per_component)
+        if isinstance(self.restrict, dict):  # element masks: a digest in the cache key, not a tensor repr
+            object.__setattr__(self, "restrict", ParamMasks(self.restrict))
+        elif not (self.restrict is None or isinstance(self.restrict, (str, ParamMasks)) or (
+                isinstance(self.restrict, (list, tuple)) and all(isinstance(p, str) for p in self.restrict))):
+            raise self._setting_error("restrict", "None, a name pattern, a list of them, or a dict of masks",
+                                      self.restrict)
+        if not (isinstance(self.max_draws, int) and self.max_draws >= self.num_draws):
+            raise self._setting_error("max_draws", "an integer >= num_draws", self.max_draws)
+        for name in ("target_r_hat", "target_rel_stderr"):
+            if not (isinstance(getattr(self, name), (int, float)) and getattr(self, name) > 0):
+                raise self._setting_error(name, "a positive number", getattr(self, name))
+        if self.backend == "devinterp" and self.until_converged:
+            raise self._setting_error("until_converged", "False with backend='devinterp' (it cannot resume "
+                                      "chains)", self.until_converged)
 
     @property
     def nbeta(self) -> float:
@@ -92,41 +147,103 @@ class LocalLearningCoefficient(Measure):
 
     def compute(self, model: nn.Module, data: Data) -> MeasureResult:
         seed = 0 if self.seed is None else self.seed
+        blocks = self._blocks(model)
+        chains, stopped, draws, note = self.num_chains, None, self.num_draws, None
         if self.backend == "devinterp":
             from ._devinterp import run_devinterp
 
-            losses, diverged, init = run_devinterp(self, model, data, seed)
+            runs = [run_devinterp(self, model, data, seed, masks) for _, masks in blocks]
+            losses, init = np.concatenate([r[0] for r in runs]), runs[0][2]
         else:
-            trace = sample(model, data, lr=self.lr, n_beta=self.nbeta, localization=self.localization,
-                           weight_decay=self.weight_decay, num_chains=self.num_chains,
-                           num_steps=self.num_burnin_steps + self.num_draws,
-                           batch_size=min(self.batch_size, data.n("train")), seed=seed)
-            losses, diverged = trace.losses.numpy(), trace.diverged.numpy()
-            init = self._init_loss(model, data, losses)
-        burnin = 0 if self.include_burnin else self.num_burnin_steps
-        per_chain, kept = llc_from_trace(losses, init, self.nbeta, burnin, diverged)
-        ok = per_chain[np.isfinite(per_chain)]
-        if len(ok) == 0:
-            raise NonFiniteError(
-                f"All {self.num_chains} SGLD chains diverged (non-finite loss) at lr={self.lr}; "
-                f"lower lr or raise localization (calibrate_llc helps choose)."
-            )
-        if len(ok) > 1:
-            stderr = float(np.std(ok, ddof=1) / math.sqrt(len(ok)))
-        else:  # one chain: the Monte Carlo error of its mean, from its effective sample size
-            stderr = float(self.nbeta * np.std(kept) / math.sqrt(max(ess_bulk(kept[:, None].T), 1.0)))
-        diagnostics = {}
-        if kept.shape[1] >= 8:
-            diagnostics = {"ess_bulk": ess_bulk(kept), "r_hat": rhat(kept) if len(kept) > 1 else float("nan")}
+            sampler = self._sampler(model, data, seed, blocks)
+            losses = sampler.run(self.num_burnin_steps + self.num_draws).cpu().numpy()
+            init = self._init_loss(model, data, losses[:chains])
+            while self.until_converged:
+                if all(self._converged(e) for e in self._estimates(losses, init, blocks)):
+                    stopped = "converged"
+                    break
+                if draws >= self.max_draws:
+                    stopped = "max_draws"
+                    break
+                more = min(self.num_draws, self.max_draws - draws)
+                losses = np.concatenate([losses, sampler.run(more).cpu().numpy()], axis=1)
+                draws += more
+            note = sampler.note if sampler.vectorized else "vmap could not batch the model: chains ran one by one"
+        ests = self._estimates(losses, init, blocks)
+        main = ests[0]
         extras = {
-            "llc_per_chain": per_chain.tolist(),
-            "loss_trace": losses.tolist(),
+            "llc_per_chain": main["per_chain"].tolist(),
+            "loss_trace": losses[:chains].tolist(),
             "init_loss": init,
             "n_beta": self.nbeta,
-            "diverged_chains": np.nonzero(diverged)[0].tolist(),
+            "diverged_chains": main["diverged"],
             "backend": self.backend,
+            "sampler": self.sampler,
         }
-        return MeasureResult(float(ok.mean()), stderr=stderr, diagnostics=diagnostics, extras=extras)
+        if self.restrict is not None:
+            extras["num_sampled"] = _count(model, blocks[0][1])
+        if self.per_component is not None:
+            extras["per_layer"] = {label: e["value"] for (label, _), e in zip(blocks[1:], ests[1:])}
+            extras["per_layer_stderr"] = {label: e["stderr"] for (label, _), e in zip(blocks[1:], ests[1:])}
+            extras["per_layer_r_hat"] = {label: e["diagnostics"].get("r_hat", float("nan"))
+                                         for (label, _), e in zip(blocks[1:], ests[1:])}
+            extras["per_layer_num_params"] = {label: _count(model, m) for label, m in blocks[1:]}
+        if self.until_converged:
+            extras["stopped_by"], extras["draws_used"] = stopped, draws
+        if note:
+            extras["vmap_note"] = note
+        return MeasureResult(main["value"], stderr=main["stderr"], diagnostics=main["diagnostics"], extras=extras)
+
+    def _blocks(self, model: nn.Module) -> list[tuple[str, dict | None]]:
+        """("", the sampled set) then, with ``per_component``, (component, its parameters)."""
+        sampled = None if self.restrict is None else resolve_restriction(model, self.restrict)
+        if self.per_component is None:
+            return [("", sampled)]
+        every = sampled if sampled is not None else dict.fromkeys(n for n, _ in model.named_parameters())
+        return [("", sampled), *components(model, self.per_component, every).items()]
+
+    def _sampler(self, model: nn.Module, data: Data, seed: int, blocks: list) -> Sampler:
+        names = masks = None
+        if len(blocks) > 1 or blocks[0][1] is not None:
+            params = dict(model.named_parameters())
+            names, masks = row_masks(params, [dict.fromkeys(params) if b is None else b for _, b in blocks],
+                                     self.num_chains)
+        rule_kwargs = dict(alpha=self.rmsprop_alpha, eps=self.rmsprop_eps) if self.sampler == "rmsprop" else None
+        return Sampler(model, data, lr=self.lr, n_beta=self.nbeta, localization=self.localization,
+                       weight_decay=self.weight_decay, rows=len(blocks) * self.num_chains,
+                       batch_size=min(self.batch_size, data.n("train")), seed=seed, rule=self.sampler,
+                       rule_kwargs=rule_kwargs, sampled=names, masks=masks)
+
+    def _estimates(self, losses: np.ndarray, init: float, blocks: list) -> list[dict]:
+        """Per block of ``num_chains`` rows: value, stderr, per-chain values, diagnostics."""
+        burnin = 0 if self.include_burnin else self.num_burnin_steps
+        c, out = self.num_chains, []
+        for b, (label, _) in enumerate(blocks):
+            rows = losses[b * c : (b + 1) * c]
+            diverged = ~np.isfinite(rows).all(axis=1)
+            per_chain, kept = llc_from_trace(rows, init, self.nbeta, burnin, diverged)
+            ok = per_chain[np.isfinite(per_chain)]
+            if len(ok) == 0:
+                where = f" of component {label!r}" if label else ""
+                raise NonFiniteError(
+                    f"All {c} SGLD chains{where} diverged (non-finite loss) at lr={self.lr}; "
+                    f"lower lr or raise localization (calibrate_llc helps choose)."
+                )
+            if len(ok) > 1:
+                stderr = float(np.std(ok, ddof=1) / math.sqrt(len(ok)))
+            else:  # one chain: the Monte Carlo error of its mean, from its effective sample size
+                stderr = float(self.nbeta * np.std(kept) / math.sqrt(max(ess_bulk(kept[:, None].T), 1.0)))
+            diagnostics = {}
+            if kept.shape[1] >= 8:
+                diagnostics = {"ess_bulk": ess_bulk(kept), "r_hat": rhat(kept) if len(kept) > 1 else float("nan")}
+            out.append({"value": float(ok.mean()), "stderr": stderr, "per_chain": per_chain,
+                        "diagnostics": diagnostics, "diverged": np.nonzero(diverged)[0].tolist()})
+        return out
+
+    def _converged(self, est: dict) -> bool:
+        r_hat = est["diagnostics"].get("r_hat", float("nan"))
+        rel = est["stderr"] / abs(est["value"]) if est["value"] != 0 else float("inf")
+        return bool(r_hat <= self.target_r_hat and rel <= self.target_rel_stderr)
 
     def _init_loss(self, model: nn.Module, data: Data, losses: np.ndarray) -> float:
         if self.init_loss == "first_batch":
