@@ -96,11 +96,20 @@ def _evaluate_checkpoint(
         if strict:
             raise
         return [(label, e, 0.0) for label in measures]
+    try:  # measures with needs_init get the run's initial weights
+        init = trajectory.init_state_dict() if any(m.needs_init for m in measures.values()) else None
+    except Exception as e:
+        if strict:
+            raise
+        init = e
     out: list[tuple[str, MeasureResult | BaseException, float]] = []
     for label, measure in measures.items():
         start = time.perf_counter()
         try:
-            result: MeasureResult | BaseException = measure(model, data if measure.needs_data else None)
+            if measure.needs_init and isinstance(init, BaseException):
+                raise init
+            extra = {"init": init} if measure.needs_init else {}
+            result: MeasureResult | BaseException = measure(model, data if measure.needs_data else None, **extra)
         except Exception as e:
             if strict:
                 raise
@@ -152,8 +161,10 @@ def compare(
             keys = {}
             ckpt_id = traj.checkpoint(step).fingerprint() if store else ""
             d = data_for[traj.name]
+            init_id = traj.init_fingerprint() if store and any(m.needs_init for m in labeled.values()) else ""
             for label, m in labeled.items():
-                keys[label] = ResultCache.key(ckpt_id, m.key(), d.fingerprint() if (d and m.needs_data) else None)
+                ckpt = ckpt_id + (f"|init={init_id}" if m.needs_init else "")
+                keys[label] = ResultCache.key(ckpt, m.key(), d.fingerprint() if (d and m.needs_data) else None)
             pending = {}
             for label, m in labeled.items():
                 hit = store.get(m.name, keys[label]) if store else None
