@@ -29,21 +29,22 @@ def mlp(in_features: int = 4, hidden: int = 16, out_features: int = 3, activatio
     return nn.Sequential(nn.Linear(in_features, hidden), ACTIVATIONS[activation](), nn.Linear(hidden, out_features))
 
 
-def tiny_init(seed: int = 0, activation: str = "tanh") -> nn.Module:
-    """The initial weights of :func:`tiny_classifier` (same seed, same activation)."""
+def tiny_init(seed: int = 0, activation: str = "tanh", in_features: int = 4, hidden: int = 16) -> nn.Module:
+    """The initial weights of :func:`tiny_classifier` (same arguments)."""
     torch.manual_seed(seed)
-    return mlp(activation=activation)
+    return mlp(in_features, hidden, activation=activation)
 
 
-def tiny_classifier(seed: int = 0, activation: str = "tanh") -> tuple[nn.Module, Data]:
+def tiny_classifier(seed: int = 0, activation: str = "tanh", in_features: int = 4,
+                    hidden: int = 16) -> tuple[nn.Module, Data]:
     """A small MLP trained for a few steps on a seeded 3-class problem, and its data.
 
     It starts from :func:`tiny_init` with the same arguments.
     """
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(192, 4, generator=g)
+    x = torch.randn(192, in_features, generator=g)
     y = (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long()
-    model = tiny_init(seed, activation)
+    model = tiny_init(seed, activation, in_features, hidden)
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     for _ in range(50):
         opt.zero_grad()
@@ -115,8 +116,9 @@ def check_measure(
     :class:`MeasureResult` (with a stderr when stochastic), that the model (and the initial
     weights of a ``needs_init`` measure) are left untouched, that ``init`` as a module and as a
     state dict agree, that equal seeds give equal numbers, and that non-finite weights are
-    refused. Without a ``model`` it uses :func:`tiny_classifier` (tanh), or its ReLU twin for a
-    measure that raises :class:`UndefinedMeasureError` on tanh (e.g. the path norm). Raises
+    refused. Without a ``model`` it uses :func:`tiny_classifier` (tanh), or a wider ReLU one
+    (32 inputs, 64 hidden units) for a measure that raises :class:`UndefinedMeasureError` on it
+    (e.g. the path norm, or spectral fits that need more eigenvalues than a 16 x 4 layer has). Raises
     ``AssertionError`` naming the first failed check; returns the measured result.
     """
     instance = get_measure(measure) if isinstance(measure, str) else measure
@@ -149,15 +151,15 @@ def check_measure(
         try:
             return _check_call(instance, *_default_case("tanh", data))
         except UndefinedMeasureError:
-            return _check_call(instance, *_default_case("relu", data))
+            return _check_call(instance, *_default_case("relu", data, in_features=32, hidden=64))
     if cls.needs_init and init is None:
         raise ValueError(f"check_measure: measure {name!r} needs init; pass the model's initial weights.")
     return _check_call(instance, model, data, init)
 
 
-def _default_case(activation: str, data: Data | None) -> tuple[nn.Module, Data, nn.Module]:
-    model, default_data = tiny_classifier(activation=activation)
-    return model, (data if data is not None else default_data), tiny_init(activation=activation)
+def _default_case(activation: str, data: Data | None, **sizes: int) -> tuple[nn.Module, Data, nn.Module]:
+    model, default_data = tiny_classifier(activation=activation, **sizes)
+    return model, (data if data is not None else default_data), tiny_init(activation=activation, **sizes)
 
 
 def _check_call(instance: Measure, model: nn.Module, data: Data | None, init: nn.Module | None) -> MeasureResult:
