@@ -11,19 +11,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .errors import InvalidSettingError, ResultNotFoundError, UnknownMeasureError
+from .errors import ComplexityZooError, InvalidSettingError, ResultNotFoundError, UnknownMeasureError
 
 ERROR_COLUMNS = ["run", "step", "measure", "error", "message"]
-
-
-def _kendall(x: pd.Series, y: pd.Series) -> tuple[float, float]:
-    from scipy.stats import kendalltau
-
-    ok = np.isfinite(x.to_numpy()) & np.isfinite(y.to_numpy())
-    if ok.sum() < 3:
-        return float("nan"), float("nan")
-    res = kendalltau(x.to_numpy()[ok], y.to_numpy()[ok])
-    return float(res[0]), float(res[1])
 
 
 class Comparison:
@@ -37,6 +27,7 @@ class Comparison:
 
     def __init__(self, dataset: xr.Dataset, errors: list[dict] | pd.DataFrame | None = None) -> None:
         self.dataset = dataset
+        self._transitions: pd.DataFrame | None = None
         self.errors = pd.DataFrame(errors if errors is not None else [], columns=ERROR_COLUMNS)
 
     def __repr__(self) -> str:
@@ -94,26 +85,32 @@ class Comparison:
 
         One row per transition: run, series, kind (memorization, generalization, peak,
         fall_onset, change_point), step, strength, uncertainty (half the checkpoint gap around
-        it), lag_steps and lag_fraction relative to the run's generalization step.
+        it), flag (a caveat: a run still rising at its end, a capped number of change points),
+        lag_steps and lag_fraction relative to the run's generalization step. Computed once per
+        Comparison; every method that needs transitions reuses them.
         """
-        from .analysis.transitions import detect, lead_lag
+        if self._transitions is None:
+            from .analysis.transitions import detect, lead_lag
 
-        steps = self.dataset["step"].values.astype(float)
-        frames = [detect(steps, self._series(run), run) for run in self.runs]
-        table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-        return lead_lag(table, float(steps[0]), float(steps[-1]))
+            steps = self.dataset["step"].values.astype(float)
+            frames = [detect(steps, self._series(run), run) for run in self.runs]
+            table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+            self._transitions = lead_lag(table, float(steps[0]), float(steps[-1]))
+        return self._transitions.copy()
 
     def correlations(
         self,
         target: str = "test_loss",
         methods: tuple[str, ...] = ("pearson", "spearman", "kendall"),
         window: tuple[float, float] | str | None = None,
-        seed: int = 0,
     ) -> pd.DataFrame:
-        """Each measure against ``target`` across checkpoints, per run (see analysis.correlation).
+        """Each measure against ``target`` across checkpoints, per run (analysis.correlation).
 
-        ``window``: (first_step, last_step), or "post_memorization" (from each run's
-        memorization step on).
+        Columns: n; levels (co-trending): n_eff, r, ci_low, ci_high; increments scaled by the
+        step gaps (H0: no co-movement beyond the trends): n_eff_diff, r_diff and its interval,
+        p, p_adjusted (Holm across measures); flags signs_disagree and shared_curvature;
+        granger_p and granger_reliable. ``window``: (first_step, last_step), or
+        "post_memorization" (from each run's memorization step on).
         """
         from .analysis.correlation import METHODS, correlation_table
 
@@ -135,65 +132,115 @@ class Comparison:
         series = {run: {m: self.dataset[m].sel(run=run).values[masks[run]].astype(float)
                         for m in self.measures if m != target} for run in self.runs}
         targets = {run: self.dataset[target].sel(run=run).values[masks[run]].astype(float) for run in self.runs}
-        return correlation_table(series, targets, target, tuple(methods), seed=seed)
+        at = {run: steps[masks[run]].astype(float) for run in self.runs}
+        return correlation_table(series, targets, target, tuple(methods), steps=at)
 
-    def run_correlations(self, hyperparameters: pd.DataFrame | None = None) -> pd.DataFrame:
-        """Across runs: Kendall's τ of each measure's final value with the final generalization
-        gap (test_loss - train_loss), and the granulated Kendall coefficient ψ of Jiang et al.
-        2020 over the hyperparameter axes (``hyperparameters``: one row per run, indexed by run)."""
-        from .analysis.correlation import granulated_kendall
+    def run_correlations(self, hyperparameters: pd.DataFrame | None = None, *, seed: str | None = None) -> pd.DataFrame:
+        """The across-runs evaluation table of Jiang et al. 2020 and Dziugaite et al. 2020.
+
+        One row per measure, from its final value in each run against the final generalization
+        gap (test_loss - train_loss): Kendall τ (sign average), tau-b and its p; with
+        ``hyperparameters`` (one row per run, indexed by run; a ``seed`` column named by
+        ``seed`` is not an axis): granulated ψ and τ per axis (a complete grid, one run per
+        setting; columns psi_{axis}), robust sign-error (mean, worst) and the conditional mutual
+        information. ``p`` tests H0 "measure and gap independent across runs" (runs i.i.d.).
+        """
+        from .analysis.runs import conditional_mutual_information, granulated_kendall, kendall_gap, sign_error
 
         if len(self.runs) < 3 or not {"test_loss", "train_loss"} <= set(self.metrics):
             raise InvalidSettingError("run_correlations() needs 3+ runs with train_loss and test_loss metrics.")
         names = self.measures + ["test_loss", "train_loss"]
-        last = {v: self.dataset[v].ffill("step").isel(step=-1).to_series() for v in names}
+        last = {v: self._last_finite(v) for v in names}
         gap = last["test_loss"] - last["train_loss"]
+        hp = None if hyperparameters is None else hyperparameters.loc[self.runs].reset_index(drop=True)
         rows = []
         for m in self.measures:
-            tau, p = _kendall(last[m], gap)
-            row = {"measure": m, "n_runs": len(self.runs), "kendall_tau": tau, "p": p}
-            if hyperparameters is not None:
-                g = granulated_kendall(last[m], gap, hyperparameters.loc[self.runs])
-                row["granulated_psi"] = float(g["tau"].mean())
-                row.update({f"tau_{a}": t for a, t in zip(g["axis"], g["tau"])})
+            values = last[m]
+            if not np.isfinite(values).all():
+                rows.append({"measure": m, "n_runs": int(np.isfinite(values).sum())})
+                continue
+            k = kendall_gap(values, gap)
+            row = {"measure": m, "n_runs": k["n"], "kendall_tau": k["tau"], "kendall_tau_b": k["tau_b"], "p": k["p"]}
+            if hp is not None:
+                axes_hp = hp.drop(columns=[seed]) if seed else hp
+                if seed is None:
+                    g = granulated_kendall(values, gap, axes_hp)
+                    row["granulated_psi"] = g["psi"]
+                    row.update({f"psi_{a}": t for a, t in zip(g["axes"]["axis"], g["axes"]["tau"])})
+                s = sign_error(values, gap, hp, seed=seed)
+                row.update({"sign_error_mean": s["mean"], "sign_error_worst": s["worst"],
+                            "environments": s["environments"]})
+                row["cmi"] = conditional_mutual_information(values, gap, axes_hp)["cmi"]
             rows.append(row)
         return pd.DataFrame(rows)
 
-    def bounds(self, n: int | dict[str, int] | None = None, delta: float = 0.05,
-               num_classes: int | None = None) -> pd.DataFrame:
-        """Occam and PAC-Bayes compression bounds for every measure in bits, at every step.
+    def _last_finite(self, name: str) -> np.ndarray:
+        """Each run's last finite value of a variable (NaN for a run with none)."""
+        values = self.dataset[name].transpose("run", "step").values.astype(float)
+        out = np.full(len(values), np.nan)
+        for i, row in enumerate(values):
+            fin = np.nonzero(np.isfinite(row))[0]
+            if len(fin):
+                out[i] = row[fin[-1]]
+        return out
 
-        ``n`` is the number of training examples and ``num_classes`` sets the chance error
-        1 - 1/C that ``vacuous`` compares with (defaults: what compare() recorded from the
-        data). The 0-1 errors come from the ``train_acc`` and ``test_acc`` metrics.
+    def bounds(self, n: int | dict[str, int] | None = None, delta: float = 0.05, num_classes: int | None = None,
+               union_size: int = 1) -> pd.DataFrame:
+        """Occam, kl and binomial-tail bounds for every measure in bits, at every step.
+
+        Each bound pairs the bits with the training error of the model those bits describe:
+        the coarse-grained model's errors that the measure recorded (``kolmogorov``), or the
+        trained model's ``train_acc`` metric for a ``lossless`` measure; otherwise the bound is
+        NaN and ``errors_of`` says why. ``test_error`` is that same model's. ``n``: training
+        examples (default: what the measure or compare() recorded); ``delta`` the confidence;
+        ``union_size`` the number of candidates the reported bound was picked from (e.g. the
+        checkpoints times the ε values), paid as ln(union_size) (analysis.bounds).
         """
-        from .analysis.bounds import bounds_table
+        from .analysis.bounds import bounds_table, prefix_free_bits
+        from .registry import get_measure
 
         recorded = json.loads(self.dataset.attrs.get("n_train", "{}"))
         sizes = n if isinstance(n, dict) else {r: (n if n is not None else recorded.get(r)) for r in self.runs}
-        missing = [r for r in self.runs if not sizes.get(r)]
-        if missing:
-            raise InvalidSettingError(
-                f"bounds() needs the number of training examples for runs {missing}: pass n=..."
-            )
-        if "train_acc" not in self.metrics:
-            raise InvalidSettingError(
-                f"bounds() needs a 'train_acc' metric for the training error; the metrics are {self.metrics}."
-            )
-        bits_measures = [m for m in self.measures if self.dataset[m].attrs.get("unit") == "bits"]
+        columns = ["run", "step", "measure", "bits", "code_bits", "n", "errors_of", "train_error", "train_loss",
+                   "test_error"]
+        names = json.loads(self.dataset.attrs.get("measures", "{}"))
         rows = []
-        for m in bits_measures:
+        for m in [m for m in self.measures if self.dataset[m].attrs.get("unit") == "bits"]:
+            try:
+                lossless = get_measure(names.get(m, {}).get("name", m)).lossless
+            except ComplexityZooError:
+                lossless = False
             for run in self.runs:
                 for step in self.dataset["step"].values:
-                    cell = self.dataset.sel(run=run, step=step)
-                    test_acc = float(cell["test_acc"]) if "test_acc" in self.dataset else np.nan
-                    rows.append({"run": run, "step": int(step), "measure": m, "bits": float(cell[m]),
-                                 "n": sizes[run], "train_error": 1 - float(cell["train_acc"]),
-                                 "test_error": 1 - test_acc})
-        columns = ["run", "step", "measure", "bits", "n", "train_error", "test_error"]
+                    rows.append({"run": run, "step": int(step), "measure": m,
+                                 **self._bound_inputs(m, run, int(step), lossless, sizes.get(run))})
+        table = pd.DataFrame(rows, columns=[c for c in columns if c != "code_bits"])
+        missing = table[table["n"].isna() & table["bits"].notna()]["run"].unique().tolist()
+        if missing:
+            raise InvalidSettingError(f"bounds() needs the number of training examples for runs {missing}: pass n=...")
+        table.insert(4, "code_bits", [prefix_free_bits(b) if np.isfinite(b) else np.nan for b in table["bits"]])
         classes = num_classes or self.dataset.attrs.get("num_classes")
         chance = 1 - 1 / int(classes) if classes else 1.0
-        return bounds_table(pd.DataFrame(rows, columns=columns), delta=delta, chance_error=chance)
+        return bounds_table(table, delta=delta, chance_error=chance, union_size=union_size)
+
+    def _bound_inputs(self, measure: str, run: str, step: int, lossless: bool, n: int | None) -> dict:
+        """The bits of one cell and the errors of the model they describe."""
+        cell = self.dataset.sel(run=run, step=step)
+        bits = float(cell[measure])
+        extras = self.extras(measure, step, run) if f"{measure}_extras" in self.dataset else {}
+        if extras.get("coarse_train_error") is not None:
+            return {"bits": bits, "n": extras.get("n_train", n), "errors_of": "coarse-grained model (recorded)",
+                    "train_error": extras["coarse_train_error"], "train_loss": extras.get("coarse_train_loss"),
+                    "test_error": extras.get("coarse_test_error")}
+        def metric(name: str) -> float:
+            return float(cell[name]) if name in self.dataset else np.nan
+
+        if lossless:
+            return {"bits": bits, "n": n, "errors_of": "trained model (lossless code)",
+                    "train_error": 1 - metric("train_acc"), "train_loss": metric("train_loss"),
+                    "test_error": 1 - metric("test_acc")}
+        return {"bits": bits, "n": n, "errors_of": "unknown: no errors recorded for the coded model",
+                "train_error": np.nan, "train_loss": np.nan, "test_error": np.nan}
 
     # -- output -------------------------------------------------------------------------------
     def export(self, path: str | os.PathLike, kind: str = "correlations", caption: str | None = None,

@@ -52,7 +52,8 @@ class Measure:
     implement ``compute(model, data)``, returning a float or a :class:`MeasureResult`.
     Declared facts are class attributes: ``name`` (set by ``register_measure``), ``unit``,
     ``needs_data``, ``needs_init`` (then ``compute(model, data, init)`` also receives the run's
-    initial parameters as a state dict), ``stochastic`` (then a ``seed`` setting is required), ``requires``
+    initial parameters as a state dict), ``stochastic`` (then a ``seed`` setting is required),
+    ``lossless`` (bits that describe the given model exactly), ``requires``
     (importable modules) with ``extra`` (the pip extra that installs them), ``presets``
     (tag -> settings) and ``version`` (bump it when results change, to invalidate caches).
     """
@@ -62,6 +63,9 @@ class Measure:
     needs_data: ClassVar[bool] = False
     needs_init: ClassVar[bool] = False
     stochastic: ClassVar[bool] = False
+    # A measure in bits whose code describes the given model exactly (no coarse-graining), so
+    # bounds may pair its bits with the model's own training error.
+    lossless: ClassVar[bool] = False
     requires: ClassVar[tuple[str, ...]] = ()
     extra: ClassVar[str | None] = None
     presets: ClassVar[dict[str, dict[str, Any]]] = {}

@@ -13,6 +13,7 @@ import copy
 import dataclasses
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -213,3 +214,64 @@ def _poisoned_copy(model: nn.Module) -> nn.Module:
     with torch.no_grad():
         next(iter(poisoned.parameters())).view(-1)[0] = float("nan")
     return poisoned
+
+
+POW13 = np.array(sorted({int(1.3**k) for k in range(60)}), dtype=float)
+
+
+def correlated_curves(kind: str, n: int, reps: int, rng: np.random.Generator,
+                      rho: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Known-truth pairs of training-curve-like series for checking correlation statistics.
+
+    (x, y, steps): ``reps`` rows of ``n`` points whose innovations correlate with ``rho``.
+    ``kind``: "ar1" (stationary, φ = 0.9), "random_walk", "trend_noise" (opposite linear
+    trends plus white noise) or "brownian_pow13" (Brownian motion at the paper's int(1.3^k)
+    steps).
+    """
+    e1 = rng.standard_normal((reps, n))
+    e2 = rho * e1 + np.sqrt(1 - rho**2) * rng.standard_normal((reps, n))
+    steps = np.arange(n) * 200.0
+    if kind == "ar1":  # stationary AR(1), φ = 0.9: level correlation rho
+        x, y = np.empty((reps, n)), np.empty((reps, n))
+        x[:, 0], y[:, 0] = e1[:, 0] / np.sqrt(1 - 0.81), e2[:, 0] / np.sqrt(1 - 0.81)
+        for t in range(1, n):
+            x[:, t] = 0.9 * x[:, t - 1] + e1[:, t]
+            y[:, t] = 0.9 * y[:, t - 1] + e2[:, t]
+    elif kind == "random_walk":
+        x, y = e1.cumsum(1), e2.cumsum(1)
+    elif kind == "trend_noise":  # opposite deterministic trends plus white noise
+        t = np.linspace(0, 1, n)
+        x, y = 3 * t + e1, -2 * t + e2
+    elif kind == "brownian_pow13":  # Brownian motion observed at int(1.3^k) steps
+        steps = POW13[:n]
+        root = np.sqrt(np.diff(np.concatenate([[0.0], steps])))
+        x, y = (e1 * root).cumsum(1), (e2 * root).cumsum(1)
+    else:
+        raise ValueError(f"unknown kind {kind!r}")
+    return x, y, steps
+
+
+def correlation_rates(kind: str, n: int, reps: int, seed: int, rho: float = 0.0,
+                      method: str = "pearson") -> dict[str, float]:
+    """How often ``correlate``'s intervals cover the truth and its p rejects at 0.05, by simulation.
+
+    The increments' truth is ``rho``; the levels' truth is ``rho`` too, except for
+    "trend_noise", whose levels co-trend by design (``levels_truth``). With ``rho`` = 0 the
+    rejection rate is the type-I error; otherwise the power.
+    """
+    from .analysis.correlation import correlate_batch
+
+    x, y, steps = correlated_curves(kind, n, reps, np.random.default_rng(seed), rho)
+    out = correlate_batch(x, y, steps, method, granger=False)
+    level = rho
+    if kind == "trend_noise":  # the level correlation over the design: trends 3t and -2t, unit noise
+        v = float(np.var(np.linspace(0, 1, n)))
+        level = (-6 * v + rho) / math.sqrt((9 * v + 1) * (4 * v + 1))
+    return {
+        "levels_truth": level,
+        "levels_coverage": float(np.mean((out["ci_low"] <= level) & (level <= out["ci_high"]))),
+        "increments_coverage": float(np.mean((out["r_diff_ci_low"] <= rho) & (rho <= out["r_diff_ci_high"]))),
+        "rejection": float(np.mean(out["p"] < 0.05)),
+        "n_eff": float(np.median(out["n_eff"])),
+        "n_eff_diff": float(np.median(out["n_eff_diff"])),
+    }

@@ -53,3 +53,31 @@ def scratch_registry():
     yield
     registry._REGISTRY.clear()
     registry._REGISTRY.update(before)
+
+
+def _rebuild_coarse(model: torch.nn.Module, extras: dict) -> torch.nn.Module:
+    """The model a Kolmogorov result describes, rebuilt by plain torch from its recorded Δ,
+    ranks and S sides (an independent reconstruction for the tests)."""
+    import copy
+
+    coarse = copy.deepcopy(model)
+    if extras["stored_exactly"]:
+        return coarse
+    delta = extras["delta"]
+    with torch.no_grad():
+        for name, p in coarse.named_parameters():
+            k = extras["ranks"].get(name)
+            if k is None:
+                p.copy_(torch.round(p.double() / delta) * delta)
+                continue
+            u, s, vh = torch.linalg.svd(p.reshape(p.shape[0], -1).double(), full_matrices=False)
+            a = {"left": 1.0, "right": 0.0, "split": 0.5}[extras["s_side"][name]]
+            left = torch.round(u[:, :k] * s[:k] ** a / delta) * delta
+            right = torch.round(s[:k, None] ** (1 - a) * vh[:k] / delta) * delta
+            p.copy_((left @ right).reshape(p.shape))
+    return coarse
+
+
+@pytest.fixture
+def rebuild_coarse():
+    return _rebuild_coarse

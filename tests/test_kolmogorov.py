@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import lzma
+import math
 import struct
 
 import numpy as np
@@ -113,3 +115,66 @@ def test_paper_search_runs_and_respects_the_bound():
 def test_bad_settings(setting, value):
     with pytest.raises(InvalidSettingError, match=setting):
         cz.get_measure("kolmogorov", **{setting: value})
+
+
+def rebuild(model, extras):
+    """The coarse model, rebuilt from the recorded delta, ranks and S sides by plain torch."""
+    coarse = copy.deepcopy(model)
+    if extras["stored_exactly"]:
+        return coarse
+    delta = extras["delta"]
+    with torch.no_grad():
+        for name, p in coarse.named_parameters():
+            k = extras["ranks"].get(name)
+            if k is None:
+                p.copy_(torch.round(p.double() / delta) * delta)
+                continue
+            u, s, vh = torch.linalg.svd(p.reshape(p.shape[0], -1).double(), full_matrices=False)
+            side = extras["s_side"][name]
+            a = {"left": 1.0, "right": 0.0, "split": 0.5}[side]
+            left = torch.round(u[:, :k] * s[:k] ** a / delta) * delta
+            right = torch.round(s[:k, None] ** (1 - a) * vh[:k] / delta) * delta
+            p.copy_((left @ right).reshape(p.shape))
+    return coarse
+
+
+def loss_and_error(model, x, y):
+    with torch.no_grad():
+        logits = model(x)
+    return (nn.functional.cross_entropy(logits, y).item(), (logits.argmax(1) != y).double().mean().item())
+
+
+@pytest.mark.parametrize("name", ["kolmogorov", "kolmogorov.paper"])
+def test_errors_of_the_described_model_are_recorded(name):
+    model, data = tiny_classifier()
+    # The paper preset searches on a subset; the recorded errors are on the whole splits.
+    settings = {"max_examples": 64, "bayes_init_points": 2, "bayes_iterations": 3} if name.endswith("paper") else {}
+    r = cz.get_measure(name, epsilon=0.5, **settings)(model, data)
+    ex = r.extras
+    assert not ex["stored_exactly"]  # a coarse model, so the check below means something
+    coarse = rebuild(model, ex)
+    (xtr, ytr), (xte, yte) = data.train, data.test
+    train_loss, train_err = loss_and_error(coarse, xtr, ytr)
+    test_loss, test_err = loss_and_error(coarse, xte, yte)
+    assert ex["n_train"] == 128
+    assert ex["coarse_train_loss"] == pytest.approx(train_loss, rel=1e-5)
+    assert ex["coarse_train_error"] == pytest.approx(train_err, abs=1e-12)
+    assert ex["coarse_test_loss"] == pytest.approx(test_loss, rel=1e-5)
+    assert ex["coarse_test_error"] == pytest.approx(test_err, abs=1e-12)
+    assert ex["data_bits"] == pytest.approx(128 * train_loss / math.log(2), rel=1e-5)
+    assert r.value + ex["data_bits"] == pytest.approx(ex["two_part_bits"])
+
+
+def test_errors_are_none_without_a_test_split_or_a_classifier():
+    w = torch.tensor([[0.5, -1.0], [2.0, 0.25]])
+    r = cz.get_measure("kolmogorov")(linear(w), regression_data(2, 2, w))
+    ex = r.extras
+    assert ex["coarse_train_error"] is None and ex["coarse_test_loss"] is None and ex["coarse_test_error"] is None
+    assert ex["n_train"] == 64 and ex["coarse_train_loss"] >= 0
+
+
+def test_rate_distortion_rows_carry_the_described_errors():
+    model, data = tiny_classifier()
+    curve = rate_distortion(model, data, epsilons=(1, 0.1))
+    for col in ("coarse_train_loss", "coarse_train_error", "coarse_test_loss", "coarse_test_error", "n_train"):
+        assert curve[col].notna().all()

@@ -1,1 +1,12 @@
-"""Analyses of a Comparison: transitions, correlations, bounds, export and plots."""
+"""Analyses as pure functions on arrays (or a Comparison's Dataset); Comparison methods wrap them.
+
+Within a run: ``correlate`` (levels and increments of a measure against a target),
+``change_points``, ``generalization`` and ``memorization``. Across runs: ``kendall_gap``,
+``granulated_kendall``, ``sign_error``, ``conditional_mutual_information``. Bounds from a code
+length: ``occam_bound``, ``kl_bound``, ``binomial_bound``, ``prefix_free_bits``.
+"""
+
+from .correlation import correlate
+from .runs import conditional_mutual_information, granulated_kendall, kendall_gap, sign_error
+
+__all__ = ["correlate", "kendall_gap", "granulated_kendall", "sign_error", "conditional_mutual_information"]

@@ -1,17 +1,37 @@
-"""Correlations between measures and a target (test loss) along training, done honestly.
+"""Correlations between a measure and a target (test loss) along training, done honestly.
 
-Training curves are strongly autocorrelated and trend together, so the naive p-value of a
-correlation between two of them is far too small (two independent random walks come out
-'significant' most of the time). Here:
+Training curves are autocorrelated, trend together and are usually checkpointed unevenly, so
+the naive interval and p-value of a correlation between two of them mean little. Each row
+answers two questions, each with its own statistic, interval and hypothesis:
 
-* r is the correlation of the levels (Pearson, Spearman or Kendall);
-* its 95% interval comes from a moving-block bootstrap of the (measure, target) pairs
-  (Künsch 1989; block length by the AR(1) plug-in rule, 999 resamples, percentile interval);
-* the p-value tests the same method on first differences, which removes shared trends
-  (the Granger & Newbold 1974 remedy for spurious correlation);
-* Holm's correction across measures (statsmodels ``multipletests``) gives ``p_adjusted``;
-* ``granger_p``: does the measure's past help predict the target's change beyond the target's
-  own past (statsmodels Granger test, lag 1, on first differences)?
+* **Levels** (``r``, ``ci_low``, ``ci_high``): how strongly do the two curves co-trend? The
+  interval is Fisher's z on an effective sample size: Bartlett's variance of r under
+  independence in matrix form, n_eff - 1 = tr(Σx) tr(Σy) / tr(Σx Σy) with Σ the centred
+  covariance of each series (Bartlett 1935; Pyper & Peterman 1998). Each Σ comes from the
+  better (AIC) of two fitted models: a stationary AR(1) in checkpoint index (where this is the
+  familiar n (1 - φx φy) / (1 + φx φy)) and a Brownian motion in steps, which captures that on
+  a log-spaced schedule the last few checkpoints carry most of a drifting curve's variance.
+  The interval describes co-trending; no p-value is given for it, since two independent
+  trending curves are correlated in every sample.
+* **Increments** (``r_diff``, its interval and ``p``): do the curves move together beyond their
+  trends? Each increment is divided by √(step gap), so Brownian-like curves give exchangeable
+  increments on any checkpoint schedule; on uneven schedules each increment series is also
+  regressed on √gap first (a constant drift otherwise leaves a √gap pattern in both). ``p``
+  tests H0 "the increments are uncorrelated", with a t (Pearson, Spearman) or normal (Kendall)
+  reference on the increments' own effective n, n / (1 + 2 ρ̂x ρ̂y) with lag-1
+  autocorrelations (differencing noise makes increments anti-correlated at lag 1). ``p_adjusted``: Holm across measures.
+* Flags: ``signs_disagree`` (levels and increments correlate with opposite signs: the level
+  correlation comes from the trends) and ``shared_curvature`` (after differencing, both
+  increment series still trend: a quadratic in checkpoint position explains them at p < 0.05,
+  so ``r_diff`` may reflect shared curvature rather than co-movement).
+* ``granger_p``: does the measure's last increment help predict the target's next one beyond
+  the target's own (F test on the scaled increments, lag one checkpoint)? On uneven schedules a
+  lag spans different numbers of steps; ``granger_reliable`` is False when the largest gap is
+  more than twice the smallest.
+
+Fisher-z standard errors: 1/√(n-3) for Pearson, √(1.06/(n-3)) for Spearman and √(0.437/(n-4))
+for Kendall (Fieller, Hartley & Pearson 1957), with n the effective n. Coverage and type-I
+error are checked by simulation in ``tests/test_correlation_simulation.py``.
 """
 
 from __future__ import annotations
@@ -23,20 +43,23 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-METHODS = {
-    "pearson": lambda x, y: stats.pearsonr(x, y),
-    "spearman": lambda x, y: stats.spearmanr(x, y),
-    "kendall": lambda x, y: stats.kendalltau(x, y),
-}
-COLUMNS = ["run", "measure", "target", "method", "n", "r", "ci_low", "ci_high", "p", "p_adjusted",
-           "granger_p"]
+from ..errors import ComplexityZooWarning, InvalidSettingError
+
+METHODS = ("pearson", "spearman", "kendall")
+COLUMNS = ["run", "measure", "target", "method", "n", "n_eff", "r", "ci_low", "ci_high", "n_eff_diff",
+           "r_diff", "r_diff_ci_low", "r_diff_ci_high", "p", "p_adjusted", "signs_disagree", "shared_curvature",
+           "granger_p", "granger_reliable"]
+_FISHER = {"pearson": (1.0, 3), "spearman": (1.06, 3), "kendall": (0.437, 4)}
+
+
+class ShortSeriesWarning(ComplexityZooWarning):
+    """A correlation was asked of a series too short or too constant to give one."""
 
 
 def batch_corr(method: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """The correlation of each row of ``x`` with the same row of ``y`` (NaN where undefined).
 
-    Pearson; Spearman as Pearson on average ranks; Kendall's tau-b from pairwise signs. The
-    same numbers as scipy's, computed for many resamples at once.
+    Pearson; Spearman as Pearson on average ranks; Kendall's tau-b from pairwise signs.
     """
     x, y = np.atleast_2d(x).astype(float), np.atleast_2d(y).astype(float)
     if method == "spearman":
@@ -51,127 +74,229 @@ def batch_corr(method: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         num = (sx * sy).sum((1, 2))
         den = np.sqrt(np.abs(sx).sum((1, 2)) * np.abs(sy).sum((1, 2)))
     else:
-        raise ValueError(f"unknown method {method!r}")
+        raise InvalidSettingError(f"Unknown correlation method {method!r}; choose from {METHODS}.")
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+        return np.where(den > 1e-300, num / np.where(den > 1e-300, den, 1), np.nan)
 
 
-def _corr(method: str, x: np.ndarray, y: np.ndarray) -> float:
-    return float(batch_corr(method, x, y)[0])
+def lag1(v: np.ndarray) -> np.ndarray:
+    """Lag-1 autocorrelation of each row (0 for a constant row)."""
+    v = v - v.mean(-1, keepdims=True)
+    den = (v * v).sum(-1)
+    num = (v[..., :-1] * v[..., 1:]).sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), 0.0)
 
 
-def block_length(x: np.ndarray, y: np.ndarray) -> int:
-    """Block length for the moving-block bootstrap: the AR(1) plug-in rule
-    l = (2φ / (1 - φ²))^(2/3) n^(1/3) (Bühlmann & Künsch 1999), φ the larger lag-1
-    autocorrelation of the two series; at least n^(1/3), at most n / 3."""
+def bartlett_n_eff(n: int, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """n / (1 + 2 ρx ρy), Bartlett's sum truncated at lag 1 (increments have short memory;
+    exact for differenced white noise, where ρ = -1/2), between 1 and n."""
+    prod = lag1(x) * lag1(y)
+    return np.clip(n / np.maximum(1 + 2 * prod, 1e-9), 1.0, float(n))
+
+
+def _model_covariance(v: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """Covariance of one series under the better (AIC) of AR(1)-in-index and Brownian-in-steps."""
+    n = len(v)
+    design = np.column_stack([np.ones(n - 1), v[:-1]])
+    coef = np.linalg.lstsq(design, v[1:], rcond=None)[0]
+    rss = float(((v[1:] - design @ coef) ** 2).sum())
+    gaps, inc = np.diff(steps), np.diff(v)
+    drift = inc.sum() / gaps.sum()
+    scale = float(((inc - drift * gaps) ** 2 / gaps).sum()) / (n - 1)
+    if rss <= 0 or scale <= 0:
+        return np.eye(n)
+    aic_ar = (n - 1) * math.log(rss / (n - 1)) + 6
+    aic_bm = (n - 1) * math.log(scale) + float(np.log(gaps).sum()) + 4
+    if aic_ar <= aic_bm:
+        index = np.arange(n)
+        return float(np.clip(coef[1], -0.99, 0.99)) ** np.abs(index[:, None] - index[None, :])
+    t = steps - steps[0] + gaps.min()
+    return np.minimum(t[:, None], t[None, :])
+
+
+def effective_n(x: np.ndarray, y: np.ndarray, steps: np.ndarray | None = None) -> float:
+    """The levels' effective sample size (see the module docstring), between 1 and n."""
     n = len(x)
-
-    def lag1(v: np.ndarray) -> float:
-        v = v - v.mean()
-        denom = float((v * v).sum())
-        return float((v[:-1] * v[1:]).sum()) / denom if denom > 0 else 0.0
-
-    phi = min(max(lag1(x), lag1(y), 0.0), 0.95)
-    rule = (2 * phi / (1 - phi**2)) ** (2 / 3) * n ** (1 / 3)
-    return int(min(max(math.ceil(rule), math.ceil(n ** (1 / 3)), 1), max(1, n // 3)))
-
-
-def block_bootstrap_ci(x: np.ndarray, y: np.ndarray, method: str, *, level: float = 0.95,
-                       resamples: int = 999, seed: int = 0) -> tuple[float, float]:
-    """Percentile interval of the correlation under a moving-block bootstrap of the pairs."""
-    n = len(x)
-    block = block_length(x, y)
-    starts = np.arange(n - block + 1)
-    rng = np.random.default_rng(seed)
-    per = math.ceil(n / block)
-    idx = (rng.choice(starts, (resamples, per))[:, :, None] + np.arange(block)).reshape(resamples, -1)[:, :n]
-    values = batch_corr(method, x[idx], y[idx])
-    values = values[np.isfinite(values)]
-    if len(values) < resamples / 2:
-        return float("nan"), float("nan")
-    alpha = (1 - level) / 2
-    return float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))
+    s = np.arange(n, dtype=float) if steps is None else np.asarray(steps, float)
+    center = np.eye(n) - 1.0 / n
+    sx = center @ _model_covariance(x, s) @ center
+    sy = center @ _model_covariance(y, s) @ center
+    cross = float(np.trace(sx @ sy))
+    if cross <= 0:
+        return float(n)
+    return float(min(max(np.trace(sx) * np.trace(sy) / cross + 1, 1.0), n))
 
 
-def difference_p(x: np.ndarray, y: np.ndarray, method: str) -> float:
-    """p-value of the correlation of first differences (shared trends removed)."""
-    dx, dy = np.diff(x), np.diff(y)
-    if len(dx) < 3 or np.ptp(dx) == 0 or np.ptp(dy) == 0:
-        return float("nan")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return float(METHODS[method](dx, dy)[1])
+def fisher_interval(r: np.ndarray, n_eff: np.ndarray, method: str, level: float = 0.95,
+                    extra: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Fisher-z interval of a correlation at effective sample size ``n_eff`` (minus ``extra``
+    regressors partialled out); [-1, 1] when too few effective samples remain."""
+    var, lost = _FISHER[method]
+    dof = np.asarray(n_eff, float) - lost - extra
+    q = stats.norm.ppf(0.5 + level / 2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = np.arctanh(np.clip(r, -1 + 1e-12, 1 - 1e-12))
+        half = q * np.sqrt(var / np.where(dof > 0, dof, np.nan))
+        lo, hi = np.tanh(z - half), np.tanh(z + half)
+    lo = np.where(dof > 0, lo, -1.0)
+    hi = np.where(dof > 0, hi, 1.0)
+    bad = ~np.isfinite(r)
+    return np.where(bad, np.nan, lo), np.where(bad, np.nan, hi)
 
 
-def granger_p(measure: np.ndarray, target: np.ndarray, lag: int = 1) -> float:
-    """p-value (F test) that the measure's past changes help predict the target's changes."""
-    from statsmodels.tsa.stattools import grangercausalitytests
+def correlation_p(r: np.ndarray, n_eff: np.ndarray, method: str, extra: int = 0) -> np.ndarray:
+    """Two-sided p of H0 ρ = 0 at effective sample size ``n_eff`` (``extra`` regressors removed)."""
+    ne = np.asarray(n_eff, float) - extra
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if method == "kendall":
+            z = r / np.sqrt(2 * (2 * ne + 5) / (9 * ne * (ne - 1)))
+            p = 2 * stats.norm.sf(np.abs(z))
+        else:
+            dof = ne - 2
+            t = r * np.sqrt(dof / np.maximum(1 - r * r, 1e-300))
+            p = 2 * stats.t.sf(np.abs(t), np.where(dof > 0, dof, np.nan))
+    return np.where(ne > 3, p, np.nan)
 
-    d = np.column_stack([np.diff(target), np.diff(measure)])
-    if len(d) < 3 * lag + 5 or np.ptp(d[:, 0]) == 0 or np.ptp(d[:, 1]) == 0:
-        return float("nan")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = grangercausalitytests(d, maxlag=[lag])
-    return float(res[lag][0]["ssr_ftest"][1])
+
+def scaled_increments(steps: np.ndarray | None, *series: np.ndarray) -> tuple[list[np.ndarray], int]:
+    """Increments divided by √gap; on uneven schedules regressed on [1, √gap] (residuals).
+
+    Returns the increment rows and the number of regressors beyond the mean (0 or 1).
+    """
+    n = series[0].shape[-1]
+    gaps = np.ones(n - 1) if steps is None else np.diff(np.asarray(steps, dtype=float))
+    if (gaps <= 0).any():
+        raise InvalidSettingError("steps must be strictly increasing.")
+    root = np.sqrt(gaps)
+    uneven = np.ptp(root) > 1e-9 * root.max()
+    design = np.column_stack([np.ones(n - 1), root]) if uneven else np.ones((n - 1, 1))
+    hat = design @ np.linalg.pinv(design)
+    out = []
+    for s in series:
+        u = np.diff(s, axis=-1) / root
+        out.append(u - u @ hat.T)
+    return out, int(uneven)
 
 
-def correlate(x: np.ndarray, y: np.ndarray, method: str, seed: int = 0) -> dict:
-    """One correlation with its block-bootstrap interval and its difference-based p-value."""
+def _curvature_p(u: np.ndarray, extra: int) -> np.ndarray:
+    """p of an F test that a quadratic in position explains the (residual) increments."""
+    m = u.shape[-1]
+    t = np.linspace(-1, 1, m)
+    basis = np.column_stack([t, t * t - (t * t).mean()])
+    fit = u @ (basis @ np.linalg.pinv(basis)).T
+    rss1 = ((u - fit) ** 2).sum(-1)
+    rss0 = (u**2).sum(-1)
+    dof = m - 3 - extra
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f = ((rss0 - rss1) / 2) / (rss1 / dof)
+    return np.where((dof > 0) & (rss0 > 0), stats.f.sf(f, 2, max(dof, 1)), 1.0)
+
+
+def _granger(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """F-test p that u[t-1] predicts v[t] beyond v[t-1] (rows are replicates)."""
+    y, own, other = v[..., 1:], v[..., :-1], u[..., :-1]
+    m = y.shape[-1]
+    if m < 8:
+        return np.full(y.shape[:-1], np.nan)
+    p = np.empty(y.shape[:-1])
+    for idx in np.ndindex(*y.shape[:-1]):
+        x1 = np.column_stack([np.ones(m), own[idx]])
+        x2 = np.column_stack([x1, other[idx]])
+        rss1 = float(((y[idx] - x1 @ np.linalg.lstsq(x1, y[idx], rcond=None)[0]) ** 2).sum())
+        rss2 = float(((y[idx] - x2 @ np.linalg.lstsq(x2, y[idx], rcond=None)[0]) ** 2).sum())
+        p[idx] = stats.f.sf((rss1 - rss2) / (rss2 / (m - 3)), 1, m - 3) if rss2 > 0 else np.nan
+    return p
+
+
+def correlate_batch(x: np.ndarray, y: np.ndarray, steps: np.ndarray | None = None, method: str = "pearson",
+                    level: float = 0.95, granger: bool = True) -> dict[str, np.ndarray]:
+    """``correlate`` for many replicate pairs at once (rows of ``x`` and ``y``; no NaN)."""
+    if method not in METHODS:
+        raise InvalidSettingError(f"Unknown correlation method {method!r}; choose from {METHODS}.")
+    x, y = np.atleast_2d(np.asarray(x, float)), np.atleast_2d(np.asarray(y, float))
+    n = x.shape[-1]
+    r = batch_corr(method, x, y)
+    n_eff = np.array([effective_n(a, b, steps) for a, b in zip(x, y)])
+    lo, hi = fisher_interval(r, n_eff, method, level)
+    (u, v), extra = scaled_increments(steps, x, y)
+    r_diff = batch_corr(method, u, v)
+    n_eff_diff = bartlett_n_eff(n - 1, u, v)
+    dlo, dhi = fisher_interval(r_diff, n_eff_diff, method, level, extra)
+    p = correlation_p(r_diff, n_eff_diff, method, extra)
+    curved = (_curvature_p(u, extra) < 0.05) & (_curvature_p(v, extra) < 0.05)
+    disagree = (np.sign(r) * np.sign(r_diff) < 0) & (p < 0.05)
+    out = {"n": np.full(len(r), n), "n_eff": n_eff, "r": r, "ci_low": lo, "ci_high": hi,
+           "n_eff_diff": n_eff_diff, "r_diff": r_diff, "r_diff_ci_low": dlo, "r_diff_ci_high": dhi, "p": p,
+           "signs_disagree": disagree, "shared_curvature": curved}
+    if granger:
+        gaps = np.ones(n - 1) if steps is None else np.diff(np.asarray(steps, float))
+        out["granger_p"] = _granger(u, v)
+        out["granger_reliable"] = np.full(len(r), bool(gaps.max() <= 2 * gaps.min()))
+    return out
+
+
+def correlate(x: object, y: object, steps: object = None, method: str = "pearson", level: float = 0.95) -> dict:
+    """One correlation of a measure ``x`` with a target ``y`` along checkpoints at ``steps``.
+
+    Keys: n, n_eff, r, ci_low, ci_high (levels: co-trending), n_eff_diff, r_diff,
+    r_diff_ci_low, r_diff_ci_high, p (increments: H0 no co-movement beyond the trends),
+    signs_disagree, shared_curvature, granger_p, granger_reliable (see the module docstring).
+    Pairs with a non-finite value are dropped; fewer than 5 left, or a constant series, give
+    NaN statistics and a ShortSeriesWarning.
+    """
+    x, y = np.asarray(x, float).reshape(-1), np.asarray(y, float).reshape(-1)
+    if x.shape != y.shape:
+        raise InvalidSettingError(f"x and y must have the same length; got {len(x)} and {len(y)}.")
+    s = None if steps is None else np.asarray(steps, float).reshape(-1)
+    if s is not None and s.shape != x.shape:
+        raise InvalidSettingError(f"steps must have one entry per value; got {len(s)} for {len(x)}.")
+    if s is not None and (np.diff(s) <= 0).any():
+        raise InvalidSettingError("steps must be strictly increasing.")
     ok = np.isfinite(x) & np.isfinite(y)
-    x, y = x[ok], y[ok]
-    if len(x) < 4:
-        return {"n": len(x), "r": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p": np.nan}
-    lo, hi = block_bootstrap_ci(x, y, method, seed=seed)
-    return {"n": len(x), "r": _corr(method, x, y), "ci_low": lo, "ci_high": hi, "p": difference_p(x, y, method)}
+    x, y, s = x[ok], y[ok], (None if s is None else s[ok])
+    if len(x) < 5 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        why = f"{len(x)} finite pairs" if len(x) < 5 else "a constant series"
+        warnings.warn(f"No correlation from {why}: at least 5 non-constant pairs are needed.",
+                      ShortSeriesWarning, stacklevel=2)
+        nan = float("nan")
+        return {"n": len(x), "n_eff": nan, "r": nan, "ci_low": nan, "ci_high": nan, "n_eff_diff": nan,
+                "r_diff": nan, "r_diff_ci_low": nan, "r_diff_ci_high": nan, "p": nan, "signs_disagree": False,
+                "shared_curvature": False, "granger_p": nan, "granger_reliable": False}
+    out = correlate_batch(x, y, s, method, level)
+    return {k: (v[0].item() if hasattr(v[0], "item") else v[0]) for k, v in out.items()}
+
+
+def holm(p: np.ndarray) -> np.ndarray:
+    """Holm's step-down adjustment of p-values (NaN kept as NaN)."""
+    p = np.asarray(p, float)
+    out = np.full(p.shape, np.nan)
+    fin = np.nonzero(np.isfinite(p))[0]
+    if len(fin):
+        order = fin[np.argsort(p[fin])]
+        m = len(order)
+        adj = np.maximum.accumulate((m - np.arange(m)) * p[order])
+        out[order] = np.minimum(adj, 1.0)
+    return out
 
 
 def correlation_table(series: dict[str, dict[str, np.ndarray]], targets: dict[str, np.ndarray],
-                      target: str, methods: tuple[str, ...], seed: int = 0) -> pd.DataFrame:
+                      target: str, methods: tuple[str, ...] = ("pearson",),
+                      steps: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
     """Rows per run, measure and method; Holm-adjusted p across measures within run x method."""
-    from statsmodels.stats.multitest import multipletests
-
     rows = []
     for run, measures in series.items():
-        y = targets[run]
         for name, x in measures.items():
-            ok = np.isfinite(x) & np.isfinite(y)
-            g = granger_p(x[ok], y[ok]) if ok.sum() >= 8 else np.nan
             for method in methods:
-                rows.append({"run": run, "measure": name, "target": target, "method": method,
-                             **correlate(x, y, method, seed), "granger_p": g})
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", ShortSeriesWarning)
+                    row = correlate(x, targets[run], None if steps is None else steps[run], method)
+                if caught:
+                    warnings.warn(f"{run}/{name} vs {target}: {caught[0].message}", ShortSeriesWarning, stacklevel=2)
+                rows.append({"run": run, "measure": name, "target": target, "method": method, **row})
     df = pd.DataFrame(rows, columns=[c for c in COLUMNS if c != "p_adjusted"])
     df["p_adjusted"] = np.nan
     for _, idx in df.groupby(["run", "method"]).groups.items():
-        p = df.loc[idx, "p"]
-        fin = p[np.isfinite(p)]
-        if len(fin):
-            df.loc[fin.index, "p_adjusted"] = multipletests(fin.to_numpy(), method="holm")[1]
+        df.loc[idx, "p_adjusted"] = holm(df.loc[idx, "p"].to_numpy())
     return df[COLUMNS]
 
-
-def granulated_kendall(values: pd.Series, gap: pd.Series, hyperparameters: pd.DataFrame) -> pd.DataFrame:
-    """Jiang et al. 2020's granulated Kendall coefficient across runs.
-
-    For each hyperparameter axis, Kendall's τ between measure and generalization gap within
-    every group of runs that differ only in that axis, averaged over groups; ``psi`` is the
-    mean over axes. ``values``, ``gap``: one number per run; ``hyperparameters``: one row per run.
-    """
-    rows = []
-    axes = [c for c in hyperparameters.columns if hyperparameters[c].nunique() > 1]
-    for axis in axes:
-        others = [c for c in axes if c != axis]
-        if others:
-            keys = others[0] if len(others) == 1 else others
-            groups = list(hyperparameters.groupby(keys).groups.values())
-        else:
-            groups = [hyperparameters.index]
-        taus = []
-        for idx in groups:
-            if len(idx) >= 2:
-                t = _corr("kendall", values[idx].to_numpy(), gap[idx].to_numpy())
-                if math.isfinite(t):
-                    taus.append(t)
-        rows.append({"axis": axis, "tau": float(np.mean(taus)) if taus else np.nan, "groups": len(taus)})
-    out = pd.DataFrame(rows, columns=["axis", "tau", "groups"])
-    return out

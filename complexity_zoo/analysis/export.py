@@ -69,16 +69,24 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike, caption: str, label: 
 
 
 def correlations_wide(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per (run, measure): r with its interval and the adjusted p for each method."""
+    """One row per (run, measure, method): r on levels and on scaled increments, each with its
+    95% interval, the Holm-adjusted p of the increments and the caveat flags."""
     rows = []
-    for (run, measure), g in table.groupby(["run", "measure"], sort=False):
-        row: dict[str, object] = {"run": run, "measure": measure, "n": int(g["n"].iloc[0])}
-        for rec in g.itertuples(index=False):
-            row[f"{rec.method} r [95% CI]"] = f"{fmt(rec.r)} [{fmt(rec.ci_low)}, {fmt(rec.ci_high)}]"
-            row[f"{rec.method} p (Holm)"] = rec.p_adjusted
-        row["Granger p"] = g["granger_p"].iloc[0]
-        rows.append(row)
+    for rec in table.itertuples(index=False):
+        flags = [f for f, on in (("signs disagree", rec.signs_disagree), ("shared curvature", rec.shared_curvature))
+                 if on is True]
+        rows.append({
+            "run": rec.run, "measure": rec.measure, "method": rec.method, "n": int(rec.n),
+            "n_eff": rec.n_eff,
+            "r levels [95% CI]": f"{fmt(rec.r)} [{fmt(rec.ci_low)}, {fmt(rec.ci_high)}]",
+            "r increments [95% CI]": f"{fmt(rec.r_diff)} [{fmt(rec.r_diff_ci_low)}, {fmt(rec.r_diff_ci_high)}]",
+            "p increments (Holm)": rec.p_adjusted,
+            "Granger p": rec.granger_p if rec.granger_reliable is True else float("nan"),
+            "flags": ", ".join(flags),
+        })
     out = pd.DataFrame(rows)
-    if out["run"].nunique() == 1:
+    if not out.empty and out["run"].nunique() == 1:
         out = out.drop(columns="run")
+    if not out.empty and out["method"].nunique() == 1:
+        out = out.drop(columns="method")
     return out

@@ -1,9 +1,8 @@
 """When does a series change regime? Memorization, generalization, peaks, falls, change points.
 
 Checkpoints are usually log-spaced, so every detector works on the checkpoint index (about
-log step) and reports steps. Change points come from ruptures' PELT (Killick et al. 2012) on
-the series standardized by a robust noise estimate (with a floor: see change_points); the
-named transitions are defined below.
+log step) and reports steps. Change points are mean shifts that must beat a smooth null (a
+polynomial baseline; see fit_change_points); the named transitions are defined below.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ import math
 import numpy as np
 import pandas as pd
 
-COLUMNS = ["run", "series", "kind", "step", "strength", "uncertainty"]
+COLUMNS = ["run", "series", "kind", "step", "strength", "uncertainty", "flag"]
 
 
 def _interval(steps: np.ndarray, k: int) -> float:
@@ -46,17 +45,24 @@ def memorization(steps: np.ndarray, train_acc: np.ndarray, tol: float = 0.01) ->
     return {"kind": "memorization", "step": hit[0], "strength": plateau, "uncertainty": _interval(steps, hit[1])}
 
 
-def generalization(steps: np.ndarray, test_acc: np.ndarray, min_rise: float = 0.2) -> dict | None:
+def generalization(steps: object, test_acc: object, min_rise: float = 0.2, tail: float = 0.02) -> dict | None:
     """The grokking step: test accuracy crosses halfway from its start to its final level.
 
-    None when it rises by less than ``min_rise`` (no generalization transition).
+    None when it rises by less than ``min_rise`` (no generalization transition). ``still_rising``
+    is True when the accuracy gained more than ``tail`` over the last tenth of the checkpoints:
+    the final level is then underestimated and the step biased early (a lower bound on the
+    halfway step of the completed curve, flagged in ``flag``).
     """
-    start, final = float(test_acc[0]), float(np.nanmax(test_acc[-max(1, len(test_acc) // 10):]))
+    steps, test_acc = np.asarray(steps, dtype=float), np.asarray(test_acc, dtype=float)
+    k = max(2, len(test_acc) // 10)
+    start, final = float(test_acc[0]), float(np.nanmax(test_acc[-k:]))
     if final - start < min_rise:
         return None
     hit = _crossing(steps, test_acc, start + (final - start) / 2)
+    rising = bool(test_acc[-1] - test_acc[-k] > tail)
     return {"kind": "generalization", "step": hit[0], "strength": final - start,
-            "uncertainty": _interval(steps, hit[1])}
+            "uncertainty": _interval(steps, hit[1]), "still_rising": rising,
+            "flag": "still rising at the last checkpoint: the step is biased early" if rising else ""}
 
 
 def peak_and_fall(steps: np.ndarray, values: np.ndarray, drop: float = 0.1) -> list[dict]:
@@ -79,33 +85,77 @@ def peak_and_fall(steps: np.ndarray, values: np.ndarray, drop: float = 0.1) -> l
     return rows
 
 
-def change_points(steps: np.ndarray, values: np.ndarray, penalty: float | None = None,
-                  min_size: int = 2, noise_floor: float = 0.05, max_points: int = 3) -> list[dict]:
-    """The strongest changes in the mean (PELT, l2 cost) of the standardized series.
+def fit_change_points(steps: np.ndarray, values: np.ndarray, *, max_points: int = 3, degree: int = 5,
+                      noise_floor: float = 0.02, level: float = 0.05, min_size: int | None = None) -> dict:
+    """Mean shifts that a smooth curve cannot explain, added greedily to a smooth baseline.
 
-    The noise scale is the median absolute first difference / (0.6745 sqrt 2), but at least
-    ``noise_floor`` x the series' range: training curves are often smooth, and a mean-shift
-    model cuts a smooth trend into ever more pieces as the noise estimate goes to 0. The
-    default penalty 3 ln n (in noise units) is BIC-like. At most ``max_points`` changes are
-    kept, the largest jumps (strength: the jump in means, in noise units).
+    The baseline is a Chebyshev polynomial in checkpoint position of degree min(``degree``,
+    n // 4): it absorbs linear trends, exponential decays, logarithmic rises and gentle
+    sigmoids, so only a jump survives. A shift at position k (segments of at least
+    ``min_size`` = max(2, ⌈n/10⌉) checkpoints) is kept when its drop in the residual sum of
+    squares, in units of the noise variance, exceeds max(3 ln n, the Bonferroni F critical
+    value at ``level`` over the candidate positions): with the noise variance estimated from
+    the residuals but at least (``noise_floor`` x range)², a pure-noise series gets a false
+    change point with probability about ``level``. Returns ``points`` (rows with step,
+    strength: |shift| in noise units, uncertainty: half the checkpoint gap around it) and
+    ``truncated``: True when ``max_points`` stopped a further accepted point.
     """
-    import ruptures as rpt
+    from scipy import stats
 
     x = np.asarray(values, dtype=float)
+    steps = np.asarray(steps, dtype=float)
     n = len(x)
-    if n < 2 * min_size or np.ptp(x) == 0:
-        return []
-    noise = max(np.median(np.abs(np.diff(x))) / (0.6745 * math.sqrt(2)), noise_floor * np.ptp(x))
-    z = ((x - x.mean()) / noise).reshape(-1, 1)
-    pen = penalty if penalty is not None else 3 * math.log(n)
-    bkps = rpt.Pelt(model="l2", min_size=min_size, jump=1).fit(z).predict(pen=pen)[:-1]
-    rows, edges = [], [0, *bkps, n]
-    for a, b, c in zip(edges[:-2], edges[1:-1], edges[2:]):
-        jump = float(abs(z[b:c].mean() - z[a:b].mean()))
-        rows.append({"kind": "change_point", "step": float(steps[b]), "strength": jump,
-                     "uncertainty": _interval(steps, b)})
-    strongest = sorted(rows, key=lambda r: -r["strength"])[:max_points]
-    return sorted(strongest, key=lambda r: r["step"])
+    size = max(2, math.ceil(n / 10)) if min_size is None else min_size
+    if n < 2 * size + 2 or np.ptp(x) == 0:
+        return {"points": [], "truncated": False}
+    base = np.polynomial.chebyshev.chebvander(np.linspace(-1, 1, n), min(degree, max(1, n // 4)))
+    floor = (noise_floor * np.ptp(x)) ** 2
+    candidates = range(size, n - size + 1)
+    index = np.arange(n)
+
+    def fit(points: list[int]) -> tuple[float, np.ndarray, int]:
+        design = np.column_stack([base] + [(index >= k).astype(float) for k in points])
+        coef = np.linalg.lstsq(design, x, rcond=None)[0]
+        return float(((x - design @ coef) ** 2).sum()), coef, design.shape[1]
+
+    chosen: list[int] = []
+    current = fit(chosen)[0]
+    truncated = False
+    while True:
+        best = None
+        for k in candidates:
+            trial = sorted([*chosen, k])
+            if k in chosen or (np.diff([0, *trial, n]) < size).any():
+                continue
+            rss, coef, params = fit(trial)
+            if best is None or rss < best[0]:
+                best = (rss, k, params)
+        if best is None:
+            break
+        rss, k, params = best
+        dof = max(n - params, 1)
+        noise = max(rss / dof, floor)
+        penalty = max(3 * math.log(n), float(stats.f.ppf(1 - level / len(candidates), 1, dof)))
+        if (current - rss) / noise <= penalty:
+            break
+        if len(chosen) == max_points:
+            truncated = True
+            break
+        chosen = sorted([*chosen, k])
+        current = rss
+    rows = []
+    if chosen:
+        rss, coef, params = fit(chosen)
+        noise = math.sqrt(max(rss / max(n - params, 1), floor))
+        for k, jump in zip(chosen, coef[base.shape[1]:]):
+            rows.append({"kind": "change_point", "step": float(steps[k]), "strength": float(abs(jump) / noise),
+                         "uncertainty": _interval(steps, k)})
+    return {"points": rows, "truncated": truncated}
+
+
+def change_points(steps: object, values: object, **options: object) -> list[float]:
+    """Steps where ``values`` shifts beyond what a smooth curve explains (see fit_change_points)."""
+    return [row["step"] for row in fit_change_points(np.asarray(steps), np.asarray(values), **options)["points"]]
 
 
 def detect(steps: np.ndarray, series: dict[str, np.ndarray], run: str) -> pd.DataFrame:
@@ -123,9 +173,15 @@ def detect(steps: np.ndarray, series: dict[str, np.ndarray], run: str) -> pd.Dat
             found.append(generalization(s, v))
         if not name.endswith("_acc"):
             found.extend(peak_and_fall(s, v))
-        found.extend(change_points(s, v))
+        cps = fit_change_points(s, v)
+        if cps["truncated"]:
+            for row in cps["points"]:
+                row["flag"] = "more change points than the cap: only the strongest were kept"
+        found.extend(cps["points"])
         rows += [{"run": run, "series": name, **f} for f in found if f is not None]
-    return pd.DataFrame(rows, columns=COLUMNS)
+    table = pd.DataFrame(rows, columns=COLUMNS + ["still_rising"])
+    table["flag"] = table["flag"].astype(object).where(table["flag"].notna(), "")
+    return table[COLUMNS]
 
 
 def lead_lag(transitions: pd.DataFrame, first_step: float, last_step: float) -> pd.DataFrame:

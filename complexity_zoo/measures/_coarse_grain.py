@@ -19,6 +19,10 @@ import torch
 from torch import Tensor, nn
 
 CODERS = ("lzma-codes", "bz2-pickle")
+# Which factor of W = U S V^T (W reshaped to (shape[0], -1), torch layout) carries the singular
+# values: "left" stores Q(U S), Q(V^T); "right" stores Q(U), Q(S V^T) (the authors' layout for a
+# Linear layer, whose Flax kernel is W^T); "split" stores Q(U sqrt S), Q(sqrt S V^T).
+SIDES = ("left", "right", "split")
 
 
 @dataclass
@@ -26,7 +30,7 @@ class Stored:
     """One stored tensor of a coarse-grained model: integer codes, value = codes * Δ."""
 
     param: str
-    role: str  # "whole", "left" (Q(U_k S_k)) or "right" (Q(V_k^T))
+    role: str  # "whole", "left" (Q(U_k S_k^a)) or "right" (Q(S_k^(1-a) V_k^T)); a set by the side
     codes: Tensor  # int64, same device as the weights
 
 
@@ -58,7 +62,20 @@ class CoarseGrainer:
             out[name] = k if k * (m + n) < m * n else None
         return out
 
-    def stored(self, delta: float, ranks: dict[str, int | None]) -> list[Stored]:
+    def factors(self, name: str, k: int, side: str = "left") -> tuple[Tensor, Tensor]:
+        """The rank-k factors (left (m, k), right (k, n)) of a matrix, S placed by ``side``."""
+        u, s, vh = self._svd[name]
+        if side == "left":
+            return u[:, :k] * s[:k], vh[:k]
+        if side == "right":
+            return u[:, :k], s[:k, None] * vh[:k]
+        if side == "split":
+            r = s[:k].sqrt()
+            return u[:, :k] * r, r[:, None] * vh[:k]
+        raise ValueError(f"unknown side {side!r}; the sides are {SIDES}")
+
+    def stored(self, delta: float, ranks: dict[str, int | None],
+               sides: dict[str, str] | None = None) -> list[Stored]:
         """The integer codes that a coarse-grained model stores, in parameter order."""
         out = []
         for name, p in self.params.items():
@@ -66,9 +83,9 @@ class CoarseGrainer:
             if k is None:
                 out.append(Stored(name, "whole", torch.round(p.double() / delta).long()))
             else:
-                u, s, vh = self._svd[name]
-                out.append(Stored(name, "left", torch.round(u[:, :k] * s[:k] / delta).long()))
-                out.append(Stored(name, "right", torch.round(vh[:k] / delta).long()))
+                left, right = self.factors(name, k, (sides or {}).get(name, "left"))
+                out.append(Stored(name, "left", torch.round(left / delta).long()))
+                out.append(Stored(name, "right", torch.round(right / delta).long()))
         return out
 
     def weights(self, delta: float, stored: list[Stored]) -> dict[str, Tensor]:

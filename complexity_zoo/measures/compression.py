@@ -45,6 +45,7 @@ class NaiveCompression(Measure):
     """
 
     unit = "bits"
+    lossless = True
     compressor: str = "bz2"
 
     def __post_init__(self) -> None:

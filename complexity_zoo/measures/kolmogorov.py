@@ -26,6 +26,8 @@ from ._coarse_grain import CODERS, CoarseGrainer, coded_bits, entropy_bits, exac
 from .compression import naive_bits
 
 SEARCHES = ("frontier", "bayes")
+# Errors of the model that the bits describe, recorded with every result (for bounds).
+DESCRIBED = ("coarse_train_loss", "coarse_train_error", "coarse_test_loss", "coarse_test_error", "n_train")
 # τ values scanned by the frontier search; fine near 1, where most matrices start to lose rank.
 TAU_GRID = (1.0, 0.98, 0.95, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0)
 
@@ -35,44 +37,58 @@ class _Candidate:
     delta: float
     tau: float | None  # None: no matrix truncated (quantization only)
     ranks: dict[str, int | None] = field(repr=False)
+    sides: dict[str, str] | None = field(default=None, repr=False)  # None: S on the left factor
+
+    @property
+    def key(self) -> tuple:
+        return (self.delta, tuple(self.ranks.values()), tuple(sorted((self.sides or {}).items())))
 
 
 class _Problem:
-    """One checkpoint's search state: the weights, their SVDs, and a cache of evaluated losses."""
+    """One checkpoint's search state: the weights, their SVDs, and a cache of evaluations."""
 
     def __init__(self, model: nn.Module, data: Data, coder: str) -> None:
         self.grainer = CoarseGrainer(model)
         self.model = copy.deepcopy(model)  # coarse weights are loaded here, never into the caller's model
         self.data = data
         self.coder = coder
-        self.base_loss = self._loss(self.grainer.params)
-        self.losses: dict[tuple[float, tuple], float] = {}
-        self.sizes: dict[tuple[float, tuple], int] = {}
+        self.base_eval = self.evaluate(self.grainer.params)
+        self.base_loss = self.base_eval["loss"]
+        self.evals: dict[tuple, dict[str, float]] = {}  # candidate key -> evaluation on self.data
+        self.test_evals: dict[object, dict[str, float]] = {}
+        self.sizes: dict[tuple, int] = {}
 
-    def _loss(self, weights: dict[str, torch.Tensor], data: Data | None = None) -> float:
-        """Mean training loss with ``weights`` loaded into the private copy of the model."""
+    def evaluate(self, weights: dict[str, torch.Tensor], data: Data | None = None,
+                 split: str = "train") -> dict[str, float]:
+        """Mean loss (and accuracy) with ``weights`` loaded into the private copy of the model."""
         with torch.no_grad():
             params = dict(self.model.named_parameters())
             for name, w in weights.items():
                 params[name].copy_(w)
-        return (data or self.data).evaluate(self.model, "train")["loss"]
+        return (data or self.data).evaluate(self.model, split)
+
+    def weights(self, cand: _Candidate) -> dict[str, torch.Tensor]:
+        return self.grainer.weights(cand.delta, self.stored(cand))
+
+    def stored(self, cand: _Candidate) -> list:
+        return self.grainer.stored(cand.delta, cand.ranks, cand.sides)
+
+    def evaluation(self, cand: _Candidate) -> dict[str, float]:
+        if cand.key not in self.evals:
+            self.evals[cand.key] = self.evaluate(self.weights(cand))
+        return self.evals[cand.key]
 
     def loss(self, cand: _Candidate) -> float:
-        key = (cand.delta, tuple(cand.ranks.values()))
-        if key not in self.losses:
-            stored = self.grainer.stored(cand.delta, cand.ranks)
-            self.losses[key] = self._loss(self.grainer.weights(cand.delta, stored))
-        return self.losses[key]
+        return self.evaluation(cand)["loss"]
 
     def feasible(self, cand: _Candidate, epsilon: float) -> bool:
         value = self.loss(cand)
         return math.isfinite(value) and value <= self.base_loss + epsilon
 
     def bits(self, cand: _Candidate) -> int:
-        key = (cand.delta, tuple(cand.ranks.values()))
-        if key not in self.sizes:
-            self.sizes[key] = coded_bits(self.grainer.stored(cand.delta, cand.ranks), cand.delta, self.coder)
-        return self.sizes[key]
+        if cand.key not in self.sizes:
+            self.sizes[cand.key] = coded_bits(self.stored(cand), cand.delta, self.coder)
+        return self.sizes[cand.key]
 
 
 def _profiles(problem: _Problem) -> list[_Candidate]:
@@ -155,7 +171,7 @@ def _search_frontier(problem: _Problem, epsilon: float, deltas: list[float], mar
             hint = i
         if i is not None:
             cand = _Candidate(deltas[i], prof.tau, prof.ranks)
-            frontier.append((entropy_bits(problem.grainer.stored(cand.delta, cand.ranks)), i, cand))
+            frontier.append((entropy_bits(problem.stored(cand)), i, cand))
     if not frontier:
         return None
     cutoff = min(f[0] for f in frontier) * (1 + margin)
@@ -223,6 +239,7 @@ class Kolmogorov(Measure):
 
     unit = "bits"
     needs_data = True
+    version = 2  # 2: extras record the described model's train/test errors and the S side
     epsilon: float = 1.0
     search: str = "frontier"
     coder: str = "lzma-codes"
@@ -263,7 +280,7 @@ class Kolmogorov(Measure):
         return self._solve(_Problem(model, self._data(data), self.coder), self.epsilon, data)
 
     def _solve(self, problem: _Problem, epsilon: float, data: Data) -> MeasureResult:
-        before = len(problem.losses)
+        before = len(problem.evals)
         exact = exact_bits(problem.grainer.params, self.coder)
         if self.search == "frontier":
             deltas = log_grid(*self.delta_range, self.num_deltas)
@@ -276,22 +293,26 @@ class Kolmogorov(Measure):
         coarse_loss = problem.base_loss if use_exact else problem.loss(best)
         naive = float(sum(naive_bits(problem.grainer.params).values()))
         value = float(min(bits, exact))
-        n = data.n("train")
+        described = _described_errors(problem, None if use_exact else best, data)
+        truncated = [] if use_exact else [k for k, v in best.ranks.items() if v is not None]
         extras = {
             "delta": None if use_exact else best.delta,
             "tau": None if use_exact else best.tau,
             "ranks": {} if use_exact else {k: v for k, v in best.ranks.items()},
+            # Which factor carries the singular values of each truncated matrix (see SIDES).
+            "s_side": {k: (best.sides or {}).get(k, "left") for k in truncated},
             "stored_exactly": use_exact,
             "exact_bits": exact,
             "original_loss": problem.base_loss,
             "coarse_loss": coarse_loss,
             "distortion": coarse_loss - problem.base_loss,
-            "loss_evaluations": len(problem.losses) - before + (1 if before == 0 else 0),
+            "loss_evaluations": len(problem.evals) - before + (1 if before == 0 else 0),
             "naive_bits": naive,
             "naive_ratio": naive / value,
+            **described,
             # Two-part code (the paper's Fig. 4): model bits + bits of the training labels
-            # under the coarse model, n * mean CE / ln 2, on the whole training set.
-            "data_bits": n * _full_train_loss(problem, best, use_exact, data) / math.log(2),
+            # under the described model, n * mean CE / ln 2, on the whole training set.
+            "data_bits": described["n_train"] * described["coarse_train_loss"] / math.log(2),
             "coder": self.coder,
             "search": self.search,
         }
@@ -299,13 +320,38 @@ class Kolmogorov(Measure):
         return MeasureResult(value, extras=extras)
 
 
-def _full_train_loss(problem: _Problem, best: _Candidate | None, use_exact: bool, data: Data) -> float:
-    """Mean training loss of the stored model over the whole training set."""
-    if problem.data is data:  # the search already evaluated it on exactly this data
-        return problem.base_loss if use_exact else problem.loss(best)
-    weights = problem.grainer.params if use_exact else problem.grainer.weights(
-        best.delta, problem.grainer.stored(best.delta, best.ranks))
-    return problem._loss(weights, data)
+def _described_errors(problem: _Problem, best: _Candidate | None, data: Data) -> dict:
+    """Loss and 0-1 error, on the whole train and test splits, of the model the bits describe.
+
+    That is the coarse-grained model, or the original one when it is stored exactly (``best``
+    None); one forward pass per split gives both. The search's own evaluation is reused when
+    it was on this very training set.
+    """
+    key = best.key if best is not None else "exact"
+    train = None
+    if problem.data is data:
+        train = problem.base_eval if best is None else problem.evaluation(best)
+    weights = None
+    if train is None or data.test is not None:
+        weights = problem.grainer.params if best is None else problem.weights(best)
+    if train is None:
+        train = problem.evaluate(weights, data, "train")
+    test = None
+    if data.test is not None:
+        if key not in problem.test_evals:
+            problem.test_evals[key] = problem.evaluate(weights, data, "test")
+        test = problem.test_evals[key]
+
+    def error(ev: dict | None) -> float | None:
+        return 1.0 - ev["acc"] if ev is not None and "acc" in ev else None
+
+    return {
+        "coarse_train_loss": train["loss"],
+        "coarse_train_error": error(train),
+        "coarse_test_loss": test["loss"] if test is not None else None,
+        "coarse_test_error": error(test),
+        "n_train": data.n("train"),
+    }
 
 
 def rate_distortion(
@@ -328,7 +374,8 @@ def rate_distortion(
     for eps in sorted(set(float(e) for e in epsilons)):
         r = measure._solve(problem, eps, data)
         row = {"epsilon": eps, "bits": r.value, **{k: r.extras[k] for k in (
-            "delta", "tau", "distortion", "loss_evaluations", "stored_exactly", "two_part_bits")}}
+            "delta", "tau", "distortion", "loss_evaluations", "stored_exactly", "two_part_bits",
+            *DESCRIBED)}}
         if rows and rows[-1]["bits"] < row["bits"]:  # the smaller ε's solution is feasible here too
             row = {**rows[-1], "epsilon": eps, "loss_evaluations": row["loss_evaluations"]}
         rows.append(row)
