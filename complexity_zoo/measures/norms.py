@@ -125,13 +125,13 @@ class L2Norm(Measure):
     """L2 (Frobenius) norm of all parameters, biases included: sqrt(sum_i theta_i^2).
 
     The classic weight-decay quantity that grokking papers plot (e.g. Liu et al. 2022,
-    'Omnigrok'). Per-tensor norms in extras. Jiang et al.'s ``param_norm`` is its square over
+    'Omnigrok'). Each tensor's norm in extras["per_layer"]. Jiang et al.'s ``param_norm`` is its square over
     the layers only.
     """
 
     def compute(self, model: nn.Module, data=None) -> MeasureResult:
         total, per = l2_norm(dict(model.named_parameters()))
-        return MeasureResult(total, extras={"per_tensor": per})
+        return MeasureResult(total, extras={"per_layer": per})
 
 
 @register_measure("param_count")

@@ -40,7 +40,7 @@ def _mean_over_matrices(model: nn.Module, per_matrix) -> MeasureResult:
     spectra, skipped = _spectra(model)
     per = {name: float(per_matrix(s)) for name, s in spectra.items()}
     value = sum(per.values()) / len(per)
-    return MeasureResult(value, extras={"per_matrix": per, "skipped_zero_matrices": skipped})
+    return MeasureResult(value, extras={"per_layer": per, "skipped_zero_matrices": skipped})
 
 
 @register_measure("effective_rank")
