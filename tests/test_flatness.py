@@ -54,3 +54,13 @@ def test_bound_terms_follow_from_sigma():
     at_init = cz.get_measure("pacbayes_init", **kw)(model, data, init=init)
     assert at_init.extras["sigma"] == s  # the same seed draws the same noise
     assert at_init.value == pytest.approx((0.25 + 0.81) / (4 * s**2) + math.log(1 / s) + 10)
+
+
+def test_worst_case_sharpness_matches_the_closed_form():
+    """Worst case in the box |u_i| <= α: u = (-α, +α) flips the prediction iff α > a."""
+    a = 0.8
+    model, data = two_logit_case(a)
+    alpha = cz.get_measure("sharpness_flatness", search_depth=20, seed=0)(model, data).extras["alpha"]
+    assert alpha == pytest.approx(a, abs=1e-4)
+    mag = cz.get_measure("sharpness_mag_flatness", search_depth=20, seed=0)(model, data).extras["alpha"]
+    assert mag == pytest.approx((a - 1e-3) / a, abs=1e-4)  # α' a + ε = a

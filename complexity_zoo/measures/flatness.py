@@ -26,6 +26,7 @@ from ..data import Data
 from ..errors import DataError
 from ..measure import Measure, MeasureResult
 from ..registry import register_measure
+from .curvature import _Functional
 from .norms import layer_matrices
 
 
@@ -164,3 +165,82 @@ class PacBayesInit(_PacBayes):
         value = d2 / (4 * s**2) + math.log(data.n("train") / s) + 10
         stderr = abs(-d2 / (2 * s**3) - 1 / s) * se
         return MeasureResult(value, stderr=stderr, extras={"sigma": s, "sigma_stderr": se, "search": trace})
+
+
+def worst_case_deviation(model: nn.Module, data: Data, radius: dict[str, Tensor], steps: int,
+                         gen: torch.Generator, base: float) -> float:
+    """Training-accuracy drop at the perturbation u, |u_i| <= radius_i, that projected sign-gradient
+    ascent on the training loss finds in ``steps`` steps (step 2.5 radius / steps; Madry et al. 2018)."""
+    params = {k: p.detach() for k, p in model.named_parameters()}
+    u = {k: (torch.rand(p.shape, generator=gen).to(p) * 2 - 1) * radius[k] for k, p in params.items()}
+    device = next(model.parameters()).device
+    for _ in range(steps):
+        leaves = {k: t.clone().requires_grad_(True) for k, t in u.items()}
+        grads = {k: torch.zeros_like(t) for k, t in u.items()}
+        with torch.enable_grad():
+            for batch in data.batches("train", device=device):
+                noisy = {k: params[k] + leaves[k] for k in params}
+                loss = data.per_example_loss(_Functional(model, noisy), batch).sum()
+                for k, g in zip(leaves, torch.autograd.grad(loss, list(leaves.values()))):
+                    grads[k] += g
+        u = {k: torch.clamp(u[k] + 2.5 * radius[k] / steps * torch.sign(grads[k]), -radius[k], radius[k])
+             for k in u}
+    return abs(train_accuracy(model, data, {k: params[k] + u[k] for k in params}) - base)
+
+
+class _Sharpness(Measure):
+    needs_data = True
+    stochastic = True
+    search_depth: int = 15
+    ascent_steps: int = 10
+    target_deviation: float = 0.1
+    tolerance: float = 1e-2
+    seed: int | None = None
+    magnitude_aware = False
+    magnitude_eps = 1e-3
+
+    def __post_init__(self) -> None:
+        for name in ("search_depth", "ascent_steps"):
+            v = getattr(self, name)
+            if not (isinstance(v, int) and v >= 1):
+                raise self._setting_error(name, "a positive integer", v)
+
+    def compute(self, model: nn.Module, data: Data) -> MeasureResult:
+        base = train_accuracy(model, data)
+        gen = torch.Generator().manual_seed(0 if self.seed is None else self.seed)
+        lower, upper, trace = 0.0, 2.0, []
+        alpha = 1.0
+        for _ in range(self.search_depth):
+            alpha = (lower + upper) / 2
+            radius = {k: (alpha * p.detach().abs() + self.magnitude_eps) if self.magnitude_aware
+                      else torch.full_like(p.detach(), alpha) for k, p in model.named_parameters()}
+            dev = worst_case_deviation(model, data, radius, self.ascent_steps, gen, base)
+            trace.append({"alpha": alpha, "deviation": dev})
+            if abs(dev - self.target_deviation) < self.tolerance:
+                upper = lower = alpha
+                break
+            if dev > self.target_deviation:
+                upper = alpha
+            else:
+                lower = alpha
+        half = (upper - lower) / 2  # the bracket left: the search's resolution
+        return MeasureResult(1 / alpha**2, stderr=2 * half / alpha**3,
+                             extras={"alpha": alpha, "alpha_half_width": half, "search": trace})
+
+
+@register_measure("sharpness_flatness")
+class SharpnessFlatness(_Sharpness):
+    """1/α², α the largest box radius in which the worst perturbation found by projected gradient
+    ascent lowers training accuracy by at most 0.1 (Jiang et al. 2020, eq. 52; Keskar et al. 2017).
+
+    Bisection as for σ (15 steps on [0, 2], tolerance 0.01); 10 ascent steps per radius (our
+    choice). The stderr is the bisection's remaining half-width carried to 1/α² (the ascent is a
+    lower bound on the true worst case, so α is an upper bound).
+    """
+
+
+@register_measure("sharpness_mag_flatness")
+class SharpnessMagFlatness(_Sharpness):
+    """1/α'², box |u_i| <= α'|θ_i| + 10⁻³ (magnitude-aware; Jiang et al. 2020, eq. 60)."""
+
+    magnitude_aware = True
