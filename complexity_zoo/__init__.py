@@ -1,6 +1,5 @@
 """complexity_zoo: complexity measures over checkpoint series, and what they say about generalization."""
 
-from . import measures as _builtin_measures  # noqa: F401  (registers the built-in measures)
 from . import regularizers, tasks
 from ._trust import allow_factory, allowed_factories, disallow_factory
 from .compare import compare

@@ -112,12 +112,19 @@ class Cell:
 
 
 def run_cell(model: torch.nn.Module, cell: Cell, data: Data | None, device: str | None,
-             store: ResultCache | None, strict: bool) -> tuple[dict | BaseException, float]:
-    """Compute one cell and, when it succeeds, write it to the cache at once (atomically)."""
+             store: ResultCache | None, strict: bool,
+             init: dict | BaseException | None = None) -> tuple[dict | BaseException, float]:
+    """Compute one cell and, when it succeeds, write it to the cache at once (atomically).
+
+    ``init``: the run's initial weights, for a measure with ``needs_init`` (or the error that
+    loading them raised)."""
     m = cell.measure
     start = time.perf_counter()
     try:
-        result = m(model, data if m.needs_data else None)
+        if m.needs_init and isinstance(init, BaseException):
+            raise init
+        extra = {"init": init} if m.needs_init else {}
+        result = m(model, data if m.needs_data else None, **extra)
     except Exception as e:
         if strict:
             raise
@@ -149,9 +156,17 @@ def run_checkpoint(trajectory: Trajectory, step: int, cells: list[Cell], data: D
         for item in out if on_cell else ():
             on_cell(*item)
         return out
+    init: dict | BaseException | None = None
+    if any(cell.measure.needs_init for cell in cells):  # the run's initial weights, loaded once
+        try:
+            init = trajectory.init_state_dict()
+        except Exception as e:
+            if strict:
+                raise
+            init = e
     out = []
     for cell in cells:
-        item = (cell, *run_cell(model, cell, data, device, store, strict))
+        item = (cell, *run_cell(model, cell, data, device, store, strict, init))
         if on_cell is not None:
             on_cell(*item)
         out.append(item)
@@ -258,13 +273,15 @@ def _plan(runs, wanted, labeled, data_for, store, seed, cells) -> list[tuple[Tra
         d = data_for[traj.name]
         model_id = traj.model_id() if store else ""
         data_id = d.fingerprint() if (store and d is not None and any(m.needs_data for m in labeled.values())) else None
+        init_id = traj.init_fingerprint() if store and any(m.needs_init for m in labeled.values()) else ""
         for step in [s for s in traj.steps if wanted is None or s in wanted]:
             ckpt_id = traj.checkpoint(step).fingerprint() if store else ""
             pending = []
             for label, m in labeled.items():
                 if m.stochastic and getattr(m, "seed", None) is None:
                     m = dataclasses.replace(m, seed=derive_seed(seed, traj.name, step, m))
-                key = ResultCache.key(ckpt_id, model_id, m.key(), data_id if m.needs_data else None)
+                ckpt = ckpt_id + (f"|init={init_id}" if m.needs_init else "")
+                key = ResultCache.key(ckpt, model_id, m.key(), data_id if m.needs_data else None)
                 hit = store.get(m.name, key) if store else None
                 if hit is not None:
                     cells[(traj.name, step, label)] = hit

@@ -75,6 +75,12 @@ class Comparison:
         text = str(self.dataset[f"{measure}_extras"].sel(run=run, step=step).item())
         return json.loads(text) if text else {}
 
+    def layers(self, measure: str) -> pd.DataFrame:
+        """Per-layer values of ``measure`` as a tidy table (run, step, layer, value)."""
+        from .analysis.layers import layers_table
+
+        return layers_table(self.dataset, measure)
+
     # -- analyses ---------------------------------------------------------------------------
     def _series(self, run: str) -> dict[str, np.ndarray]:
         names = [m for m in self.metrics if m not in ("epoch",)] + self.measures

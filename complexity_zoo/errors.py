@@ -38,6 +38,10 @@ class MissingDataError(ComplexityZooError, ValueError):
     """A measure that needs data was called without it."""
 
 
+class MissingInitError(ComplexityZooError, ValueError):
+    """A measure that needs the initial weights was called without them (``init=``)."""
+
+
 class DataError(ComplexityZooError, ValueError):
     """Examples or a loss that cannot be used as given."""
 
@@ -52,6 +56,10 @@ class NonFiniteError(ComplexityZooError, ValueError):
 
 class MeasureError(ComplexityZooError, RuntimeError):
     """A measure failed for a reason of its own; the message names it."""
+
+
+class UndefinedMeasureError(MeasureError):
+    """A measure that is not defined for this model (e.g. the path norm of a tanh network)."""
 
 
 class TrajectoryError(ComplexityZooError, ValueError):

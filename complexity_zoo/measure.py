@@ -7,6 +7,7 @@ import hashlib
 import importlib.util
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -22,6 +23,7 @@ from .errors import (
     MeasureError,
     MissingDataError,
     MissingDependencyError,
+    MissingInitError,
     ModelError,
     NonFiniteError,
 )
@@ -52,9 +54,10 @@ class Measure:
     Every setting is checked when the measure is made: its annotated type (bools are not
     numbers, floats are finite), ``limits`` (setting -> Limit) and ``rules`` (across settings).
     Declared facts are class attributes: ``name`` (set by ``register_measure``), ``unit``,
-    ``needs_data``, ``stochastic`` (every measure that draws random numbers; it needs a ``seed``
-    setting, which compare() fills per cell when it is None), ``lossless`` (bits that describe
-    the given model exactly), ``requires``
+    ``needs_data``, ``needs_init`` (then ``compute(model, data, init)`` also receives the run's
+    initial parameters as a state dict), ``stochastic`` (every measure that draws random numbers;
+    it needs a ``seed`` setting, which compare() fills per cell when it is None), ``lossless``
+    (bits that describe the given model exactly), ``requires``
     (importable modules) with ``extra`` (the pip extra that installs them), ``presets``
     (tag -> settings) and ``version`` (bump it when results change, to invalidate caches).
     """
@@ -62,6 +65,7 @@ class Measure:
     name: ClassVar[str] = ""
     unit: ClassVar[str] = ""
     needs_data: ClassVar[bool] = False
+    needs_init: ClassVar[bool] = False
     stochastic: ClassVar[bool] = False
     # A measure in bits whose code describes the given model exactly (no coarse-graining), so
     # bounds may pair its bits with the model's own training error.
@@ -117,11 +121,17 @@ class Measure:
         return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
     # -- evaluation -------------------------------------------------------------------------
-    def compute(self, model: nn.Module, data: Data | None) -> float | MeasureResult:
+    def compute(self, model: nn.Module, data: Data | None, *args: Any) -> float | MeasureResult:
         raise NotImplementedError(f"{type(self).__qualname__} must implement compute().")
 
-    def __call__(self, model: nn.Module, data: Data | None = None) -> MeasureResult:
-        """Validate the inputs, compute, and return a checked :class:`MeasureResult`."""
+    def __call__(
+        self, model: nn.Module, data: Data | None = None, *, init: nn.Module | Mapping[str, torch.Tensor] | None = None
+    ) -> MeasureResult:
+        """Validate the inputs, compute, and return a checked :class:`MeasureResult`.
+
+        ``init`` (the run's initial weights, a module or a state dict) is required by, and only
+        passed to, measures with ``needs_init``.
+        """
         label = f"measure {self.name or type(self).__qualname__!r}"
         if not self.available():
             missing = [m for m in self.requires if importlib.util.find_spec(m) is None]
@@ -137,8 +147,15 @@ class Measure:
         if data is not None and not isinstance(data, Data):
             raise DataError(f"The {label} takes data as a complexity_zoo.Data; got {type(data).__name__}.")
         check_finite_weights(model)
+        if self.needs_init:
+            if init is None:
+                raise MissingInitError(
+                    f"The {label} needs the run's initial weights; pass init=... (a state dict or "
+                    f"module), or give the Trajectory an init= (compare uses its first checkpoint)."
+                )
+            init_params = init_parameters(init, model, label)
         try:
-            out = self.compute(model, data)
+            out = self.compute(model, data, init_params) if self.needs_init else self.compute(model, data)
         except ComplexityZooError:
             raise
         except Exception as e:
@@ -154,6 +171,33 @@ class Measure:
         return InvalidSettingError(
             f"The {setting!r} setting of measure {self.name!r} must be {expected}. Got {got!r} instead."
         )
+
+
+def init_parameters(
+    init: nn.Module | Mapping[str, torch.Tensor], model: nn.Module, label: str = "measure"
+) -> dict[str, torch.Tensor]:
+    """The initial value of each of ``model``'s parameters (detached, on its device and dtype).
+
+    Raises :class:`ModelError` when ``init`` lacks a parameter or has another shape, and
+    :class:`NonFiniteError` when it holds NaN or inf.
+    """
+    if isinstance(init, nn.Module):
+        init = dict(init.state_dict())
+    if not isinstance(init, Mapping):
+        raise ModelError(f"The {label}'s init must be a state dict or an nn.Module; got {type(init).__name__}.")
+    out = {}
+    for name, p in model.named_parameters():
+        t = init.get(name)
+        if not isinstance(t, torch.Tensor) or tuple(t.shape) != tuple(p.shape):
+            got = "missing" if t is None else f"shape {tuple(getattr(t, 'shape', ()))}"
+            raise ModelError(
+                f"The {label}'s init does not fit the model: parameter {name!r} of shape "
+                f"{tuple(p.shape)} is {got} there. Pass the initial weights of this architecture."
+            )
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise NonFiniteError(f"The {label}'s init has non-finite entries in {name!r}.")
+        out[name] = t.detach().to(device=p.device, dtype=p.dtype)
+    return out
 
 
 def check_finite_weights(model: nn.Module) -> None:

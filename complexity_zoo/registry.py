@@ -1,5 +1,9 @@
 """The measure registry: a decorator, lookup by ``name`` or ``name.preset``, and plugins.
 
+The built-in families are the public modules of ``complexity_zoo.measures``: they are found
+with ``pkgutil`` and imported on the first lookup (not on ``import complexity_zoo``), so a new
+family module needs no edit anywhere else.
+
 Third-party packages register measures through the entry-point group
 ``complexity_zoo.measures``; an entry point names a ``Measure`` subclass (registered under the
 entry point's name) or a module that registers its measures on import. Plugins load lazily,
@@ -11,6 +15,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
+import importlib
+import pkgutil
 import warnings
 from importlib import metadata
 from typing import Any, TypeVar
@@ -25,6 +31,24 @@ M = TypeVar("M", bound=type[Measure])
 
 _REGISTRY: dict[str, type[Measure]] = {}
 _loaded_plugins: set[str] = set()
+_builtins_loaded = False
+
+
+def builtin_modules() -> list[str]:
+    """The public family modules of ``complexity_zoo.measures`` (names not starting with ``_``)."""
+    from . import measures
+
+    return sorted(m.name for m in pkgutil.iter_modules(measures.__path__) if not m.name.startswith("_"))
+
+
+def _load_builtins() -> None:
+    """Import every built-in family module once; each registers its measures on import."""
+    global _builtins_loaded
+    if _builtins_loaded:
+        return
+    _builtins_loaded = True
+    for name in builtin_modules():
+        importlib.import_module(f"{__package__}.measures.{name}")
 
 
 def register_measure(name: str):
@@ -85,6 +109,7 @@ def measure_class(name: str) -> tuple[type[Measure], str | None]:
     if not isinstance(name, str):
         raise UnknownMeasureError(f"A measure is named by a string; got {name!r}.")
     base, _, tag = name.partition(".")
+    _load_builtins()
     if base not in _REGISTRY:
         _load_plugins(only=base)
     if base not in _REGISTRY:
@@ -117,7 +142,8 @@ def get_measure(name: str, **settings: Any) -> Measure:
 
 
 def list_measures(pattern: str = "*") -> pd.DataFrame:
-    """The registry as a table: name, family, unit, needs_data, stochastic, available, summary."""
+    """The registry as a table: name, family, unit, needs_data, needs_init, stochastic, available, summary."""
+    _load_builtins()
     _load_plugins()
     rows = [
         {
@@ -125,6 +151,7 @@ def list_measures(pattern: str = "*") -> pd.DataFrame:
             "family": cls.family(),
             "unit": cls.unit,
             "needs_data": cls.needs_data,
+            "needs_init": cls.needs_init,
             "stochastic": cls.stochastic,
             "available": cls.available(),
             "presets": ", ".join(sorted(cls.presets)),
@@ -133,5 +160,5 @@ def list_measures(pattern: str = "*") -> pd.DataFrame:
         for name, cls in sorted(_REGISTRY.items())
         if fnmatch.fnmatch(name, pattern)
     ]
-    columns = ["name", "family", "unit", "needs_data", "stochastic", "available", "presets", "summary"]
+    columns = ["name", "family", "unit", "needs_data", "needs_init", "stochastic", "available", "presets", "summary"]
     return pd.DataFrame(rows, columns=columns)

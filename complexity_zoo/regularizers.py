@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import InvalidSettingError, ModelError
-from .measures.spectral import singular_value_entropy, weight_matrices
+from .measures._weights import singular_value_entropy, weight_matrices
 
 #: Added inside the logarithm, as in the authors' ``spectral_entropy_penalty(epsilon=1e-10)``.
 SPECTRAL_ENTROPY_EPS = 1e-10

@@ -18,23 +18,34 @@ import torch
 from torch import nn
 
 from .data import Data
-from .errors import MissingDataError, NonFiniteError, UnknownSettingError
+from .errors import MissingDataError, MissingInitError, NonFiniteError, UndefinedMeasureError, UnknownSettingError
 from .measure import UNITS, Measure, MeasureResult
 from .registry import get_measure, measure_class
 
-
-def mlp(in_features: int = 4, hidden: int = 16, out_features: int = 3) -> nn.Module:
-    """A one-hidden-layer tanh MLP: the importable model factory that tests and examples record."""
-    return nn.Sequential(nn.Linear(in_features, hidden), nn.Tanh(), nn.Linear(hidden, out_features))
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
 
 
-def tiny_classifier(seed: int = 0) -> tuple[nn.Module, Data]:
-    """A small MLP trained for a few steps on a seeded 3-class problem, and its data."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(192, 4, generator=g)
-    y = (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long()
+def mlp(in_features: int = 4, hidden: int = 16, out_features: int = 3, activation: str = "tanh") -> nn.Module:
+    """A one-hidden-layer MLP (tanh or ReLU): the importable model factory that tests and examples record."""
+    return nn.Sequential(nn.Linear(in_features, hidden), ACTIVATIONS[activation](), nn.Linear(hidden, out_features))
+
+
+def tiny_init(seed: int = 0, activation: str = "tanh", in_features: int = 4, hidden: int = 16) -> nn.Module:
+    """The initial weights of :func:`tiny_classifier` (same arguments)."""
     torch.manual_seed(seed)
-    model = mlp()
+    return mlp(in_features, hidden, activation=activation)
+
+
+def tiny_classifier(seed: int = 0, activation: str = "tanh", in_features: int = 4,
+                    hidden: int = 16) -> tuple[nn.Module, Data]:
+    """A small MLP trained for a few steps on a seeded 3-class problem, and its data.
+
+    It starts from :func:`tiny_init` with the same arguments.
+    """
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(192, in_features, generator=g)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long()
+    model = tiny_init(seed, activation, in_features, hidden)
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     for _ in range(50):
         opt.zero_grad()
@@ -98,12 +109,17 @@ def check_measure(
     measure: str | Measure,
     model: nn.Module | None = None,
     data: Data | None = None,
+    init: nn.Module | None = None,
 ) -> MeasureResult:
     """Run the conformance checks on a measure (a registered name or an instance).
 
     Checks the declared facts, settings round trip and errors, that the result is a finite
-    :class:`MeasureResult` (its stderr finite or None), that the model is left untouched,
-    that equal seeds give equal numbers, and that non-finite weights are refused. Raises
+    :class:`MeasureResult` (its stderr finite or None), that the model (and the initial
+    weights of a ``needs_init`` measure) are left untouched, that ``init`` as a module and as a
+    state dict agree, that equal seeds give equal numbers, and that non-finite weights are
+    refused. Without a ``model`` it uses :func:`tiny_classifier` (tanh), or a wider ReLU one
+    (32 inputs, 64 hidden units) for a measure that raises :class:`UndefinedMeasureError` on it
+    (e.g. the path norm, or spectral fits that need more eigenvalues than a 16 x 4 layer has). Raises
     ``AssertionError`` naming the first failed check; returns the measured result.
     """
     instance = get_measure(measure) if isinstance(measure, str) else measure
@@ -116,7 +132,7 @@ def check_measure(
         raise _fail(name, f"the registry holds {registered!r} under its name, not {cls!r}.")
     if cls.unit not in UNITS:
         raise _fail(name, f"unit {cls.unit!r} is not one of {UNITS}.")
-    for attr in ("needs_data", "stochastic"):
+    for attr in ("needs_data", "needs_init", "stochastic"):
         if not isinstance(getattr(cls, attr), bool):
             raise _fail(name, f"{attr} must be a bool class attribute.")
     if not dataclasses.is_dataclass(cls) or not cls.summary():
@@ -133,31 +149,59 @@ def check_measure(
         raise _fail(name, "an unknown setting was accepted silently.")
 
     if model is None:
-        model, default_data = tiny_classifier()
-        data = data if data is not None else default_data
+        try:
+            return _check_call(instance, *_default_case("tanh", data))
+        except UndefinedMeasureError:
+            return _check_call(instance, *_default_case("relu", data, in_features=32, hidden=64))
+    if cls.needs_init and init is None:
+        raise ValueError(f"check_measure: measure {name!r} needs init; pass the model's initial weights.")
+    return _check_call(instance, model, data, init)
+
+
+def _default_case(activation: str, data: Data | None, **sizes: int) -> tuple[nn.Module, Data, nn.Module]:
+    model, default_data = tiny_classifier(activation=activation, **sizes)
+    return model, (data if data is not None else default_data), tiny_init(activation=activation, **sizes)
+
+
+def _check_call(instance: Measure, model: nn.Module, data: Data | None, init: nn.Module | None) -> MeasureResult:
+    cls, name = type(instance), instance.name
     if cls.needs_data:
         try:
-            instance(model, None)
+            instance(model, None, init=init)
         except MissingDataError:
             pass
         else:
             raise _fail(name, "it needs data but ran without it.")
+    if cls.needs_init:
+        try:
+            instance(model, data)
+        except MissingInitError:
+            pass
+        else:
+            raise _fail(name, "it needs init but ran without it.")
 
     before = _snapshot(model)
-    result = instance(model, data)
+    init_before = _snapshot(init) if init is not None else None
+    result = instance(model, data, init=init)
     if not _same_snapshot(before, _snapshot(model)):
         raise _fail(name, "it changed the model (weights, grads, requires_grad or train/eval mode).")
+    if init is not None and not _same_snapshot(init_before, _snapshot(init)):
+        raise _fail(name, "it changed the initial weights it was given.")
     if not isinstance(result, MeasureResult) or not math.isfinite(result.value):
         raise _fail(name, f"it returned {result!r}, not a finite MeasureResult.")
     if result.stderr is not None and not math.isfinite(result.stderr):
         raise _fail(name, "its stderr is not finite (leave it None where there is none).")
-    again = instance(model, data)
+    again = instance(model, data, init=init)
     if again.value != result.value:
         raise _fail(name, f"equal inputs and seed gave {result.value} then {again.value}.")
+    if cls.needs_init:
+        as_dict = instance(model, data, init={k: v.clone() for k, v in init.state_dict().items()})
+        if as_dict.value != result.value:
+            raise _fail(name, f"init as a module gave {result.value}, as a state dict {as_dict.value}.")
 
     poisoned = _poisoned_copy(model)
     try:
-        instance(poisoned, data)
+        instance(poisoned, data, init=init)
     except NonFiniteError:
         pass
     else:

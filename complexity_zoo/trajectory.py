@@ -95,6 +95,7 @@ class Trajectory:
         name: str = "run",
         model_spec: dict | None = None,
         task: dict | None = None,
+        init: Mapping[str, Tensor] | nn.Module | None = None,
     ) -> None:
         if not callable(model):
             raise ModelError(f"model must be a callable that builds the nn.Module; got {model!r}.")
@@ -113,6 +114,7 @@ class Trajectory:
         self.model_spec = model_spec
         self.task = task
         self.name = name
+        self.init = init  # the initial weights, for measures with needs_init; None: first checkpoint
         self._all_metrics = read_metrics(metrics)
         rows = self._all_metrics.set_index("step")
         for step, ckpt in self._checkpoints.items():
@@ -160,6 +162,18 @@ class Trajectory:
         load_into(model, ckpt.state_dict(), where=ckpt.source or f"step {step} of {self.name!r}")
         model.eval()
         return model.to(device) if device is not None else model
+
+    def init_state_dict(self) -> dict[str, Tensor]:
+        """The run's initial weights: ``init`` if it was given, else the first checkpoint's."""
+        if self.init is None:
+            return self.checkpoint(self.steps[0]).state_dict()
+        return dict(self.init.state_dict() if isinstance(self.init, nn.Module) else self.init)
+
+    def init_fingerprint(self) -> str:
+        """Identity of the initial weights, for cache keys of measures with needs_init."""
+        if self.init is None:
+            return self.checkpoint(self.steps[0]).fingerprint()
+        return Checkpoint(0, self.init_state_dict).fingerprint()
 
     # -- constructors -----------------------------------------------------------------------
     @classmethod

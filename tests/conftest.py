@@ -47,6 +47,8 @@ def trajectory():
 @pytest.fixture
 def scratch_registry():
     """Register throwaway measures in a test; they are removed afterwards."""
+    registry._load_builtins()  # so that restoring the snapshot keeps the built-ins and plugins
+    registry._load_plugins()
     before = dict(registry._REGISTRY)
     yield
     registry._REGISTRY.clear()

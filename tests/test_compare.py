@@ -34,7 +34,7 @@ def test_values_equal_direct_calls_and_metrics_come_along(trajectory):
     tidy = result.to_dataframe()
     assert len(tidy) == 5 * len(WEIGHT_MEASURES)
     assert list(tidy.columns) == ["run", "step", "measure", "value", "stderr", "unit"]
-    assert result.extras("l2", step=40)["per_tensor"].keys() == {"0.weight", "0.bias", "2.weight", "2.bias"}
+    assert result.extras("l2", step=40)["per_layer"].keys() == {"0.weight", "0.bias", "2.weight", "2.bias"}
 
 
 def test_save_and_load_lose_nothing(tmp_path, trajectory):

@@ -49,8 +49,8 @@ def test_every_registered_measure_conforms(name):
 def test_effective_rank_of_equal_singular_values_is_the_rank():
     model = TwoMatrices(matrix_with_singular_values([2.0] * 3, 8, 6), matrix_with_singular_values([1.0] * 5, 5, 7))
     result = cz.get_measure("effective_rank")(model)
-    assert result.extras["per_matrix"]["a"] == pytest.approx(3.0, rel=1e-5)
-    assert result.extras["per_matrix"]["b"] == pytest.approx(5.0, rel=1e-5)
+    assert result.extras["per_layer"]["a"] == pytest.approx(3.0, rel=1e-5)
+    assert result.extras["per_layer"]["b"] == pytest.approx(5.0, rel=1e-5)
     assert result.value == pytest.approx(4.0, rel=1e-5)
 
 
@@ -96,7 +96,7 @@ def test_l2_matches_torch_vector_norm(model_and_data):
     flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
     result = cz.get_measure("l2")(model)
     assert result.value == pytest.approx(float(torch.linalg.vector_norm(flat)), rel=1e-6)
-    assert set(result.extras["per_tensor"]) == {n for n, _ in model.named_parameters()}
+    assert set(result.extras["per_layer"]) == {n for n, _ in model.named_parameters()}
 
 
 def test_param_count(model_and_data):

@@ -1,5 +1,6 @@
-"""The built-in measures; importing this package registers them, one module per family."""
+"""The built-in measures, one module per family.
 
-from . import compression, kolmogorov, llc, lmn, norms, spectral
-
-__all__ = ["compression", "kolmogorov", "llc", "lmn", "norms", "spectral"]
+Importing this package registers nothing: the registry finds the public modules here with
+``pkgutil`` and imports them on its first lookup (see ``complexity_zoo.registry``), so adding a
+family is adding a module. Private helpers start with ``_``.
+"""

@@ -1,10 +1,23 @@
-"""Norm and size measures of the weights (no data needed)."""
+"""Norm, distance and path-norm measures of the weights (Jiang et al. 2020, §A; Dziugaite et al. 2020).
+
+Conventions follow the reference code of both papers (github nitarshan/robust-generalization-
+measures, ``data/generation/measures.py``, itself adapted from Neyshabur et al.'s
+``generalization-bounds``): the *layers* are the parameters with two or more dimensions (biases
+and other vectors are left out), each read as a matrix (shape[0], -1); norms enter **squared**
+(‖W‖_F², ‖W‖_2² with the exact largest singular value); d is the number of layers. Values are
+the quantities *before* the papers' final size adjustment (√(value/m), or ½(value − log m) for
+``log_*`` measures), which depends on the training-set size m only. Per-layer terms are in
+``extras["per_layer"]``. The margin-normalized variants are in :mod:`.margins`.
+"""
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor, nn
 
+from ..errors import MeasureError, UndefinedMeasureError
 from ..measure import Measure, MeasureResult
 from ..registry import register_measure
 
@@ -15,17 +28,110 @@ def l2_norm(tensors: dict[str, Tensor]) -> tuple[float, dict[str, float]]:
     return float(sum(v * v for v in per.values()) ** 0.5), per
 
 
+def layer_matrices(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The tensors with ``ndim >= 2``, detached, float64, each viewed as (shape[0], -1)."""
+    return {n: t.detach().double().reshape(t.shape[0], -1) for n, t in tensors.items() if t.ndim >= 2}
+
+
+def frobenius_sq(w: Tensor) -> float:
+    """‖W‖_F²."""
+    return float((w * w).sum())
+
+
+def spectral_sq(w: Tensor) -> float:
+    """‖W‖_2², the squared largest singular value (exact, by SVD)."""
+    return float(torch.linalg.svdvals(w)[0]) ** 2
+
+
+def _layers(model: nn.Module) -> dict[str, Tensor]:
+    mats = layer_matrices(dict(model.named_parameters()))
+    if not mats:
+        raise MeasureError("The model has no parameter with two or more dimensions (no layer to measure).")
+    return mats
+
+
+def _log(x: float, what: str) -> float:
+    if x <= 0.0:
+        raise MeasureError(f"The log-norm measures need non-zero layers; {what} is {x}.")
+    return math.log(x)
+
+
+def log_norm_terms(model: nn.Module, norm: str) -> dict[str, float]:
+    """Per layer log ‖W‖² (``norm`` "spectral" or "frobenius")."""
+    fn = spectral_sq if norm == "spectral" else frobenius_sq
+    return {n: _log(fn(w), f"the squared {norm} norm of {n!r}") for n, w in _layers(model).items()}
+
+
+def log_sum_from_log_prod(log_prod: float, d: int) -> float:
+    """Jiang et al.'s 'sum' form: log d + (1/d) Σ log ‖W_i‖² (= log of d times the geometric mean)."""
+    return math.log(d) + log_prod / d
+
+
+def path_norm_sq(model: nn.Module) -> float:
+    """Σ over input-output paths of the product of squared weights: f_{w²}(1) summed over outputs.
+
+    Biases enter squared too (as in the reference code). Defined for networks whose
+    nonlinearities are ReLU (positively homogeneous, so with non-negative weights and inputs
+    every unit is active and the network is linear): an ``nn.Sequential`` of Linear, ReLU,
+    Identity, Flatten and Dropout, or the modular task's MLP (one-hot tokens read as the input).
+    Anything else raises :class:`UndefinedMeasureError`.
+    """
+    from ..tasks._modular_models import ModularMLP  # lazy: measures do not need the tasks
+
+    if isinstance(model, ModularMLP):
+        e2 = model.embed.weight.detach().double() ** 2  # one-hot input: each token a unit
+        x = torch.cat([e2.sum(0), e2.sum(0)])  # a and b share the embedding
+        return float(_squared_forward([model.hidden, nn.ReLU(), model.out], x).sum())
+    allowed = (nn.Linear, nn.ReLU, nn.Identity, nn.Flatten, nn.Dropout)
+    leaves = [m for m in model.modules() if not list(m.children())]
+    containers = [m for m in model.modules() if list(m.children())]
+    bad = sorted({type(m).__name__ for m in leaves if not isinstance(m, allowed)} |
+                 {type(m).__name__ for m in containers if not isinstance(m, nn.Sequential)})
+    linears = [m for m in leaves if isinstance(m, nn.Linear)]
+    if bad or not linears:
+        raise UndefinedMeasureError(
+            f"The path norm is defined here for ReLU/linear feed-forward networks (nn.Sequential of "
+            f"Linear, ReLU, Identity, Flatten, Dropout); this model has {bad or 'no Linear layer'}. "
+            f"Other nonlinearities (tanh, GELU, attention, normalization) have no path decomposition."
+        )
+    x = torch.ones(linears[0].in_features, dtype=torch.float64, device=linears[0].weight.device)
+    return float(_squared_forward(leaves, x).sum())
+
+
+def _squared_forward(layers: list[nn.Module], x: Tensor) -> Tensor:
+    for m in layers:
+        if isinstance(m, nn.Linear):
+            x = (m.weight.detach().double() ** 2) @ x
+            if m.bias is not None:
+                x = x + m.bias.detach().double() ** 2
+    return x  # ReLU, Identity, Flatten and Dropout (eval) act as the identity on x >= 0
+
+
+class _LayerSum(Measure):
+    """Σ over layers of a per-layer term."""
+
+    def term(self, w: Tensor, w0: Tensor | None) -> float:
+        raise NotImplementedError
+
+    def compute(self, model: nn.Module, data=None, init: dict[str, Tensor] | None = None) -> MeasureResult:
+        mats = _layers(model)
+        mats0 = layer_matrices(init) if init is not None else {}
+        per = {n: self.term(w, mats0.get(n)) for n, w in mats.items()}
+        return MeasureResult(sum(per.values()), extras={"per_layer": per})
+
+
 @register_measure("l2")
 class L2Norm(Measure):
-    """L2 (Frobenius) norm of all parameters: sqrt(sum_i theta_i^2).
+    """L2 (Frobenius) norm of all parameters, biases included: sqrt(sum_i theta_i^2).
 
     The classic weight-decay quantity that grokking papers plot (e.g. Liu et al. 2022,
-    'Omnigrok'; Jiang et al. 2020 list it among the norm measures). Per-tensor norms in extras.
+    'Omnigrok'). Each tensor's norm in extras["per_layer"]. Jiang et al.'s ``param_norm`` is its square over
+    the layers only.
     """
 
     def compute(self, model: nn.Module, data=None) -> MeasureResult:
         total, per = l2_norm(dict(model.named_parameters()))
-        return MeasureResult(total, extras={"per_tensor": per})
+        return MeasureResult(total, extras={"per_layer": per})
 
 
 @register_measure("param_count")
@@ -34,3 +140,106 @@ class ParamCount(Measure):
 
     def compute(self, model: nn.Module, data=None) -> float:
         return float(sum(p.numel() for p in model.parameters()))
+
+
+@register_measure("param_norm")
+class ParamNorm(_LayerSum):
+    """Σ_i ‖W_i‖_F² over layers (Jiang et al. 2020, eq. 42 'parameter norm')."""
+
+    def term(self, w: Tensor, w0: Tensor | None) -> float:
+        return frobenius_sq(w)
+
+
+@register_measure("frobenius_distance")
+class FrobeniusDistance(_LayerSum):
+    """Σ_i ‖W_i − W_i⁰‖_F², distance from initialization (Jiang et al. 2020, eq. 40;
+    Nagarajan & Kolter 2019)."""
+
+    needs_init = True
+
+    def term(self, w: Tensor, w0: Tensor | None) -> float:
+        return frobenius_sq(w - w0)
+
+
+@register_measure("spectral_distance")
+class SpectralDistance(_LayerSum):
+    """Σ_i ‖W_i − W_i⁰‖_2², spectral distance from initialization (Jiang et al. 2020, eq. 41)."""
+
+    needs_init = True
+
+    def term(self, w: Tensor, w0: Tensor | None) -> float:
+        return spectral_sq(w - w0)
+
+
+@register_measure("fro_over_spectral")
+class FroOverSpectral(_LayerSum):
+    """Σ_i ‖W_i‖_F² / ‖W_i‖_2², the sum of stable ranks (Jiang et al. 2020, eq. 33)."""
+
+    def term(self, w: Tensor, w0: Tensor | None) -> float:
+        return frobenius_sq(w) / spectral_sq(w) if spectral_sq(w) > 0 else 0.0
+
+
+@register_measure("log_prod_fro_over_spectral")
+class LogProdFroOverSpectral(Measure):
+    """Σ_i log(‖W_i‖_F² / ‖W_i‖_2²), the log product of stable ranks (Bartlett et al. 2017's
+    product form; Jiang et al. use the sum, ``fro_over_spectral``)."""
+
+    def compute(self, model: nn.Module, data=None) -> MeasureResult:
+        fro, spec = log_norm_terms(model, "frobenius"), log_norm_terms(model, "spectral")
+        per = {n: fro[n] - spec[n] for n in fro}
+        return MeasureResult(sum(per.values()), extras={"per_layer": per})
+
+
+class _LogNorm(Measure):
+    norm = "spectral"
+    form = "prod"
+
+    def compute(self, model: nn.Module, data=None) -> MeasureResult:
+        per = log_norm_terms(model, self.norm)
+        value = sum(per.values())
+        if self.form == "sum":
+            value = log_sum_from_log_prod(value, len(per))
+        return MeasureResult(value, extras={"per_layer": per})
+
+
+@register_measure("log_prod_spectral")
+class LogProdSpectral(_LogNorm):
+    """Σ_i log ‖W_i‖_2², log product of squared spectral norms (Jiang et al. 2020, eq. 32)."""
+
+
+@register_measure("log_sum_spectral")
+class LogSumSpectral(_LogNorm):
+    """log d + (1/d) Σ_i log ‖W_i‖_2², the 'sum of spectral norms' form (Jiang et al. 2020, eq. 35).
+
+    The reference code's form: d times the geometric mean of the squared norms, in logs.
+    """
+
+    form = "sum"
+
+
+@register_measure("log_prod_frobenius")
+class LogProdFrobenius(_LogNorm):
+    """Σ_i log ‖W_i‖_F², log product of squared Frobenius norms (Jiang et al. 2020, eq. 37)."""
+
+    norm = "frobenius"
+
+
+@register_measure("log_sum_frobenius")
+class LogSumFrobenius(_LogNorm):
+    """log d + (1/d) Σ_i log ‖W_i‖_F², the 'sum of Frobenius norms' form (Jiang et al. 2020, eq. 39)."""
+
+    norm = "frobenius"
+    form = "sum"
+
+
+@register_measure("path_norm")
+class PathNorm(Measure):
+    """Squared ℓ2 path norm Σ_paths Π w² = Σ_k f_{w²}(1)_k (Neyshabur et al. 2015; Jiang et al.
+    2020, eq. 44, as their code computes it: every parameter squared, biases included).
+
+    Defined for ReLU/linear networks (see :func:`path_norm_sq`); others raise
+    :class:`~complexity_zoo.errors.UndefinedMeasureError`.
+    """
+
+    def compute(self, model: nn.Module, data=None) -> float:
+        return path_norm_sq(model)

@@ -13,23 +13,9 @@ from torch import Tensor, nn
 from ..errors import MeasureError
 from ..measure import Measure, MeasureResult
 from ..registry import register_measure
+from ._weights import singular_value_entropy, weight_matrices
 
-
-def weight_matrices(model: nn.Module) -> dict[str, Tensor]:
-    """The model's parameters with ``ndim >= 2``, each viewed as (shape[0], -1)."""
-    return {n: p.reshape(p.shape[0], -1) for n, p in model.named_parameters() if p.ndim >= 2}
-
-
-def singular_value_entropy(s: Tensor, eps: float = 0.0) -> Tensor:
-    """Shannon entropy (nats) of p_i = s_i / sum_j s_j; differentiable.
-
-    ``eps`` is added inside the log as in DeMoss et al.'s regularizer (1e-10); with ``eps=0``
-    zero singular values contribute 0 (the limit of p ln p).
-    """
-    p = s / s.sum(dim=-1, keepdim=True)
-    if eps == 0.0:
-        return -torch.xlogy(p, p).sum(dim=-1)
-    return -(p * torch.log(p + eps)).sum(dim=-1)
+__all__ = ["singular_value_entropy", "weight_matrices"]
 
 
 def _spectra(model: nn.Module) -> tuple[dict[str, Tensor], list[str]]:
@@ -54,7 +40,7 @@ def _mean_over_matrices(model: nn.Module, per_matrix) -> MeasureResult:
     spectra, skipped = _spectra(model)
     per = {name: float(per_matrix(s)) for name, s in spectra.items()}
     value = sum(per.values()) / len(per)
-    return MeasureResult(value, extras={"per_matrix": per, "skipped_zero_matrices": skipped})
+    return MeasureResult(value, extras={"per_layer": per, "skipped_zero_matrices": skipped})
 
 
 @register_measure("effective_rank")

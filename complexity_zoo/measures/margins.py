@@ -1,0 +1,180 @@
+"""Output margin and margin-normalized norm measures (Jiang et al. 2020, §A; Dziugaite et al. 2020).
+
+The margin γ is the ``quantile`` (default 10th percentile) of the training examples' output
+margins f(x)_y − max_{j≠y} f(x)_j, taken as the reference code does: the k-th smallest margin
+with k = ⌊m·quantile⌋ (at least 1), then its absolute value (github nitarshan/robust-
+generalization-measures, ``measures.py``: ``kthvalue(m // 10)`` and ``.abs()``). "Over margin"
+divides the squared norms by γ², i.e. subtracts 2 log γ from the log forms. Sums and logs
+are as in :mod:`.norms` (squared norms over layers, before the papers' size adjustment).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from ..data import Data
+from ..errors import DataError, MeasureError
+from ..measure import Measure, MeasureResult
+from ..registry import register_measure
+from .norms import log_norm_terms, log_sum_from_log_prod, path_norm_sq
+
+#: The margin quantile of Jiang et al. 2020 and Dziugaite et al. 2020 (10th percentile).
+MARGIN_QUANTILE = 0.1
+
+
+@torch.no_grad()
+def output_margins(model: nn.Module, data: Data, split: str = "train") -> Tensor:
+    """f(x)_y − max_{j≠y} f(x)_j for every example of a classification split (float64).
+
+    Logits (B, C) with integer labels (B,); (B, T, C) sequences contribute one margin per token.
+    """
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for batch in data.batches(split, device=device):
+            logits, y = model(batch[0]), batch[1]
+            if logits.ndim == 3 and y.shape == logits.shape[:2]:
+                logits, y = logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
+            if logits.ndim != 2 or y.shape != logits.shape[:1] or y.is_floating_point():
+                raise DataError(
+                    f"The output margin needs class logits (B, C) and integer labels (B,); got "
+                    f"outputs {tuple(logits.shape)} and labels {tuple(y.shape)} ({y.dtype})."
+                )
+            logits = logits.double()
+            idx = torch.arange(len(y), device=logits.device)
+            correct = logits[idx, y].clone()
+            logits[idx, y] = -math.inf
+            out.append(correct - logits.max(dim=1).values)
+    finally:
+        model.train(was_training)
+    return torch.cat(out)
+
+
+def margin(model: nn.Module, data: Data, quantile: float = MARGIN_QUANTILE) -> float:
+    """|k-th smallest training margin|, k = max(1, ⌊m·quantile⌋) (the reference code's γ)."""
+    margins = output_margins(model, data)
+    k = max(1, int(len(margins) * quantile))
+    value = abs(float(margins.kthvalue(k).values))
+    if value == 0.0:
+        raise MeasureError("The training margin at the chosen quantile is 0; margin-normalized measures are undefined.")
+    return value
+
+
+class _MarginMeasure(Measure):
+    needs_data = True
+    quantile: float = MARGIN_QUANTILE
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.quantile, (int, float)) and 0 < self.quantile <= 1):
+            raise self._setting_error("quantile", "a number in (0, 1]", self.quantile)
+
+    def numerator(self, model: nn.Module) -> tuple[float, dict]:
+        raise NotImplementedError
+
+    def compute(self, model: nn.Module, data: Data) -> MeasureResult:
+        gamma = margin(model, data, self.quantile)
+        log_num, extras = self.numerator(model)
+        return MeasureResult(log_num - 2 * math.log(gamma), extras={**extras, "margin": gamma})
+
+
+def _log_norm_numerator(norm: str, form: str):
+    def numerator(self, model: nn.Module) -> tuple[float, dict]:
+        per = log_norm_terms(model, norm)
+        value = sum(per.values())
+        return (log_sum_from_log_prod(value, len(per)) if form == "sum" else value), {"per_layer": per}
+
+    return numerator
+
+
+@register_measure("inverse_margin")
+class InverseMargin(_MarginMeasure):
+    """1/γ², γ the 10th-percentile training output margin (Jiang et al. 2020, eq. 22)."""
+
+    def compute(self, model: nn.Module, data: Data) -> MeasureResult:
+        gamma = margin(model, data, self.quantile)
+        return MeasureResult(1.0 / gamma**2, extras={"margin": gamma})
+
+
+@register_measure("log_prod_spectral_over_margin")
+class LogProdSpectralOverMargin(_MarginMeasure):
+    """Σ_i log ‖W_i‖_2² − 2 log γ (Jiang et al. 2020, eq. 31; Bartlett et al. 2017's numerator)."""
+
+    numerator = _log_norm_numerator("spectral", "prod")
+
+
+@register_measure("log_sum_spectral_over_margin")
+class LogSumSpectralOverMargin(_MarginMeasure):
+    """log d + (1/d)(Σ_i log ‖W_i‖_2² − 2 log γ) (Jiang et al. 2020, eq. 34).
+
+    Note the reference code divides the margin term by d as well (as here).
+    """
+
+    def compute(self, model: nn.Module, data: Data) -> MeasureResult:
+        gamma = margin(model, data, self.quantile)
+        per = log_norm_terms(model, "spectral")
+        value = log_sum_from_log_prod(sum(per.values()) - 2 * math.log(gamma), len(per))
+        return MeasureResult(value, extras={"per_layer": per, "margin": gamma})
+
+
+@register_measure("log_prod_frobenius_over_margin")
+class LogProdFrobeniusOverMargin(_MarginMeasure):
+    """Σ_i log ‖W_i‖_F² − 2 log γ (Jiang et al. 2020, eq. 36)."""
+
+    numerator = _log_norm_numerator("frobenius", "prod")
+
+
+@register_measure("log_sum_frobenius_over_margin")
+class LogSumFrobeniusOverMargin(_MarginMeasure):
+    """log d + (1/d)(Σ_i log ‖W_i‖_F² − 2 log γ) (Jiang et al. 2020, eq. 38)."""
+
+    def compute(self, model: nn.Module, data: Data) -> MeasureResult:
+        gamma = margin(model, data, self.quantile)
+        per = log_norm_terms(model, "frobenius")
+        value = log_sum_from_log_prod(sum(per.values()) - 2 * math.log(gamma), len(per))
+        return MeasureResult(value, extras={"per_layer": per, "margin": gamma})
+
+
+@register_measure("spec_orig")
+class SpecOrig(_MarginMeasure):
+    """log(Π_i ‖W_i‖_2² / γ²) + log Σ_i ‖W_i‖_F²/‖W_i‖_2² (Jiang et al. 2020, eq. 30: the
+    spectral bound of Bartlett et al. 2017 with the origin as reference)."""
+
+    def numerator(self, model: nn.Module) -> tuple[float, dict]:
+        spec, fro = log_norm_terms(model, "spectral"), log_norm_terms(model, "frobenius")
+        ratio = sum(math.exp(fro[n] - spec[n]) for n in spec)
+        return sum(spec.values()) + math.log(ratio), {"per_layer": spec}
+
+
+@register_measure("spec_init")
+class SpecInit(_MarginMeasure):
+    """log(Π_i ‖W_i‖_2² / γ²) + log Σ_i ‖W_i − W_i⁰‖_F²/‖W_i‖_2² (Jiang et al. 2020, eq. 29:
+    Bartlett et al. 2017's bound with the initialization as reference)."""
+
+    needs_init = True
+
+    def compute(self, model: nn.Module, data: Data, init: dict[str, Tensor]) -> MeasureResult:
+        from .norms import frobenius_sq, layer_matrices
+
+        gamma = margin(model, data, self.quantile)
+        spec = log_norm_terms(model, "spectral")
+        mats, mats0 = layer_matrices(dict(model.named_parameters())), layer_matrices(init)
+        ratio = sum(frobenius_sq(mats[n] - mats0[n]) / math.exp(spec[n]) for n in spec)
+        if ratio <= 0:
+            raise MeasureError("spec_init is undefined at the initialization itself (zero distance).")
+        value = sum(spec.values()) - 2 * math.log(gamma) + math.log(ratio)
+        return MeasureResult(value, extras={"per_layer": spec, "margin": gamma})
+
+
+@register_measure("path_norm_over_margin")
+class PathNormOverMargin(_MarginMeasure):
+    """Squared path norm / γ² (Jiang et al. 2020, eq. 43); defined where ``path_norm`` is."""
+
+    def compute(self, model: nn.Module, data: Data) -> MeasureResult:
+        pn = path_norm_sq(model)
+        gamma = margin(model, data, self.quantile)
+        return MeasureResult(pn / gamma**2, extras={"margin": gamma, "path_norm": pn})
