@@ -103,6 +103,48 @@ class _MLPApply:
         return (h @ p["out"]["kernel"] + p["out"]["bias"])[:, None, :]
 
 
+class _TransformerApply:
+    """Our ModularTransformer in JAX on their parameter tree (their TransformerDecoder's names).
+
+    Not their TransformerDecoder itself: its einsum 'bhqk,bhvd->bhqd' sums the values over all
+    positions (attention weights summing to 1), so it computes another function than ours.
+    """
+
+    def __init__(self, n_heads: int, d_head: int, n_layers: int) -> None:
+        self.n_heads, self.d_head, self.n_layers = n_heads, d_head, n_layers
+
+    def apply(self, params, x):
+        import jax
+        import jax.numpy as jnp
+
+        p = params["params"]
+
+        def dense(q, h):
+            return h @ q["kernel"] + q["bias"]
+
+        def norm(q, h):
+            mu = h.mean(-1, keepdims=True)
+            var = ((h - mu) ** 2).mean(-1, keepdims=True)
+            return (h - mu) / jnp.sqrt(var + 1e-6) * q["scale"] + q["bias"]
+
+        b, t = x.shape
+        h = p["embedding"]["embedding"][x] + p["positional_embedding"]["embedding"][jnp.arange(t)]
+        for i in range(self.n_layers):
+            layer = p[f"decoder_layers_{i}"]
+            att = layer["self_attn"]
+
+            def heads(z):
+                return z.reshape(b, t, self.n_heads, self.d_head).transpose(0, 2, 1, 3)
+
+            q, k, v = (heads(dense(att[n], h)) for n in ("q_proj", "k_proj", "v_proj"))
+            w = jax.nn.softmax(q @ k.transpose(0, 1, 3, 2) / jnp.sqrt(self.d_head), axis=-1)
+            o = (w @ v).transpose(0, 2, 1, 3).reshape(b, t, self.n_heads * self.d_head)
+            h = norm(layer["ln1"], h + dense(att["out_proj"], o))
+            ffn = layer["ffn"]
+            h = norm(layer["ln2"], h + dense(ffn["layer2"], jax.nn.gelu(dense(ffn["layer1"], h), approximate=True)))
+        return dense(p["output_layer"], h)
+
+
 def convert(ref: Reference, model):
     """(apply object, Flax params, vocab size) of a modular-task torch model."""
     from complexity_zoo.tasks._modular_models import ModularMLP, ModularTransformer
@@ -114,9 +156,7 @@ def convert(ref: Reference, model):
     if isinstance(model, ModularTransformer):
         blocks = list(model.blocks)
         attn = blocks[0].attn
-        flax_model = ref.models.TransformerDecoder(
-            d_model=model.embed.weight.shape[1], d_head=attn.d_head, d_mlp=blocks[0].ff1.out_features,
-            nhead=attn.n_heads, vocab_size=model.vocab_size, n_layers=len(blocks), layernorm=True)
+        apply_model = _TransformerApply(attn.n_heads, attn.d_head, len(blocks))
         if model.n_positions != model.vocab_size:
             raise ValueError("their positional table has vocab_size rows; build the transformer with n_positions=None")
         p = {"embedding": {"embedding": _np(model.embed.weight)},
@@ -129,7 +169,7 @@ def convert(ref: Reference, model):
                 "ffn": {"layer1": _dense(blk.ff1), "layer2": _dense(blk.ff2)},
                 "ln1": {"scale": _np(blk.ln1.weight), "bias": _np(blk.ln1.bias)},
                 "ln2": {"scale": _np(blk.ln2.weight), "bias": _np(blk.ln2.bias)}}
-        return flax_model, {"params": p}, model.vocab_size
+        return apply_model, {"params": p}, model.vocab_size
     raise TypeError(f"no Flax layout for {type(model).__name__}")
 
 
