@@ -58,8 +58,8 @@ class Kolmogorov(Measure):
     calls it. Remaining differences (effect measured by examples/kolmogorov_reference.py): their
     pickle holds JAX arrays and the tree structure, ours numpy arrays only (at equal Δ and τ ours
     is 0.1-1.6% smaller on cpu-small, which can steer the Bayesian search elsewhere); our SVD is float64
-    in torch, theirs float32 in JAX; their loss -sum(log(softmax) * one-hot) is NaN when any
-    class underflows, ours only when the label's does (signs and rare rounding ties differ); which examples form
+    in torch, theirs float32 in JAX (signs and rare rounding ties differ); their loss
+    -sum(log(softmax) * one-hot) is NaN when any class underflows, ours only when the label's does; which examples form
     the last minibatch (their shuffle, not reproducible from our checkpoints); a result whose
     best point is infeasible is stored exactly here, while their code reports its size anyway.
     """
