@@ -8,6 +8,11 @@ The transformer follows the authors' ``model.py`` (Flax) of DeMoss et al. 2024
   penalty sees four 128x128 matrices, not one fused 384x128 one);
 - Flax defaults: LeCun-normal (truncated) weights and zero biases in Dense layers,
   embeddings with variance 1/d_model, LayerNorm eps 1e-6, tanh-approximated GELU.
+
+One thing we do not copy: their attention output is ``einsum('bhqk,bhvd->bhqd', weights, v)``,
+whose distinct k and v indices make it the plain sum of the values over positions (the
+softmax weights sum to 1 and drop out). This module computes ordinary softmax attention, so
+it is the paper's architecture as described, not the function their published code computes.
 """
 
 from __future__ import annotations
