@@ -13,6 +13,7 @@ import pandas as pd
 import xarray as xr
 
 from ..errors import InvalidSettingError
+from .plot import MARKERS, STYLES, save_figure
 
 LAYER_KEY = "per_layer"
 COLUMNS = ["run", "step", "layer", "value"]
@@ -53,10 +54,10 @@ def plot_layers(table: pd.DataFrame, path: str | os.PathLike, measure: str = "",
     run = run if run is not None else str(table["run"].iloc[0])
     sub = table[table["run"] == run]
     fig, ax = plt.subplots(figsize=(6, 4))
-    styles = ["-", "--", "-.", ":"]
     for i, (layer, g) in enumerate(sub.groupby("layer", sort=False)):
         g = g.sort_values("step")
-        ax.plot(g["step"], g["value"], linestyle=styles[i % 4], marker="os^vDx+*"[i % 8], markersize=3, label=layer)
+        ax.plot(g["step"], g["value"], linestyle=STYLES[i % len(STYLES)], marker=MARKERS[i % len(MARKERS)],
+                markersize=3, label=layer)
     ax.set_xscale("symlog", linthresh=max(1.0, float(sub.loc[sub["step"] > 0, "step"].min())
                                          if (sub["step"] > 0).any() else 1.0))
     ax.set_xlabel("step")
@@ -64,9 +65,4 @@ def plot_layers(table: pd.DataFrame, path: str | os.PathLike, measure: str = "",
     ax.set_title(run)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

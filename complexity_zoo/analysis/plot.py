@@ -59,6 +59,13 @@ def plot_comparison(dataset: xr.Dataset, measures: list[str], transitions: pd.Da
     axes[1, -1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     if title:
         fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: str | os.PathLike) -> Path:
+    """Lay out, write (150 dpi, folders made) and close a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

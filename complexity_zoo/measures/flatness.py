@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from .._settings import at_least
 from ..data import Data
 from ..errors import DataError
 from ..measure import Measure, MeasureResult
@@ -86,22 +87,25 @@ def _sigma_stderr(trace: list[dict], sigma: float, half_width: float) -> float:
     return max(half_width, final["stderr"] / slope) if slope > 0 else max(half_width, abs(near["sigma"] - sigma))
 
 
-class _PacBayes(Measure):
+class _PerturbationSearch(Measure):
+    """Settings shared by the searches for the largest perturbation within a target deviation."""
+
     needs_data = True
     stochastic = True
+    limits = {"search_depth": at_least(1)}
     search_depth: int = 15
-    montecarlo_samples: int = 10
     target_deviation: float = 0.1
     tolerance: float = 1e-2
     seed: int | None = None
     magnitude_aware = False
     magnitude_eps = 1e-3
 
+
+class _PacBayes(_PerturbationSearch):
+    limits = {**_PerturbationSearch.limits, "montecarlo_samples": at_least(1)}
+    montecarlo_samples: int = 10
+
     def __post_init__(self) -> None:
-        for name in ("search_depth", "montecarlo_samples"):
-            v = getattr(self, name)
-            if not (isinstance(v, int) and v >= 1):
-                raise self._setting_error(name, "a positive integer", v)
         if not (isinstance(self.target_deviation, (int, float)) and 0 < self.target_deviation < 1):
             raise self._setting_error("target_deviation", "a number in (0, 1)", self.target_deviation)
 
@@ -188,22 +192,9 @@ def worst_case_deviation(model: nn.Module, data: Data, radius: dict[str, Tensor]
     return abs(train_accuracy(model, data, {k: params[k] + u[k] for k in params}) - base)
 
 
-class _Sharpness(Measure):
-    needs_data = True
-    stochastic = True
-    search_depth: int = 15
+class _Sharpness(_PerturbationSearch):
+    limits = {**_PerturbationSearch.limits, "ascent_steps": at_least(1)}
     ascent_steps: int = 10
-    target_deviation: float = 0.1
-    tolerance: float = 1e-2
-    seed: int | None = None
-    magnitude_aware = False
-    magnitude_eps = 1e-3
-
-    def __post_init__(self) -> None:
-        for name in ("search_depth", "ascent_steps"):
-            v = getattr(self, name)
-            if not (isinstance(v, int) and v >= 1):
-                raise self._setting_error(name, "a positive integer", v)
 
     def compute(self, model: nn.Module, data: Data) -> MeasureResult:
         base = train_accuracy(model, data)

@@ -91,6 +91,14 @@ def _log_norm_numerator(norm: str, form: str):
     return numerator
 
 
+def _log_sum_over_margin(model: nn.Module, data: Data, quantile: float, norm: str) -> MeasureResult:
+    """log d + (1/d)(Σ_i log ‖W_i‖² − 2 log γ): the reference code divides the margin term by d too."""
+    gamma = margin(model, data, quantile)
+    per = log_norm_terms(model, norm)
+    value = log_sum_from_log_prod(sum(per.values()) - 2 * math.log(gamma), len(per))
+    return MeasureResult(value, extras={"per_layer": per, "margin": gamma})
+
+
 @register_measure("inverse_margin")
 class InverseMargin(_MarginMeasure):
     """1/γ², γ the 10th-percentile training output margin (Jiang et al. 2020, eq. 22)."""
@@ -115,10 +123,7 @@ class LogSumSpectralOverMargin(_MarginMeasure):
     """
 
     def compute(self, model: nn.Module, data: Data) -> MeasureResult:
-        gamma = margin(model, data, self.quantile)
-        per = log_norm_terms(model, "spectral")
-        value = log_sum_from_log_prod(sum(per.values()) - 2 * math.log(gamma), len(per))
-        return MeasureResult(value, extras={"per_layer": per, "margin": gamma})
+        return _log_sum_over_margin(model, data, self.quantile, "spectral")
 
 
 @register_measure("log_prod_frobenius_over_margin")
@@ -133,10 +138,7 @@ class LogSumFrobeniusOverMargin(_MarginMeasure):
     """log d + (1/d)(Σ_i log ‖W_i‖_F² − 2 log γ) (Jiang et al. 2020, eq. 38)."""
 
     def compute(self, model: nn.Module, data: Data) -> MeasureResult:
-        gamma = margin(model, data, self.quantile)
-        per = log_norm_terms(model, "frobenius")
-        value = log_sum_from_log_prod(sum(per.values()) - 2 * math.log(gamma), len(per))
-        return MeasureResult(value, extras={"per_layer": per, "margin": gamma})
+        return _log_sum_over_margin(model, data, self.quantile, "frobenius")
 
 
 @register_measure("spec_orig")
