@@ -6,7 +6,13 @@ Within a run: ``correlate`` (levels and increments of a measure against a target
 length: ``occam_bound``, ``kl_bound``, ``binomial_bound``, ``prefix_free_bits``.
 """
 
+from .bounds import binomial_bound, kl_bound, occam_bound, prefix_free_bits
 from .correlation import correlate
 from .runs import conditional_mutual_information, granulated_kendall, kendall_gap, sign_error
+from .transitions import change_points, generalization, memorization
 
-__all__ = ["correlate", "kendall_gap", "granulated_kendall", "sign_error", "conditional_mutual_information"]
+__all__ = [
+    "correlate", "change_points", "generalization", "memorization",
+    "kendall_gap", "granulated_kendall", "sign_error", "conditional_mutual_information",
+    "occam_bound", "kl_bound", "binomial_bound", "prefix_free_bits",
+]
