@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jvp
 
+from .._settings import above, at_least
 from ..data import Batch, Data
 from ..errors import InvalidSettingError
 from ..measure import Measure, MeasureResult
@@ -141,12 +142,7 @@ class _Curvature(Measure):
     num_examples: int | None = None
     batch_size: int = 512
     seed: int | None = 0
-
-    def _check_common(self) -> None:
-        if self.num_examples is not None and not (isinstance(self.num_examples, int) and self.num_examples >= 1):
-            raise self._setting_error("num_examples", "None or a positive integer", self.num_examples)
-        if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
-            raise self._setting_error("batch_size", "a positive integer", self.batch_size)
+    limits = {"num_examples": at_least(1), "batch_size": at_least(1)}
 
     def _setup(self, model: nn.Module, data: Data):
         device = next(model.parameters()).device
@@ -163,12 +159,9 @@ class HessianTrace(_Curvature):
     """
 
     stochastic = True
+    limits = {**_Curvature.limits, "num_probes": at_least(2)}
     num_probes: int = 100
 
-    def __post_init__(self) -> None:
-        self._check_common()
-        if not (isinstance(self.num_probes, int) and self.num_probes >= 2):
-            raise self._setting_error("num_probes", "an integer >= 2", self.num_probes)
 
     def compute(self, model: nn.Module, data: Data) -> MeasureResult:
         with _eval(model):
@@ -188,15 +181,10 @@ class HessianTopEigenvalue(_Curvature):
     """
 
     stochastic = True
+    limits = {**_Curvature.limits, "max_iterations": at_least(1), "tol": above(0)}
     max_iterations: int = 100
     tol: float = 1e-3
 
-    def __post_init__(self) -> None:
-        self._check_common()
-        if not (isinstance(self.max_iterations, int) and self.max_iterations >= 1):
-            raise self._setting_error("max_iterations", "a positive integer", self.max_iterations)
-        if not (isinstance(self.tol, (int, float)) and self.tol > 0):
-            raise self._setting_error("tol", "a positive number", self.tol)
 
     def compute(self, model: nn.Module, data: Data) -> MeasureResult:
         with _eval(model):
@@ -226,9 +214,6 @@ class FisherRaoNorm(_Curvature):
     (L+1)⟨∂ℓ/∂f, f⟩, so it equals (L+1)² mean_i ⟨∂ℓ/∂f(x_i), f(x_i)⟩² there (tested).
     Deterministic with ``num_examples=None`` (the whole training split, the default).
     """
-
-    def __post_init__(self) -> None:
-        self._check_common()
 
     def compute(self, model: nn.Module, data: Data) -> MeasureResult:
         with _eval(model):

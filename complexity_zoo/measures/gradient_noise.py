@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import grad, vmap
 
+from .._settings import at_least
 from ..data import Data
 from ..errors import MeasureError
 from ..measure import Measure, MeasureResult
@@ -62,12 +63,7 @@ class _GradientNoise(Measure):
     num_examples: int | None = 512
     batch_size: int = 128
     seed: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.num_examples is not None and not (isinstance(self.num_examples, int) and self.num_examples >= 2):
-            raise self._setting_error("num_examples", "None or an integer >= 2", self.num_examples)
-        if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
-            raise self._setting_error("batch_size", "a positive integer", self.batch_size)
+    limits = {"num_examples": at_least(2), "batch_size": at_least(1)}
 
     def moments(self, model: nn.Module, data: Data):
         with _eval(model):

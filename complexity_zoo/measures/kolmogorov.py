@@ -89,8 +89,6 @@ class Kolmogorov(Measure):
     }
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.epsilon, (int, float)) and self.epsilon >= 0):
-            raise self._setting_error("epsilon", "a non-negative number of nats", self.epsilon)
         if self.search not in SEARCHES:
             raise self._setting_error("search", f"one of {SEARCHES}", self.search)
         if self.coder not in CODERS:

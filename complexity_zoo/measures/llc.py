@@ -79,7 +79,8 @@ class LocalLearningCoefficient(Measure):
     version = 2  # 2: per-chain noise generators (a seed's numbers differ from version 1's)
     # The sampler runs num_burnin_steps + num_draws steps, so burn-in may be longer than the draws.
     limits = {"num_burnin_steps": at_least(0), "n_beta": above(0), "weight_decay": at_least(0),
-              "localization": at_least(0), "lr": above(0)}
+              "localization": at_least(0), "lr": above(0), "num_chains": at_least(1), "num_draws": at_least(1),
+              "batch_size": at_least(1)}
     lr: float = 1e-4
     n_beta: float | None = None
     localization: float = 100.0
@@ -103,14 +104,6 @@ class LocalLearningCoefficient(Measure):
     max_draws: int = 5000
 
     def __post_init__(self) -> None:
-        for name in ("lr", "localization"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and v >= 0 and (name != "lr" or v > 0)):
-                raise self._setting_error(name, "a non-negative number (lr > 0)", v)
-        for name in ("num_chains", "num_draws", "batch_size"):
-            v = getattr(self, name)
-            if not (isinstance(v, int) and v >= 1):
-                raise self._setting_error(name, "a positive integer", v)
         if self.backend not in BACKENDS:
             raise self._setting_error("backend", f"one of {BACKENDS}", self.backend)
         if self.init_loss not in ("full", "first_batch"):
