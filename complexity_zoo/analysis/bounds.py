@@ -119,11 +119,6 @@ def binomial_bound(bits: float, n: int, train_error: float, delta: float = 0.05,
     return hi
 
 
-def compression_bound(bits: float, n: int, train_error: float, delta: float = 0.05, extra_bits: float = 0.0) -> float:
-    """Lotfi et al. 2022's kl bound, with ``extra_bits`` for their hyperparameter search."""
-    return kl_bound(bits + extra_bits, n, train_error, delta)
-
-
 BOUND_COLUMNS = ["occam_bound", "kl_bound", "binomial_bound", "vacuous"]
 
 
