@@ -74,14 +74,14 @@ def correlations_wide(table: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for rec in table.itertuples(index=False):
         flags = [f for f, on in (("signs disagree", rec.signs_disagree), ("shared curvature", rec.shared_curvature))
-                 if on is True]
+                 if bool(on)]
         rows.append({
             "run": rec.run, "measure": rec.measure, "method": rec.method, "n": int(rec.n),
             "n_eff": rec.n_eff,
             "r levels [95% CI]": f"{fmt(rec.r)} [{fmt(rec.ci_low)}, {fmt(rec.ci_high)}]",
             "r increments [95% CI]": f"{fmt(rec.r_diff)} [{fmt(rec.r_diff_ci_low)}, {fmt(rec.r_diff_ci_high)}]",
             "p increments (Holm)": rec.p_adjusted,
-            "Granger p": rec.granger_p if rec.granger_reliable is True else float("nan"),
+            "Granger p": rec.granger_p if bool(rec.granger_reliable) else float("nan"),
             "flags": ", ".join(flags),
         })
     out = pd.DataFrame(rows)
