@@ -106,6 +106,9 @@ def execute(executor, jobs, data_for, device, strict: bool, store, record: Calla
     ``record(cell, result, seconds)`` hears of every cell, job by job as jobs complete."""
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise ExecutorError(f"workers must be a positive integer; got {workers!r}.")
+    if workers is not None and not isinstance(executor, str):
+        raise ExecutorError("workers= sizes a back end named by a string ('threads', 'processes', 'dask'); "
+                            f"size the {type(executor).__name__} you pass yourself.")
     if executor is None or executor == "serial":
         for traj, step, cells in jobs:
             if note is not None:
@@ -125,14 +128,14 @@ def execute(executor, jobs, data_for, device, strict: bool, store, record: Calla
         previous = torch.get_num_threads()
         torch.set_num_threads(torch_threads(getattr(executor, "_max_workers", 1)))
         try:
-            _on_pool(executor, jobs, data_for, device, strict, store, record, threads=None)
+            _on_pool(executor, jobs, data_for, device, strict, store, record)
         finally:
             torch.set_num_threads(previous)
     elif isinstance(executor, cf.ProcessPoolExecutor):
         _check_sendable(jobs, data_for)
         _on_process_pool(executor, jobs, data_for, device, strict, store, record)
-    elif isinstance(executor, cf.Executor):
-        _on_pool(executor, jobs, data_for, device, strict, store, record, threads=None)
+    elif isinstance(executor, cf.Executor):  # e.g. mpi4py's MPIPoolExecutor: maybe on other machines
+        _on_pool(executor, jobs, data_for, device, strict, store, record, shared_disk=False)
     elif _is_dask_client(executor):
         _on_dask(executor, jobs, data_for, device, strict, store, record)
     else:
@@ -186,16 +189,15 @@ def _deliver(job, out, record, store=None) -> None:
         record(cell, result, seconds)
 
 
-def _on_pool(pool, jobs, data_for, device, strict, store, record, threads) -> None:
-    """Threads (or any executor that shares this process's memory): jobs as they complete."""
-    from .compare import run_checkpoint
-
-    futures = {pool.submit(run_checkpoint, t, s, c, data_for[t.name], device, strict, store): (t, s, c)
-               for t, s, c in jobs}
+def _on_pool(pool, jobs, data_for, device, strict, store, record, shared_disk: bool = True) -> None:
+    """Threads, or any other executor (which may run jobs on other machines: then the workers
+    write to the cache only where its folder exists, and this process writes every cell)."""
+    remote = store if shared_disk or store is None else SharedDiskStore(store.root)
+    futures = {pool.submit(run_job, *_job_args(job, data_for[job[0].name], device, strict, remote, None)): job
+               for job in jobs}
     try:
         for fut in cf.as_completed(futures):
-            for cell, result, seconds in fut.result():
-                record(cell, result, seconds)
+            _deliver(futures[fut], fut.result(), record, None if shared_disk else store)
     except BaseException:
         for fut in futures:
             fut.cancel()

@@ -142,21 +142,29 @@ def test_a_worker_that_dies_loses_only_its_job_which_is_retried(run, client, cra
         np.testing.assert_array_equal(result.dataset["test_crash"].values, serial.dataset["test_crash"].values)
 
 
-def test_a_job_that_always_kills_its_worker_is_given_up(run, client, crash_module, tmp_path, monkeypatch):
+@pytest.mark.parametrize("backend", ["dask", pytest.param("processes", marks=pytest.mark.slow)])
+def test_a_job_that_always_kills_its_worker_is_given_up(backend, run, client, crash_module, tmp_path, monkeypatch):
     monkeypatch.setattr(_executors, "RETRIES", 0)  # the process pool's bound (the cluster allows 1 failure)
+    executor = client if backend == "dask" else backend
     serial = cz.compare(run, ["l2"], progress=False)
-    for name, executor in {"processes": "processes", "dask": client}.items():
-        crash = crash_module.Crash(at=l2_at(run, 20), marker=str(tmp_path / name), once=False)
-        cache = tmp_path / f"cache-{name}"
-        with pytest.warns(MeasureFailedWarning, match="WorkerLostError: The worker running step 20"):
-            result = cz.compare(run, ["l2", crash], executor=executor, workers=2, cache=cache, progress=False)
-        assert list(result.errors["step"]) == [20] and list(result.errors["error"]) == ["WorkerLostError"]
-        # The job's l2 cell finished before its worker died: it is in the cache and in the result.
-        np.testing.assert_array_equal(result.dataset["l2"].values, serial.dataset["l2"].values)
-        assert np.isnan(result.dataset["test_crash"].sel(step=20).item())
-        assert len(cells_on_disk(cache)) == 2 * len(run.steps) - 1
-        with pytest.raises(WorkerLostError, match=r"step 20 of run 'run'.*died"):
-            cz.compare(run, [crash], executor=executor, workers=2, progress=False, strict=True)
+    crash = crash_module.Crash(at=l2_at(run, 20), marker=str(tmp_path / "marker"), once=False)
+    with pytest.warns(MeasureFailedWarning, match="WorkerLostError: The worker running step 20"):
+        result = cz.compare(run, ["l2", crash], executor=executor, cache=tmp_path / "cache", progress=False)
+    assert list(result.errors["step"]) == [20] and list(result.errors["error"]) == ["WorkerLostError"]
+    # The job's l2 cell finished before its worker died: it is in the cache and in the result.
+    np.testing.assert_array_equal(result.dataset["l2"].values, serial.dataset["l2"].values)
+    assert np.isnan(result.dataset["test_crash"].sel(step=20).item())
+    assert len(cells_on_disk(tmp_path / "cache")) == 2 * len(run.steps) - 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["dask", "processes"])
+def test_strict_raises_when_a_job_always_kills_its_worker(backend, run, client, crash_module, tmp_path, monkeypatch):
+    monkeypatch.setattr(_executors, "RETRIES", 0)
+    executor = client if backend == "dask" else backend
+    crash = crash_module.Crash(at=l2_at(run, 20), marker=str(tmp_path / "marker"), once=False)
+    with pytest.raises(WorkerLostError, match=r"step 20 of run 'run'.*died"):
+        cz.compare(run, [crash], executor=executor, progress=False, strict=True)
 
 
 def test_unsendable_jobs_and_unknown_back_ends_are_refused_clearly(trajectory):
@@ -191,3 +199,19 @@ def test_threads_do_not_oversubscribe_and_the_setting_is_restored(trajectory):
 
     cz.compare(trajectory, [Probe()], executor="threads", workers=_executors.host_cores(), progress=False)
     assert set(seen) == {1} and torch.get_num_threads() == before
+
+
+def test_cli_runs_on_a_named_back_end_and_on_a_scheduler(run, client, tmp_path):
+    from complexity_zoo.cli import main
+
+    folder = str(tmp_path / "run")
+    assert main(["compare", folder, "--measures", "l2,stable_rank", "--out", str(tmp_path / "a.nc"), "--quiet"]) == 0
+    assert main(["compare", folder, "--measures", "l2,stable_rank", "--out", str(tmp_path / "b.nc"), "--quiet",
+                 "--executor", "threads", "--workers", "2"]) == 0
+    assert main(["compare", folder, "--measures", "l2,stable_rank", "--out", str(tmp_path / "c.nc"), "--quiet",
+                 "--scheduler", client.scheduler.address]) == 0
+    a = cz.Comparison.load(tmp_path / "a.nc")
+    for other in ("b.nc", "c.nc"):
+        assert_same(a, cz.Comparison.load(tmp_path / other))
+    assert main(["compare", folder, "--measures", "l2", "--out", str(tmp_path / "d.nc"), "--quiet",
+                 "--scheduler", client.scheduler.address, "--workers", "2"]) == 2  # workers is the cluster's
