@@ -20,6 +20,7 @@ import torch
 
 from ._assemble import build_dataset, check_names
 from ._cache import ResultCache, to_jsonable
+from ._executors import execute
 from ._steps import integer_step
 from .comparison import Comparison
 from .data import Data
@@ -185,12 +186,16 @@ def compare(
     progress: bool = True,
     seed: int = 0,
     strict: bool = False,
+    workers: int | None = None,
 ) -> Comparison:
     """Run ``measures`` on every checkpoint of one or more trajectories.
 
-    ``data`` is one Data for all runs or a mapping run name -> Data. ``executor`` is any
-    ``concurrent.futures.Executor`` (or a Dask client); each job is one checkpoint with its
-    pending measures. ``cache`` is a folder: each finished cell is written there the moment it
+    ``data`` is one Data for all runs or a mapping run name -> Data. ``executor`` runs the jobs,
+    one per checkpoint with its pending measures: None or ``"serial"``, ``"threads"``,
+    ``"processes"`` or ``"dask"`` (a local pool or Dask cluster of ``workers``, default one per
+    core, made for this call), any ``concurrent.futures.Executor``, or a ``distributed.Client``
+    (see :mod:`complexity_zoo._executors`); every back end gives the serial numbers.
+    ``cache`` is a folder: each finished cell is written there the moment it
     finishes (atomically), keyed by the content of the checkpoint, the model factory, the
     measure's settings and the data and loss; an interrupted comparison (Ctrl-C, SIGTERM, a
     crash) loses no finished cell and a re-run computes only what is missing.
@@ -240,14 +245,12 @@ def compare(
 
     with _interrupts_reported(store, lambda: finished[0], total):
         try:
-            if executor is None:
-                for traj, step, pending in jobs:
-                    bar.set_postfix_str(f"{traj.name} step {step}", refresh=False)
-                    run_checkpoint(traj, step, pending, data_for[traj.name], device, strict, store, record)
-            else:
-                _run_on(executor, jobs, data_for, device, strict, store, record)
+            execute(executor, jobs, data_for, device, strict, store, record, workers=workers,
+                    note=lambda traj, step: bar.set_postfix_str(f"{traj.name} step {step}", refresh=False))
         finally:
             bar.close()
+    run_pos, labels = {t.name: i for i, t in enumerate(runs)}, list(labeled)
+    errors.sort(key=lambda e: (run_pos[e["run"]], e["step"], labels.index(e["measure"])))  # same for every back end
     dataset = build_dataset(runs, wanted, labeled, cells, device, seed)
     dataset.attrs["n_train"] = json.dumps({name: d.n("train") for name, d in data_for.items() if d is not None})
     classes = {d.num_classes() for d in data_for.values() if d is not None} - {None}
@@ -290,25 +293,6 @@ def _plan(runs, wanted, labeled, data_for, store, seed, cells) -> list[tuple[Tra
             if pending:
                 jobs.append((traj, step, pending))
     return jobs
-
-
-def _run_on(executor, jobs, data_for, device, strict, store, record) -> None:
-    """Each checkpoint a job; the worker writes its cells to the cache as they finish."""
-    futures = {
-        executor.submit(run_checkpoint, traj, step, pending, data_for[traj.name], device, strict, store): step
-        for traj, step, pending in jobs
-    }
-    done = cf.as_completed(futures) if all(isinstance(f, cf.Future) for f in futures) else futures
-    try:
-        for fut in done:
-            for cell, result, seconds in fut.result():
-                if store is not None and isinstance(result, dict):
-                    store.put(cell.measure.name, cell.key, result)  # a worker without the cache's disk
-                record(cell, result, seconds)
-    except BaseException:
-        for fut in futures:
-            getattr(fut, "cancel", lambda: None)()
-        raise
 
 
 @contextlib.contextmanager
