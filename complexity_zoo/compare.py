@@ -125,7 +125,10 @@ def run_cell(model: torch.nn.Module, cell: Cell, data: Data | None, device: str 
         if m.needs_init and isinstance(init, BaseException):
             raise init
         extra = {"init": init} if m.needs_init else {}
-        result = m(model, data if m.needs_data else None, **extra)
+        if isinstance(model, torch.nn.Module):
+            result = m(model, data if m.needs_data else None, **extra)
+        else:  # a tensors_only cell, streamed from the checkpoint's files (see _streamer)
+            result = model(m)
     except Exception as e:
         if strict:
             raise
@@ -147,7 +150,17 @@ def run_checkpoint(trajectory: Trajectory, step: int, cells: list[Cell], data: D
     """Load one checkpoint once and run its cells, each written when it finishes.
 
     Failures are returned, not raised (unless ``strict``); ``on_cell`` hears of each cell.
+    When every cell is ``tensors_only``, the model is not built: each cell streams the
+    checkpoint's parameter tensors one at a time (memory: about the largest tensor).
     """
+    if all(cell.measure.tensors_only for cell in cells):
+        streamer, out = _streamer(trajectory, step, device), []
+        for cell in cells:
+            item = (cell, *run_cell(streamer, cell, data, device, store, strict))
+            if on_cell is not None:
+                on_cell(*item)
+            out.append(item)
+        return out
     try:
         model = trajectory.model_at(step, device=device)
     except Exception as e:
@@ -172,6 +185,27 @@ def run_checkpoint(trajectory: Trajectory, step: int, cells: list[Cell], data: D
             on_cell(*item)
         out.append(item)
     return out
+
+
+def _streamer(trajectory: Trajectory, step: int, device: str | None) -> Callable[[Measure], Any]:
+    """Runs a tensors_only measure on the parameters of ``step`` read from its files one at a
+    time (which tensors: ``complexity_zoo._params``); ``needs_init`` reads the initial weights
+    the same way, by name, alongside (the run's first checkpoint, or ``Trajectory(init=...)``)."""
+    from ._params import LazyParameters, parameters
+
+    def run(measure: Measure):
+        plan = trajectory.parameter_plan()
+        with contextlib.ExitStack() as stack:
+            reader = stack.enter_context(trajectory.checkpoint(step).open_tensors())
+            init = None
+            if measure.needs_init and trajectory.init is not None:
+                init = trajectory.init_state_dict()
+            elif measure.needs_init:
+                first = stack.enter_context(trajectory.checkpoint(trajectory.steps[0]).open_tensors())
+                init = LazyParameters(first, plan)
+            return measure.on_tensors(parameters(reader, plan), init=init, device=device)
+
+    return run
 
 
 def compare(
