@@ -84,7 +84,7 @@ def main() -> None:
 
     start = time.perf_counter()
     cluster = distributed.LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                                       dashboard_address=None)
+                                       dashboard_address=":0")
     client = distributed.Client(cluster)
     try:
         cz.compare(traj, measures, data=data, steps=steps[:args.workers], seed=1, executor=client, progress=False)

@@ -160,10 +160,11 @@ def _owned(name: str, workers: int | None) -> Iterator[Any]:
         distributed = _import_distributed()
         import dask
 
-        # A worker that dies takes its job with it; the scheduler reruns it RETRIES times.
+        # A worker that dies takes its job with it; the scheduler reruns it RETRIES times. The
+        # scheduler always serves HTTP (metrics); ":0" picks a free port, so two comparisons coexist.
         with dask.config.set({"distributed.scheduler.allowed-failures": RETRIES}):
             cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                               dashboard_address=None)
+                                               dashboard_address=":0")
         try:
             with distributed.Client(cluster) as client:
                 yield client

@@ -69,7 +69,7 @@ def client(crash_module):
 
     with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
         cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                           dashboard_address=None)
+                                           dashboard_address=":0")
     with distributed.Client(cluster) as c:
         yield c
     cluster.close()
