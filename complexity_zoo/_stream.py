@@ -71,6 +71,7 @@ class TensorReader:
     def __iter__(self) -> Iterator[tuple[str, Tensor]]:
         for name in self.keys():
             yield name, self.get(name)
+            release_free_memory()
 
     def __enter__(self) -> TensorReader:
         return self
@@ -179,7 +180,9 @@ class SafetensorsReader(TensorReader):
         dtype, shape, begin, end = self.entries[name]
         if end == begin:
             return torch.empty(shape, dtype=dtype)
-        buf = bytearray(end - begin)
+        # An anonymous mapping of its own, not the heap: it goes back to the OS the moment the
+        # tensor dies (glibc keeps freed heap blocks, and RSS then grows with each tensor read).
+        buf = mmap.mmap(-1, end - begin)
         view, done = memoryview(buf), 0
         self._file.seek(self._base + begin)
         while done < len(buf):
@@ -187,6 +190,7 @@ class SafetensorsReader(TensorReader):
             if not got:
                 raise CheckpointError(f"{self.where!r} ended while reading the tensor {name!r}.")
             done += got
+        view.release()
         if sys.byteorder != "little" and dtype.itemsize > 1:
             return torch.frombuffer(buf, dtype=dtype).reshape(shape).byteswap()  # pragma: no cover
         return torch.frombuffer(buf, dtype=dtype).reshape(shape)
@@ -296,3 +300,15 @@ def _release_pages(t: Tensor) -> None:
 @functools.lru_cache(maxsize=1)
 def _libc():
     return ctypes.CDLL(None, use_errno=True)
+
+
+def release_free_memory() -> None:
+    """Hand freed heap memory back to the OS (glibc's ``malloc_trim``; a no-op elsewhere).
+
+    glibc raises its mmap threshold after a large block is freed, so the next tensor-sized
+    workspaces come from the heap, and freed heap pages stay in RSS: without this, streaming
+    a 640 MiB checkpoint of 16 MiB tensors grew RSS by ~350 MiB; with it, by ~2 tensors.
+    """
+    trim = getattr(_libc(), "malloc_trim", None) if sys.platform.startswith("linux") else None
+    if trim is not None:
+        trim(0)

@@ -59,7 +59,7 @@ def test_an_mlp_streams_from_safetensors_and_torch_files(tmp_path, trajectory, m
     assert all(_measure(s).tensors_only for s in STREAMED)
     for suffix in ("safetensors", "pt"):
         paths = []
-        for step in trajectory.steps:
+        for step in trajectory.steps[::2]:
             path = tmp_path / f"step_{step}.{suffix}"
             sd = trajectory.checkpoint(step).state_dict()
             save_file(sd, str(path)) if suffix == "safetensors" else torch.save(sd, path)
@@ -84,8 +84,9 @@ def test_a_timm_resnet_skips_batchnorm_buffers(tmp_path, monkeypatch):
                    tmp_path / f"checkpoint-{epoch}.pth.tar")
     traj = zoo_timm.load_trajectory(tmp_path)
     assert any(k.endswith("running_mean") for k in traj.checkpoint(0).state_dict())
-    assert_streaming_equals_model_path(traj, ["l2", "param_count", "param_norm", "frobenius_distance",
-                                              "log_prod_spectral"], monkeypatch)
+    # No SVD or bz2 measure here (seconds per ResNet-18 pass on 2 cores): the buffers are what this case tests.
+    assert_streaming_equals_model_path(traj, ["l2", "param_count", "param_norm", "frobenius_distance"],
+                                       monkeypatch)
 
 
 @pytest.fixture(scope="module")
