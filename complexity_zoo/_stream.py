@@ -180,20 +180,18 @@ class SafetensorsReader(TensorReader):
         dtype, shape, begin, end = self.entries[name]
         if end == begin:
             return torch.empty(shape, dtype=dtype)
-        # An anonymous mapping of its own, not the heap: it goes back to the OS the moment the
-        # tensor dies (glibc keeps freed heap blocks, and RSS then grows with each tensor read).
-        buf = mmap.mmap(-1, end - begin)
-        view, done = memoryview(buf), 0
+        out = _fresh(dtype, shape)
+        view, done = memoryview(out.reshape(-1).view(torch.uint8).numpy()), 0
         self._file.seek(self._base + begin)
-        while done < len(buf):
+        while done < end - begin:
             got = self._file.readinto(view[done:])
             if not got:
                 raise CheckpointError(f"{self.where!r} ended while reading the tensor {name!r}.")
             done += got
         view.release()
-        if sys.byteorder != "little" and dtype.itemsize > 1:
-            return torch.frombuffer(buf, dtype=dtype).reshape(shape).byteswap()  # pragma: no cover
-        return torch.frombuffer(buf, dtype=dtype).reshape(shape)
+        if sys.byteorder != "little" and dtype.itemsize > 1:  # pragma: no cover
+            raise CheckpointError(f"Reading {self.where!r} needs a little-endian machine.")
+        return out
 
     def close(self) -> None:
         self._file.close()
@@ -275,12 +273,23 @@ class TorchFileReader(TensorReader):
         t = self.state[name]
         if not self.mapped:
             return t
-        out = t.clone()
+        out = _fresh(t.dtype, tuple(t.shape)).copy_(t)
         _release_pages(t)
         return out
 
     def close(self) -> None:
         self.state = {}
+
+
+def _fresh(dtype: torch.dtype, shape: tuple[int, ...]) -> Tensor:
+    """An uninitialized tensor in an anonymous mapping of its own, not the heap: it goes back to
+    the OS the moment the tensor dies (glibc keeps freed heap blocks, so RSS would grow)."""
+    numel = 1
+    for d in shape:
+        numel *= d
+    if numel == 0:
+        return torch.empty(shape, dtype=dtype)
+    return torch.frombuffer(mmap.mmap(-1, numel * dtype.itemsize), dtype=dtype).reshape(shape)
 
 
 def _release_pages(t: Tensor) -> None:
