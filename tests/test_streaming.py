@@ -244,3 +244,16 @@ def test_gram_spectra_of_tall_matrices_match_a_float64_svd():
         assert s.dtype == torch.float64
         assert torch.allclose(s, exact, rtol=1e-9, atol=0)
 
+
+
+def test_batched_spectra_equal_one_by_one():
+    from complexity_zoo.measures._weights import spectra
+
+    g = torch.Generator().manual_seed(0)
+    mats = [(f"w{i}", torch.randn(*shape, generator=g)) for i, shape in
+            enumerate([(8, 5), (8, 5), (5, 8), (8, 5), (64, 2)])]
+    one = spectra(iter(mats), batch=False)
+    batched = spectra(iter(mats), batch=True, batch_bytes=2 * 8 * 5 * 8)  # flushes a full batch midway
+    assert list(batched) == list(one)
+    for name in one:
+        assert torch.allclose(batched[name], one[name], rtol=1e-12, atol=0)
