@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ._stream import TensorReader
+from ._stream import TensorReader, release_free_memory
 from .errors import CheckpointError
 
 BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked", "masked_bias")
@@ -74,6 +74,7 @@ def parameters(reader: TensorReader, plan: ParameterPlan | None) -> Iterator[tup
     keys = set(reader.keys())
     for name in plan.names:
         yield name, _read(reader, plan, name, keys)
+        release_free_memory()  # the last tensor's workspace, before the next is read
 
 
 def _read(reader: TensorReader, plan: ParameterPlan, name: str, keys: set[str]) -> Tensor:
@@ -106,6 +107,7 @@ def _heuristic(reader: TensorReader) -> Iterator[tuple[str, Tensor]]:
         t = reader.get(key)
         if t.is_floating_point():
             yield key, t
+            release_free_memory()
 
 
 class LazyParameters(Mapping):

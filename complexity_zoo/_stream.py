@@ -71,6 +71,7 @@ class TensorReader:
     def __iter__(self) -> Iterator[tuple[str, Tensor]]:
         for name in self.keys():
             yield name, self.get(name)
+            release_free_memory()
 
     def __enter__(self) -> TensorReader:
         return self
@@ -179,17 +180,18 @@ class SafetensorsReader(TensorReader):
         dtype, shape, begin, end = self.entries[name]
         if end == begin:
             return torch.empty(shape, dtype=dtype)
-        buf = bytearray(end - begin)
-        view, done = memoryview(buf), 0
+        out = _fresh(dtype, shape)
+        view, done = memoryview(out.reshape(-1).view(torch.uint8).numpy()), 0
         self._file.seek(self._base + begin)
-        while done < len(buf):
+        while done < end - begin:
             got = self._file.readinto(view[done:])
             if not got:
                 raise CheckpointError(f"{self.where!r} ended while reading the tensor {name!r}.")
             done += got
-        if sys.byteorder != "little" and dtype.itemsize > 1:
-            return torch.frombuffer(buf, dtype=dtype).reshape(shape).byteswap()  # pragma: no cover
-        return torch.frombuffer(buf, dtype=dtype).reshape(shape)
+        view.release()
+        if sys.byteorder != "little" and dtype.itemsize > 1:  # pragma: no cover
+            raise CheckpointError(f"Reading {self.where!r} needs a little-endian machine.")
+        return out
 
     def close(self) -> None:
         self._file.close()
@@ -271,12 +273,23 @@ class TorchFileReader(TensorReader):
         t = self.state[name]
         if not self.mapped:
             return t
-        out = t.clone()
+        out = _fresh(t.dtype, tuple(t.shape)).copy_(t)
         _release_pages(t)
         return out
 
     def close(self) -> None:
         self.state = {}
+
+
+def _fresh(dtype: torch.dtype, shape: tuple[int, ...]) -> Tensor:
+    """An uninitialized tensor in an anonymous mapping of its own, not the heap: it goes back to
+    the OS the moment the tensor dies (glibc keeps freed heap blocks, so RSS would grow)."""
+    numel = 1
+    for d in shape:
+        numel *= d
+    if numel == 0:
+        return torch.empty(shape, dtype=dtype)
+    return torch.frombuffer(mmap.mmap(-1, numel * dtype.itemsize), dtype=dtype).reshape(shape)
 
 
 def _release_pages(t: Tensor) -> None:
@@ -296,3 +309,15 @@ def _release_pages(t: Tensor) -> None:
 @functools.lru_cache(maxsize=1)
 def _libc():
     return ctypes.CDLL(None, use_errno=True)
+
+
+def release_free_memory() -> None:
+    """Hand freed heap memory back to the OS (glibc's ``malloc_trim``; a no-op elsewhere).
+
+    glibc raises its mmap threshold after a large block is freed, so the next tensor-sized
+    workspaces come from the heap, and freed heap pages stay in RSS: without this, streaming
+    a 640 MiB checkpoint of 16 MiB tensors grew RSS by ~350 MiB; with it, by ~2 tensors.
+    """
+    trim = getattr(_libc(), "malloc_trim", None) if sys.platform.startswith("linux") else None
+    if trim is not None:
+        trim(0)

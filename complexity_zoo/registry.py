@@ -142,7 +142,8 @@ def get_measure(name: str, **settings: Any) -> Measure:
 
 
 def list_measures(pattern: str = "*") -> pd.DataFrame:
-    """The registry as a table: name, family, unit, needs_data, needs_init, stochastic, available, summary."""
+    """The registry as a table: name, family, unit, needs_data, needs_init, tensors_only, stochastic,
+    available, presets, summary."""
     _load_builtins()
     _load_plugins()
     rows = [
@@ -152,6 +153,7 @@ def list_measures(pattern: str = "*") -> pd.DataFrame:
             "unit": cls.unit,
             "needs_data": cls.needs_data,
             "needs_init": cls.needs_init,
+            "tensors_only": cls.tensors_only,
             "stochastic": cls.stochastic,
             "available": cls.available(),
             "presets": ", ".join(sorted(cls.presets)),
@@ -160,5 +162,6 @@ def list_measures(pattern: str = "*") -> pd.DataFrame:
         for name, cls in sorted(_REGISTRY.items())
         if fnmatch.fnmatch(name, pattern)
     ]
-    columns = ["name", "family", "unit", "needs_data", "needs_init", "stochastic", "available", "presets", "summary"]
+    columns = ["name", "family", "unit", "needs_data", "needs_init", "tensors_only", "stochastic", "available",
+               "presets", "summary"]
     return pd.DataFrame(rows, columns=columns)

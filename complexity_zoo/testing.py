@@ -199,6 +199,19 @@ def _check_call(instance: Measure, model: nn.Module, data: Data | None, init: nn
         if as_dict.value != result.value:
             raise _fail(name, f"init as a module gave {result.value}, as a state dict {as_dict.value}.")
 
+    if cls.tensors_only:  # the streamed path: the same one implementation, fed named tensors
+        params = [(n, p.detach().clone()) for n, p in model.named_parameters()]
+        init_map = dict(init.state_dict()) if init is not None else None
+        streamed = instance.on_tensors(iter(params), init=init_map if cls.needs_init else None)
+        if streamed.value != result.value:
+            raise _fail(name, f"on the model it gave {result.value}, on its streamed tensors {streamed.value}.")
+        try:
+            instance.on_tensors(iter([(n, t.clone().fill_(float("nan"))) for n, t in params]), init=init_map)
+        except NonFiniteError:
+            pass
+        else:
+            raise _fail(name, "it accepted streamed tensors with NaN entries.")
+
     poisoned = _poisoned_copy(model)
     try:
         instance(poisoned, data, init=init)

@@ -59,7 +59,7 @@ def test_an_mlp_streams_from_safetensors_and_torch_files(tmp_path, trajectory, m
     assert all(_measure(s).tensors_only for s in STREAMED)
     for suffix in ("safetensors", "pt"):
         paths = []
-        for step in trajectory.steps:
+        for step in trajectory.steps[::2]:
             path = tmp_path / f"step_{step}.{suffix}"
             sd = trajectory.checkpoint(step).state_dict()
             save_file(sd, str(path)) if suffix == "safetensors" else torch.save(sd, path)
@@ -84,8 +84,9 @@ def test_a_timm_resnet_skips_batchnorm_buffers(tmp_path, monkeypatch):
                    tmp_path / f"checkpoint-{epoch}.pth.tar")
     traj = zoo_timm.load_trajectory(tmp_path)
     assert any(k.endswith("running_mean") for k in traj.checkpoint(0).state_dict())
-    assert_streaming_equals_model_path(traj, ["l2", "param_count", "param_norm", "frobenius_distance",
-                                              "log_prod_spectral"], monkeypatch)
+    # No SVD or bz2 measure here (seconds per ResNet-18 pass on 2 cores): the buffers are what this case tests.
+    assert_streaming_equals_model_path(traj, ["l2", "param_count", "param_norm", "frobenius_distance"],
+                                       monkeypatch)
 
 
 @pytest.fixture(scope="module")
@@ -243,3 +244,16 @@ def test_gram_spectra_of_tall_matrices_match_a_float64_svd():
         assert s.dtype == torch.float64
         assert torch.allclose(s, exact, rtol=1e-9, atol=0)
 
+
+
+def test_batched_spectra_equal_one_by_one():
+    from complexity_zoo.measures._weights import spectra
+
+    g = torch.Generator().manual_seed(0)
+    mats = [(f"w{i}", torch.randn(*shape, generator=g)) for i, shape in
+            enumerate([(8, 5), (8, 5), (5, 8), (8, 5), (64, 2)])]
+    one = spectra(iter(mats), batch=False)
+    batched = spectra(iter(mats), batch=True, batch_bytes=2 * 8 * 5 * 8)  # flushes a full batch midway
+    assert list(batched) == list(one)
+    for name in one:
+        assert torch.allclose(batched[name], one[name], rtol=1e-12, atol=0)

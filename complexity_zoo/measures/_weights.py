@@ -100,7 +100,7 @@ def singular_values(w: Tensor) -> Tensor:
     return torch.linalg.svdvals(w.to(spectrum_dtype(w.device)))
 
 
-def spectra(matrices, batch_bytes: int = 1 << 30) -> dict[str, Tensor]:
+def spectra(matrices, batch_bytes: int = 1 << 30, batch: bool | None = None) -> dict[str, Tensor]:
     """Singular values of each (name, matrix), in the given order, each on its matrix's device.
 
     Each matrix is released once its spectrum is taken, so memory holds one matrix at a time
@@ -108,6 +108,7 @@ def spectra(matrices, batch_bytes: int = 1 << 30) -> dict[str, Tensor]:
     ``batch_bytes``, into one batched call: every SVD call synchronizes the device with the
     host (PyTorch checks convergence), so batching turns one sync per matrix into one per batch.
     On the CPU batching gains nothing (LAPACK loops over the batch) and would hold matrices.
+    ``batch``: None batches on accelerators only; True or False forces it (for tests).
     """
     out: dict[str, Tensor] = {}
     order: list[str] = []
@@ -121,7 +122,8 @@ def spectra(matrices, batch_bytes: int = 1 << 30) -> dict[str, Tensor]:
     for name, w in matrices:
         order.append(name)
         n, m = w.shape
-        if w.device.type == "cpu" or max(n, m) >= TALL_RATIO * min(n, m):
+        batched = w.device.type != "cpu" if batch is None else batch
+        if not batched or max(n, m) >= TALL_RATIO * min(n, m):
             out[name] = singular_values(w)
             continue
         w = w.detach().to(spectrum_dtype(w.device))
