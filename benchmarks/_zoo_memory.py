@@ -1,0 +1,114 @@
+"""The memory acceptance of issue 14, for benchmarks/zoo.py.
+
+A weight-only comparison (``l2``) over N checkpoints of one LM, as a Trainer output folder: N
+``checkpoint-i/`` folders whose ``model.safetensors`` are hard links to one file (disk stays at
+one model) with their own ``config.json`` and ``trainer_state.json``. It runs in a fresh
+process with a content-keyed cache (so every file is also hashed, as a user's run would be).
+Reported: the interpreter baseline (RSS after the imports), the largest tensor (from the
+safetensors header, nothing loaded), the peak RSS, and whether peak <= baseline + 2 x largest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import _zoo_worker as zw
+
+MEASURES = ["l2"]
+
+
+def make_series(src: Path, dst: Path, n: int) -> Path:
+    """N checkpoint folders hard-linked to the last checkpoint of ``src`` (built once)."""
+    last = max((p for p in src.iterdir() if p.name.startswith("checkpoint-")), key=lambda p: int(p.name.split("-")[1]))
+    marker = dst / "_zoo_built.json"
+    if marker.is_file() and json.loads(marker.read_text()) == {"n": n, "src": str(last)}:
+        return dst
+    shutil.rmtree(dst, ignore_errors=True)
+    dst.mkdir(parents=True)
+    for i in range(1, n + 1):
+        ckpt = dst / f"checkpoint-{i}"
+        ckpt.mkdir()
+        os.link(last / "model.safetensors", ckpt / "model.safetensors")
+        shutil.copy(last / "config.json", ckpt / "config.json")
+        state = {"global_step": i, "log_history": [{"step": j, "loss": 1.0 / j} for j in range(1, i + 1)]}
+        (ckpt / "trainer_state.json").write_text(json.dumps(state))
+    marker.write_text(json.dumps({"n": n, "src": str(last)}))
+    return dst
+
+
+def largest_tensor_bytes(path: Path) -> tuple[str, int]:
+    from safetensors import safe_open
+
+    best = ("", 0)
+    with safe_open(str(path), framework="pt") as f:
+        for key in f.keys():
+            sl = f.get_slice(key)
+            size = 1
+            for d in sl.get_shape():
+                size *= d
+            size *= {"F32": 4, "F16": 2, "BF16": 2, "F64": 8}.get(sl.get_dtype(), 4)
+            if size > best[1]:
+                best = (key, size)
+    return best
+
+
+def child(folder: str, device: str, threads: int, queue) -> None:
+    import torch
+
+    import complexity_zoo as cz
+    from complexity_zoo.adapters import huggingface
+
+    torch.set_num_threads(threads)
+    queue.put({"kind": "start", "rss_mib": zw.current_rss_mib(), "maxrss_mib": zw.rss_mib()})
+    try:
+        traj = huggingface.load_trajectory(folder)
+        facts = {k: v for k, v in vars(type(cz.get_measure("l2"))).items() if isinstance(v, bool)}
+        t0 = time.perf_counter()
+        with tempfile.TemporaryDirectory() as cache:
+            result = cz.compare(traj, MEASURES, device=device, cache=cache, progress=False, strict=True)
+        queue.put({"kind": "end", "seconds": time.perf_counter() - t0, "maxrss_mib": zw.rss_mib(),
+                   "cells": int(result.dataset["l2"].notnull().sum()), "facts": facts,
+                   "cuda_peak_mib": torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None})
+    except BaseException as e:
+        queue.put({"kind": "error", "error": f"{type(e).__name__}: {str(e)[:300]}", "maxrss_mib": zw.rss_mib()})
+
+
+def run(src: Path, dst: Path, n: int, args) -> str:
+    """Build the N-checkpoint folder, run the comparison in a fresh process, report (Markdown)."""
+    folder = make_series(src, dst, n)
+    name, size = largest_tensor_bytes(folder / "checkpoint-1" / "model.safetensors")
+    ctx = zw.start_context()
+    queue = ctx.Queue()
+    proc = ctx.Process(target=child, args=(str(folder), args.device, args.threads, queue))
+    proc.start()
+    msgs = []
+    while True:
+        try:
+            msgs.append(queue.get(timeout=5.0))
+            if msgs[-1]["kind"] in ("end", "error"):
+                break
+        except Exception:
+            if not proc.is_alive():
+                break
+    proc.join(timeout=30)
+    start = next((m for m in msgs if m["kind"] == "start"), {})
+    end = msgs[-1] if msgs else {"kind": "error", "error": f"child died (exit {proc.exitcode})"}
+    base, mib = start.get("rss_mib", float("nan")), size / 2**20
+    head = (f"## Memory: weight-only comparison ({', '.join(MEASURES)}) over {n} checkpoints of {src.name} "
+            f"({args.device}, content-keyed cache on)")
+    if end["kind"] == "error":
+        return f"{head}\n\nfailed: {end['error']}"
+    peak = end["maxrss_mib"]
+    bound = base + 2 * mib
+    verdict = "within" if peak <= bound else f"over by {peak - bound:.0f} MiB ({(peak - base) / mib:.1f}x the largest tensor)"
+    return (f"{head}\n\n- interpreter baseline (RSS after imports: torch, transformers, timm, complexity_zoo): "
+            f"{base:.0f} MiB\n- largest tensor: `{name}`, {mib:.0f} MiB\n- peak RSS: {peak:.0f} MiB "
+            f"(peak - baseline {peak - base:.0f} MiB); bound baseline + 2 x largest = {bound:.0f} MiB: {verdict}\n"
+            f"- {end['cells']} cells in {end['seconds']:.0f} s ({end['seconds'] / n:.2f} s per checkpoint); "
+            f"l2's declared facts: {end['facts']}"
+            + (f"\n- CUDA peak allocated {end['cuda_peak_mib']:.0f} MiB" if end.get("cuda_peak_mib") is not None else ""))
