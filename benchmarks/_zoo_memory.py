@@ -105,10 +105,12 @@ def run(src: Path, dst: Path, n: int, args) -> str:
         return f"{head}\n\nfailed: {end['error']}"
     peak = end["maxrss_mib"]
     bound = base + 2 * mib
-    verdict = "within" if peak <= bound else f"over by {peak - bound:.0f} MiB ({(peak - base) / mib:.1f}x the largest tensor)"
+    verdict = ("within" if peak <= bound else
+               f"over by {peak - bound:.0f} MiB ({(peak - base) / mib:.1f}x the largest tensor)")
     return (f"{head}\n\n- interpreter baseline (RSS after imports: torch, transformers, timm, complexity_zoo): "
             f"{base:.0f} MiB\n- largest tensor: `{name}`, {mib:.0f} MiB\n- peak RSS: {peak:.0f} MiB "
             f"(peak - baseline {peak - base:.0f} MiB); bound baseline + 2 x largest = {bound:.0f} MiB: {verdict}\n"
             f"- {end['cells']} cells in {end['seconds']:.0f} s ({end['seconds'] / n:.2f} s per checkpoint); "
             f"l2's declared facts: {end['facts']}"
-            + (f"\n- CUDA peak allocated {end['cuda_peak_mib']:.0f} MiB" if end.get("cuda_peak_mib") is not None else ""))
+            + (f"\n- CUDA peak allocated {end['cuda_peak_mib']:.0f} MiB"
+               if end.get("cuda_peak_mib") is not None else ""))

@@ -52,9 +52,9 @@ def _sync(device: str) -> None:
 
 def run(job: dict, queue) -> None:
     """Run ``job`` (series, folder, measure, settings, device, steps, budget_s, threads, max_mem_gb)."""
+    import _zoo_series as zs
     import torch
 
-    import _zoo_series as zs
     import complexity_zoo as cz
 
     torch.set_num_threads(job["threads"])

@@ -93,7 +93,8 @@ def _skip_reason(measure: str, series: zs.Series, params: int, rows: list[dict],
     exponent = max(1.0, slope[0]) if slope else 1.0
     predicted = ref["s_per_ckpt"] * (params / ref["params"]) ** exponent
     if predicted > budget:
-        return f"predicted {predicted:.0f} s/checkpoint > budget {budget:.0f} s (from {ref['series']}, exponent {exponent:.2f})"
+        return (f"predicted {predicted:.0f} s/checkpoint > budget {budget:.0f} s "
+                f"(from {ref['series']}, exponent {exponent:.2f})")
     return None
 
 
@@ -162,7 +163,8 @@ def scaling(rows: list[dict]) -> list[dict]:
 def markdown(rows: list[dict], scale: list[dict], header: str) -> str:
     series = list(dict.fromkeys(r["series"] for r in rows))
     params = {r["series"]: r["params"] for r in rows}
-    lines = [header, "", "| measure | " + " | ".join(f"{s} ({params[s] / 1e6:.2f}M): s/ckpt (measure alone), peak MiB" for s in series)
+    cols = [f"{s} ({params[s] / 1e6:.2f}M): s/ckpt (measure alone), peak MiB" for s in series]
+    lines = [header, "", "| measure | " + " | ".join(cols)
              + " | time exp. | h at 1B x 100 | one GPU |", "|---" * (len(series) + 4) + "|"]
     for sc in scale:
         cells = []
@@ -178,7 +180,8 @@ def markdown(rows: list[dict], scale: list[dict], header: str) -> str:
     notes = [f"- {r['series']} / `{r['measure']}`: {r['status']}: {r['error']}" for r in rows if r["error"]]
     return "\n".join(lines + ["", "Seconds per checkpoint: median wall time of compare() on one checkpoint "
                               "(loading included); in parentheses the measure's own time. Peak: ru_maxrss of the "
-                              "fresh process, imports included. `*`: fewer checkpoints than asked (see notes).", "", "Notes:", *notes,
+                              "fresh process, imports included. `*`: fewer checkpoints than asked (see notes).",
+                              "", "Notes:", *notes,
                               "", "Settings (every size): " + json.dumps(SETTINGS)])
 
 
@@ -199,7 +202,8 @@ def main() -> None:
     parser.add_argument("--checkpoints", type=int, default=None, help="per series (default 3; --quick 2)")
     parser.add_argument("--series", default=None, help=f"comma-separated among {list(zs.SERIES)}")
     parser.add_argument("--measures", default=None, help="comma-separated (default: every built-in measure)")
-    parser.add_argument("--budget", type=float, default=None, help="seconds per (series, measure) (default 60; --quick 20)")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="seconds per (series, measure) (default 60; --quick 20)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads per child")
     parser.add_argument("--max-mem-gb", type=float, default=8.0, help="address-space cap per child on CPU")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: measures,peers,memory")
@@ -213,7 +217,8 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
-    header = f"benchmarks/zoo.py ({'quick' if args.quick else 'full'}), device {args.device}; load at start: {load_line()}"
+    header = (f"benchmarks/zoo.py ({'quick' if args.quick else 'full'}), device {args.device}; "
+              f"load at start: {load_line()}")
     print(header, flush=True)
 
     folders, params = {}, {}
