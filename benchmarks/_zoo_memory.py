@@ -67,7 +67,8 @@ def child(folder: str, device: str, threads: int, queue) -> None:
     queue.put({"kind": "start", "rss_mib": zw.current_rss_mib(), "maxrss_mib": zw.rss_mib()})
     try:
         traj = huggingface.load_trajectory(folder)
-        facts = {k: v for k, v in vars(type(cz.get_measure("l2"))).items() if isinstance(v, bool)}
+        cls = type(cz.get_measure("l2"))  # tensors_only: the stream helper's fact (absent before it lands)
+        facts = {k: getattr(cls, k, "absent") for k in ("tensors_only", "needs_data", "needs_init")}
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory() as cache:
             result = cz.compare(traj, MEASURES, device=device, cache=cache, progress=False, strict=True)
