@@ -21,7 +21,8 @@ child stops starting checkpoints after ``--budget`` seconds and is killed at 3x 
 The exponent is the least-squares slope of log(seconds per checkpoint) on log(parameters)
 over the series where the measure ran (different architectures: read it as a trend, not a
 law); the extrapolation is that line at 1e9 parameters x 100 checkpoints. Feasible on one
-GPU: extrapolated time < 24 h and extrapolated peak memory < 80 GB; from CPU timings a
+GPU: extrapolated time < 24 h and extrapolated peak memory (growth over the imports' RSS on
+CPU; ``max_memory_allocated`` on CUDA) < 80 GB; from CPU timings a
 "yes" is conservative (a GPU is not slower on these kernels), a "no" says to time it on a GPU.
 """
 
@@ -142,7 +143,8 @@ def scaling(rows: list[dict]) -> list[dict]:
     for measure in dict.fromkeys(r["measure"] for r in rows):
         ok = [r for r in rows if r["measure"] == measure and r["status"] == "ok"]
         t = fit([r["params"] for r in ok], [r["s_per_ckpt"] for r in ok])
-        grow = [(r["params"], r["peak_rss_mib"] - r["base_rss_mib"]) for r in ok]
+        grow = [(r["params"], r["cuda_peak_mib"] if r["device"].startswith("cuda")  # GPU memory on CUDA
+                 else r["peak_rss_mib"] - r["base_rss_mib"]) for r in ok]
         mem = fit([g[0] for g in grow], [max(g[1], 1.0) for g in grow])
         hours = math.exp(t[1]) * TARGET_PARAMS ** t[0] * TARGET_CHECKPOINTS / 3600 if t else float("nan")
         gb = math.exp(mem[1]) * TARGET_PARAMS ** mem[0] / 1024 if mem else float("nan")
