@@ -14,9 +14,10 @@ beside it), peak RSS (``ru_maxrss``, imports included; on CUDA also
 in ``SETTINGS`` at every size (one recipe, so the exponents compare like with like).
 Skips: a measure that failed on a smaller series of the same kind is not retried (the error
 is repeated); one whose predicted seconds per checkpoint (from the largest smaller series of
-the same kind, linear in parameters or the fitted exponent if steeper) exceed ``--budget`` is
-skipped (in practice: the 124M LM, predicted from the 10M one); a
-child stops starting checkpoints after ``--budget`` seconds and is killed at 3x that.
+the same kind, linear in parameters or the fitted exponent if steeper) exceed
+``--max-per-checkpoint`` is skipped (in practice: the 124M LM, predicted from the 10M one); a
+child starts no checkpoint after ``--budget`` seconds (so slow measures report one or two
+checkpoints) and is killed at budget + 1.5 x max-per-checkpoint + 60 s ("timeout").
 
 The exponent is the least-squares slope of log(seconds per checkpoint) on log(parameters)
 over the series where the measure ran (different architectures: read it as a trend, not a
@@ -81,7 +82,7 @@ def fit(xs: list[float], ys: list[float]) -> tuple[float, float] | None:
     return slope, my - slope * mx
 
 
-def _skip_reason(measure: str, series: zs.Series, params: int, rows: list[dict], budget: float) -> str | None:
+def _skip_reason(measure: str, series: zs.Series, params: int, rows: list[dict], cap: float) -> str | None:
     smaller = [r for r in rows if r["measure"] == measure and r["params"] < params]
     failed = [r for r in smaller if r["status"] == "failed" and zs.SERIES[r["series"]].kind == series.kind]
     if failed:
@@ -93,10 +94,15 @@ def _skip_reason(measure: str, series: zs.Series, params: int, rows: list[dict],
     slope = fit([r["params"] for r in ok], [r["s_per_ckpt"] for r in ok])
     exponent = max(1.0, slope[0]) if slope else 1.0
     predicted = ref["s_per_ckpt"] * (params / ref["params"]) ** exponent
-    if predicted > budget:
-        return (f"predicted {predicted:.0f} s/checkpoint > budget {budget:.0f} s "
+    if predicted > cap:
+        return (f"predicted {predicted:.0f} s/checkpoint > --max-per-checkpoint {cap:.0f} s "
                 f"(from {ref['series']}, exponent {exponent:.2f})")
     return None
+
+
+def hard_limit(args) -> float:
+    """When a child is killed: the budget, one slow checkpoint and a minute to load."""
+    return args.budget + 1.5 * args.max_per_checkpoint + 60
 
 
 def bench(ctx, series: zs.Series, folder: Path, params: int, measure: str, steps: list[int], args,
@@ -105,13 +111,13 @@ def bench(ctx, series: zs.Series, folder: Path, params: int, measure: str, steps
            "settings": json.dumps(SETTINGS.get(measure, {})), "status": "", "error": "", "s_per_ckpt": float("nan"),
            "measure_s": float("nan"), "checkpoints": 0, "peak_rss_mib": float("nan"), "base_rss_mib": float("nan"),
            "cuda_peak_mib": float("nan"), "value": float("nan")}
-    reason = _skip_reason(measure, series, params, rows, args.budget)
+    reason = _skip_reason(measure, series, params, rows, args.max_per_checkpoint)
     if reason:
         return {**row, "status": "skipped", "error": reason}
     job = {"series": series.name, "folder": str(folder), "measure": measure, "settings": SETTINGS.get(measure, {}),
            "device": args.device, "steps": steps, "budget_s": args.budget, "threads": args.threads,
            "max_mem_gb": args.max_mem_gb}
-    out = zw.run_job(ctx, job, hard_limit_s=3 * args.budget + 60)
+    out = zw.run_job(ctx, job, hard_limit_s=hard_limit(args))
     msgs = out["messages"]
     ckpts = [m for m in msgs if m["kind"] == "checkpoint"]
     peaks = [m["maxrss_mib"] for m in msgs if "maxrss_mib" in m]
@@ -128,7 +134,7 @@ def bench(ctx, series: zs.Series, folder: Path, params: int, measure: str, steps
         row.update(status="failed", error=f"{err['error']} [{err['where']}]")
     elif out["killed"]:
         row.update(status="ok" if ckpts else "timeout",
-                   error=f"killed at the hard limit {3 * args.budget + 60:.0f} s after {len(ckpts)} checkpoint(s)")
+                   error=f"killed at the hard limit {hard_limit(args):.0f} s after {len(ckpts)} checkpoint(s)")
     elif not ckpts:
         row.update(status="failed", error=f"the child died (exit code {out['exitcode']}; out of memory?)")
     else:
@@ -204,15 +210,17 @@ def main() -> None:
     parser.add_argument("--checkpoints", type=int, default=None, help="per series (default 3; --quick 2)")
     parser.add_argument("--series", default=None, help=f"comma-separated among {list(zs.SERIES)}")
     parser.add_argument("--measures", default=None, help="comma-separated (default: every built-in measure)")
-    parser.add_argument("--budget", type=float, default=None,
-                        help="seconds per (series, measure) (default 60; --quick 20)")
+    parser.add_argument("--budget", type=float, default=20.0,
+                        help="seconds per (series, measure): no checkpoint is started after it (default 20)")
+    parser.add_argument("--max-per-checkpoint", type=float, default=None,
+                        help="skip when the predicted s/checkpoint exceeds it (default 60; --quick 40)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads per child")
     parser.add_argument("--max-mem-gb", type=float, default=8.0, help="address-space cap per child on CPU")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: measures,peers,memory")
     parser.add_argument("--memory-checkpoints", type=int, default=None, help="default 100")
     args = parser.parse_args()
     args.checkpoints = args.checkpoints or (2 if args.quick else 3)
-    args.budget = args.budget or (20.0 if args.quick else 60.0)
+    args.max_per_checkpoint = args.max_per_checkpoint or (40.0 if args.quick else 60.0)
     names = args.series.split(",") if args.series else (
         ["mlp-cpu-small", "gpt2-10m", "resnet18"] if args.quick else list(zs.SERIES))
     skip = set(filter(None, args.skip.split(",")))
