@@ -21,6 +21,7 @@ import pandas as pd
 from torch import Tensor, nn
 
 from complexity_zoo._io import load_state_dict_file
+from complexity_zoo._stream import open_tensors
 from complexity_zoo._trust import resolve_inside
 from complexity_zoo.errors import (
     CheckpointError,
@@ -305,7 +306,7 @@ def load_trajectory(
     fix = _TiedWeights(model)
     ckpts = [
         Checkpoint(step, functools.partial(_load_checkpoint, str(path), fix), source=str(path),
-                   files=functools.partial(weight_files, str(path)))
+                   files=functools.partial(weight_files, str(path)), reader=functools.partial(open_tensors, str(path)))
         for step, path in weights.items()
     ]
     return Trajectory(ckpts, model, metrics, name=name or root.resolve().name)

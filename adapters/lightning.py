@@ -23,6 +23,7 @@ import pandas as pd
 from torch import Tensor, nn
 
 from complexity_zoo._io import torch_load_weights_only
+from complexity_zoo._stream import open_tensors
 from complexity_zoo.errors import CheckpointError, CheckpointNotFoundError, TrajectoryError
 from complexity_zoo.trajectory import Checkpoint, Trajectory
 
@@ -145,7 +146,9 @@ def load_trajectory(
             raise CheckpointError(f"{str(path)!r} has no integer 'global_step' (got {step!r}).")
         extra = {"epoch": float(header["epoch"])} if isinstance(header.get("epoch"), int) else {}
         load = functools.partial(load_checkpoint_file, str(path), prefix, tuple(safe_globals))
-        ckpts.append(Checkpoint(step, load, extra, str(path), variant=f"prefix={prefix!r}" if prefix else ""))
+        reader = functools.partial(open_tensors, str(path), "state_dict", prefix, tuple(safe_globals))
+        ckpts.append(Checkpoint(step, load, extra, str(path), variant=f"prefix={prefix!r}" if prefix else "",
+                                reader=reader))
     if isinstance(metrics, (str, os.PathLike)) and not str(metrics).endswith(".json"):
         metrics = metrics_from_csv(metrics)
     if name is None:

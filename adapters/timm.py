@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from complexity_zoo._io import state_dict_from_object, torch_load_weights_only
+from complexity_zoo._stream import open_tensors
 from complexity_zoo.errors import CheckpointError, CheckpointNotFoundError, ModelError
 from complexity_zoo.trajectory import Checkpoint, Trajectory
 
@@ -199,7 +200,8 @@ def load_trajectory(
     metrics = metrics_from_summary(summary) if summary.is_file() else None
     ckpts = [
         Checkpoint(e, functools.partial(load_checkpoint_file, str(files[e]), ema), {"epoch": float(e)}, str(files[e]),
-                   variant="ema" if ema else "")
+                   variant="ema" if ema else "", reader=functools.partial(
+                       open_tensors, str(files[e]), "state_dict_ema" if ema else None, None, SAFE_GLOBALS))
         for e in epochs
     ]
     return Trajectory(ckpts, model, metrics, name=name or root.resolve().name)

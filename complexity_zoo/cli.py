@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import sys
@@ -93,6 +94,20 @@ def _model_factory(target: str | None, runs: Sequence[str]):
     return factories
 
 
+@contextlib.contextmanager
+def _executor(args: argparse.Namespace):
+    """``--executor NAME`` as compare's executor; ``--scheduler ADDRESS``: a Dask client connected there."""
+    if args.scheduler is None:
+        yield args.executor
+        return
+    if args.executor not in (None, "dask"):
+        raise InvalidSettingError(f"--scheduler runs on Dask; it cannot be used with --executor {args.executor}.")
+    from ._executors import _import_distributed
+
+    with _import_distributed().Client(args.scheduler) as client:
+        yield client
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
     from .compare import compare, resolve_measures
     from .trajectory import Trajectory
@@ -113,10 +128,12 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     runs = [Trajectory.from_dir(p, model=models[p] if models else None, trust=args.trust) for p in args.runs]
     needed = [label for label, m in measures.items() if m.needs_data]
     data = {t.name: _data_for(t, needed) for t in runs}
-    result = compare(
-        runs, list(measures.values()), data=data, steps=steps, device=args.device,
-        cache=args.cache, progress=not args.quiet, seed=args.seed, strict=args.strict,
-    )
+    with _executor(args) as executor:
+        result = compare(
+            runs, list(measures.values()), data=data, steps=steps, device=args.device,
+            cache=args.cache, progress=not args.quiet, seed=args.seed, strict=args.strict,
+            executor=executor, workers=args.workers,
+        )
     path = result.save(args.out)
     print(f"wrote {path} ({len(result.measures)} measures x {result.dataset.sizes['step']} steps"
           f" x {len(result.runs)} runs; {len(result.errors)} failed cells)")
@@ -185,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust", action="store_true",
                    help="import the model factory run.json names even if it is not on the allow-list "
                         "(only for run folders you trust: it can run any code)")
+    p.add_argument("--executor", choices=["serial", "threads", "processes", "dask"], default=None,
+                   help="run the checkpoints in parallel: a thread or process pool, or a local Dask cluster "
+                        "(each made for this command; results equal the serial ones)")
+    p.add_argument("--workers", type=int, default=None, help="workers of --executor (default: one per core)")
+    p.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                   help="run on the Dask cluster whose scheduler is at ADDRESS (e.g. tcp://host:8786)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_compare)
 

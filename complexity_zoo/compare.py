@@ -20,6 +20,7 @@ import torch
 
 from ._assemble import build_dataset, check_names
 from ._cache import ResultCache, to_jsonable
+from ._executors import execute
 from ._steps import integer_step
 from .comparison import Comparison
 from .data import Data
@@ -124,7 +125,10 @@ def run_cell(model: torch.nn.Module, cell: Cell, data: Data | None, device: str 
         if m.needs_init and isinstance(init, BaseException):
             raise init
         extra = {"init": init} if m.needs_init else {}
-        result = m(model, data if m.needs_data else None, **extra)
+        if isinstance(model, torch.nn.Module):
+            result = m(model, data if m.needs_data else None, **extra)
+        else:  # a tensors_only cell, streamed from the checkpoint's files (see _streamer)
+            result = model(m)
     except Exception as e:
         if strict:
             raise
@@ -146,7 +150,17 @@ def run_checkpoint(trajectory: Trajectory, step: int, cells: list[Cell], data: D
     """Load one checkpoint once and run its cells, each written when it finishes.
 
     Failures are returned, not raised (unless ``strict``); ``on_cell`` hears of each cell.
+    When every cell is ``tensors_only``, the model is not built: each cell streams the
+    checkpoint's parameter tensors one at a time (memory: about the largest tensor).
     """
+    if all(cell.measure.tensors_only for cell in cells):
+        streamer, out = _streamer(trajectory, step, device), []
+        for cell in cells:
+            item = (cell, *run_cell(streamer, cell, data, device, store, strict))
+            if on_cell is not None:
+                on_cell(*item)
+            out.append(item)
+        return out
     try:
         model = trajectory.model_at(step, device=device)
     except Exception as e:
@@ -173,6 +187,27 @@ def run_checkpoint(trajectory: Trajectory, step: int, cells: list[Cell], data: D
     return out
 
 
+def _streamer(trajectory: Trajectory, step: int, device: str | None) -> Callable[[Measure], Any]:
+    """Runs a tensors_only measure on the parameters of ``step`` read from its files one at a
+    time (which tensors: ``complexity_zoo._params``); ``needs_init`` reads the initial weights
+    the same way, by name, alongside (the run's first checkpoint, or ``Trajectory(init=...)``)."""
+    from ._params import LazyParameters, parameters
+
+    def run(measure: Measure):
+        plan = trajectory.parameter_plan()
+        with contextlib.ExitStack() as stack:
+            reader = stack.enter_context(trajectory.checkpoint(step).open_tensors())
+            init = None
+            if measure.needs_init and trajectory.init is not None:
+                init = trajectory.init_state_dict()
+            elif measure.needs_init:
+                first = stack.enter_context(trajectory.checkpoint(trajectory.steps[0]).open_tensors())
+                init = LazyParameters(first, plan)
+            return measure.on_tensors(parameters(reader, plan), init=init, device=device)
+
+    return run
+
+
 def compare(
     trajectory_or_list: Trajectory | Iterable[Trajectory],
     measures: Sequence[MeasureSpec],
@@ -185,12 +220,16 @@ def compare(
     progress: bool = True,
     seed: int = 0,
     strict: bool = False,
+    workers: int | None = None,
 ) -> Comparison:
     """Run ``measures`` on every checkpoint of one or more trajectories.
 
-    ``data`` is one Data for all runs or a mapping run name -> Data. ``executor`` is any
-    ``concurrent.futures.Executor`` (or a Dask client); each job is one checkpoint with its
-    pending measures. ``cache`` is a folder: each finished cell is written there the moment it
+    ``data`` is one Data for all runs or a mapping run name -> Data. ``executor`` runs the jobs,
+    one per checkpoint with its pending measures: None or ``"serial"``, ``"threads"``,
+    ``"processes"`` or ``"dask"`` (a local pool or Dask cluster of ``workers``, default one per
+    core, made for this call), any ``concurrent.futures.Executor``, or a ``distributed.Client``
+    (see :mod:`complexity_zoo._executors`); every back end gives the serial numbers.
+    ``cache`` is a folder: each finished cell is written there the moment it
     finishes (atomically), keyed by the content of the checkpoint, the model factory, the
     measure's settings and the data and loss; an interrupted comparison (Ctrl-C, SIGTERM, a
     crash) loses no finished cell and a re-run computes only what is missing.
@@ -240,14 +279,12 @@ def compare(
 
     with _interrupts_reported(store, lambda: finished[0], total):
         try:
-            if executor is None:
-                for traj, step, pending in jobs:
-                    bar.set_postfix_str(f"{traj.name} step {step}", refresh=False)
-                    run_checkpoint(traj, step, pending, data_for[traj.name], device, strict, store, record)
-            else:
-                _run_on(executor, jobs, data_for, device, strict, store, record)
+            execute(executor, jobs, data_for, device, strict, store, record, workers=workers,
+                    note=lambda traj, step: bar.set_postfix_str(f"{traj.name} step {step}", refresh=False))
         finally:
             bar.close()
+    run_pos, labels = {t.name: i for i, t in enumerate(runs)}, list(labeled)
+    errors.sort(key=lambda e: (run_pos[e["run"]], e["step"], labels.index(e["measure"])))  # same for every back end
     dataset = build_dataset(runs, wanted, labeled, cells, device, seed)
     dataset.attrs["n_train"] = json.dumps({name: d.n("train") for name, d in data_for.items() if d is not None})
     classes = {d.num_classes() for d in data_for.values() if d is not None} - {None}
@@ -290,25 +327,6 @@ def _plan(runs, wanted, labeled, data_for, store, seed, cells) -> list[tuple[Tra
             if pending:
                 jobs.append((traj, step, pending))
     return jobs
-
-
-def _run_on(executor, jobs, data_for, device, strict, store, record) -> None:
-    """Each checkpoint a job; the worker writes its cells to the cache as they finish."""
-    futures = {
-        executor.submit(run_checkpoint, traj, step, pending, data_for[traj.name], device, strict, store): step
-        for traj, step, pending in jobs
-    }
-    done = cf.as_completed(futures) if all(isinstance(f, cf.Future) for f in futures) else futures
-    try:
-        for fut in done:
-            for cell, result, seconds in fut.result():
-                if store is not None and isinstance(result, dict):
-                    store.put(cell.measure.name, cell.key, result)  # a worker without the cache's disk
-                record(cell, result, seconds)
-    except BaseException:
-        for fut in futures:
-            getattr(fut, "cancel", lambda: None)()
-        raise
 
 
 @contextlib.contextmanager

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from .errors import DataError
 
@@ -91,6 +91,8 @@ class Data:
     task: dict | None = field(default=None, repr=False)
     # Names the examples for the result cache where they cannot be hashed (a DataLoader).
     data_id: str | None = None
+    # How this Data was drawn from a larger one (see subsample), recorded in results; None: whole.
+    sample: dict | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.loss, str):
@@ -125,6 +127,46 @@ class Data:
     ) -> Data:
         """Data from ``(x, y)`` tensor tuples."""
         return cls(train=train, test=test, loss=loss, batch_size=batch_size, task=task)
+
+    def subsample(self, max_examples: int | None, *, seed: int,
+                  splits: tuple[str, ...] = ("train", "test")) -> Data:
+        """At most ``max_examples`` of each split, drawn uniformly without replacement by ``seed``.
+
+        The data budget of data-dependent measures at scale. The draw is recorded in ``sample``
+        (budget, seed, and per split the examples kept and the total) so a result says what it
+        was computed on; ``None`` or a budget at least the split's size keeps the split whole.
+        """
+        if max_examples is None:
+            return self
+        if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1:
+            raise DataError(f"max_examples must be a positive integer or None; got {max_examples!r}.")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise DataError(f"The seed of a subsample must be an integer; got {seed!r}.")
+        unknown = [s for s in splits if s not in ("train", "test")]
+        if unknown:
+            raise DataError(f"splits must name 'train' and/or 'test'; got {unknown}.")
+        kept: dict[str, Split | None] = {"train": self.train, "test": self.test}
+        record = {"max_examples": max_examples, "seed": seed, "splits": {}}
+        for i, name in enumerate(splits):
+            split = kept[name]
+            if split is None:
+                continue
+            total = self.n(name)
+            if total <= max_examples:
+                record["splits"][name] = {"kept": total, "total": total}
+                continue
+            gen = torch.Generator().manual_seed(seed * 2 + i)  # train and test draw independently
+            idx = torch.randperm(total, generator=gen)[:max_examples].sort().values
+            if isinstance(split, DataLoader):
+                kept[name] = DataLoader(Subset(split.dataset, idx.tolist()), batch_size=split.batch_size,
+                                        collate_fn=split.collate_fn, num_workers=split.num_workers)
+            else:
+                kept[name] = tuple(t[idx] for t in split)
+            record["splits"][name] = {"kept": max_examples, "total": total}
+        data_id = None if self.data_id is None else f"{self.data_id}|sample:{max_examples}:{seed}"
+        loss = self.loss_name if self.loss is LOSSES.get(self.loss_name) else self.loss
+        return Data(train=kept["train"], test=kept["test"], loss=loss, batch_size=self.batch_size,
+                    task=self.task, data_id=data_id, sample=record)
 
     def _split(self, split: str) -> Split:
         if split == "train":

@@ -90,6 +90,14 @@ class UntrustedCodeError(ComplexityZooError, PermissionError):
     """Loading would import or run code that a file names, and the caller did not allow it."""
 
 
+class ExecutorError(ComplexityZooError, RuntimeError):
+    """An execution back end that cannot run a comparison's jobs (unknown, or a job it cannot send)."""
+
+
+class WorkerLostError(ExecutorError):
+    """A worker died while running a job (killed, out of memory, a crash), every time it was retried."""
+
+
 class ComparisonInterrupted(KeyboardInterrupt):
     """compare() stopped by Ctrl-C or SIGTERM; the message says what was kept and how to resume."""
 

@@ -7,7 +7,7 @@ import hashlib
 import importlib.util
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -60,6 +60,9 @@ class Measure:
     (bits that describe the given model exactly), ``requires``
     (importable modules) with ``extra`` (the pip extra that installs them), ``presets``
     (tag -> settings) and ``version`` (bump it when results change, to invalidate caches).
+    ``tensors_only``: the measure is a function of the named parameter tensors alone; it
+    implements ``compute_tensors`` (the model path feeds it ``named_parameters()``), and
+    :meth:`on_tensors` / compare() can stream the tensors from checkpoint files instead.
     """
 
     name: ClassVar[str] = ""
@@ -70,6 +73,8 @@ class Measure:
     # A measure in bits whose code describes the given model exactly (no coarse-graining), so
     # bounds may pair its bits with the model's own training error.
     lossless: ClassVar[bool] = False
+    # A function of the named parameter tensors alone (no module, no buffers): compute_tensors().
+    tensors_only: ClassVar[bool] = False
     requires: ClassVar[tuple[str, ...]] = ()
     extra: ClassVar[str | None] = None
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
@@ -122,7 +127,41 @@ class Measure:
 
     # -- evaluation -------------------------------------------------------------------------
     def compute(self, model: nn.Module, data: Data | None, *args: Any) -> float | MeasureResult:
+        if self.tensors_only:  # the one implementation, fed the model's parameters
+            return self.compute_tensors(((n, p.detach()) for n, p in model.named_parameters()), *args)
         raise NotImplementedError(f"{type(self).__qualname__} must implement compute().")
+
+    def compute_tensors(
+        self, tensors: Iterable[tuple[str, torch.Tensor]], init: Mapping[str, torch.Tensor] | None = None
+    ) -> float | MeasureResult:
+        """A ``tensors_only`` measure on (name, parameter) pairs, read once, in order; ``init``
+        maps names to initial values (``needs_init``). Tensors may be any float dtype."""
+        raise NotImplementedError(f"{type(self).__qualname__} must implement compute_tensors().")
+
+    def on_tensors(
+        self, tensors: Iterable[tuple[str, torch.Tensor]], *, init: Mapping[str, torch.Tensor] | None = None,
+        device: torch.device | str | None = None,
+    ) -> MeasureResult:
+        """The measure on a stream of named parameter tensors (e.g. ``checkpoint.tensors()``
+        filtered to the parameters), each moved to ``device``; the same checks and result as
+        ``__call__`` on the model holding them. Only for ``tensors_only`` measures."""
+        label = f"measure {self.name or type(self).__qualname__!r}"
+        self._check_available(label)
+        if not self.tensors_only:
+            raise ModelError(f"The {label} needs the model, not only its tensors; call it on the model.")
+        if self.needs_init and init is None:
+            raise MissingInitError(f"The {label} needs the run's initial weights; pass init=... (a mapping).")
+        guard = _FiniteGuard(tensors, device)
+        try:
+            out = self.compute_tensors(guard, init) if self.needs_init else self.compute_tensors(guard)
+        except ComplexityZooError:
+            guard.check()
+            raise
+        except Exception as e:
+            guard.check()
+            raise MeasureError(f"The {label} failed: {type(e).__name__}: {e}") from e
+        guard.check()
+        return self._result(out, label)
 
     def __call__(
         self, model: nn.Module, data: Data | None = None, *, init: nn.Module | Mapping[str, torch.Tensor] | None = None
@@ -133,10 +172,7 @@ class Measure:
         passed to, measures with ``needs_init``.
         """
         label = f"measure {self.name or type(self).__qualname__!r}"
-        if not self.available():
-            missing = [m for m in self.requires if importlib.util.find_spec(m) is None]
-            hint = f"pip install 'complexity-zoo[{self.extra}]'" if self.extra else f"pip install {' '.join(missing)}"
-            raise MissingDependencyError(f"The {label} needs {missing}; install it with: {hint}")
+        self._check_available(label)
         if not isinstance(model, nn.Module):
             raise ModelError(f"The {label} takes a torch.nn.Module; got {type(model).__name__}.")
         if self.needs_data and data is None:
@@ -160,6 +196,15 @@ class Measure:
             raise
         except Exception as e:
             raise MeasureError(f"The {label} failed: {type(e).__name__}: {e}") from e
+        return self._result(out, label)
+
+    def _check_available(self, label: str) -> None:
+        if not self.available():
+            missing = [m for m in self.requires if importlib.util.find_spec(m) is None]
+            hint = f"pip install 'complexity-zoo[{self.extra}]'" if self.extra else f"pip install {' '.join(missing)}"
+            raise MissingDependencyError(f"The {label} needs {missing}; install it with: {hint}")
+
+    def _result(self, out: float | MeasureResult, label: str) -> MeasureResult:
         result = out if isinstance(out, MeasureResult) else MeasureResult(value=out)
         value = float(result.value)
         if not math.isfinite(value):
@@ -207,4 +252,41 @@ def check_finite_weights(model: nn.Module) -> None:
             raise NonFiniteError(
                 f"The model's tensor {name!r} has non-finite entries (NaN or inf); measures "
                 f"on diverged weights are undefined."
+            )
+
+
+class _FiniteGuard:
+    """Passes (name, tensor) pairs through, moved to ``device``, checking that each is finite.
+
+    On the CPU each tensor is checked as it passes; elsewhere the checks stay on the device and
+    are read once, at the end (no host round-trip per tensor).
+    """
+
+    def __init__(self, tensors: Iterable[tuple[str, torch.Tensor]], device: torch.device | str | None) -> None:
+        self.tensors, self.device = tensors, None if device is None else torch.device(device)
+        self.pending: list[tuple[str, torch.Tensor]] = []
+
+    def __iter__(self):
+        for name, t in self.tensors:
+            t = t.detach() if self.device is None else t.detach().to(self.device, non_blocking=True)
+            if t.is_floating_point():
+                ok = torch.isfinite(t).all()
+                if t.device.type == "cpu":
+                    self._raise_unless(name, bool(ok))
+                else:
+                    self.pending.append((name, ok))
+            yield name, t
+
+    def check(self) -> None:
+        if self.pending:
+            flags = torch.stack([ok for _, ok in self.pending]).cpu().tolist()
+            for (name, _), ok in zip(self.pending, flags):
+                self._raise_unless(name, ok)
+
+    @staticmethod
+    def _raise_unless(name: str, ok: bool) -> None:
+        if not ok:
+            raise NonFiniteError(
+                f"The tensor {name!r} has non-finite entries (NaN or inf); measures on diverged "
+                f"weights are undefined."
             )

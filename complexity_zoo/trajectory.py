@@ -17,7 +17,9 @@ import torch
 from torch import Tensor, nn
 
 from ._io import file_digest, load_state_dict_file, save_state_dict_file
+from ._params import ParameterPlan, parameter_plan
 from ._steps import integer_step, read_metrics, step_from_filename
+from ._stream import MappingReader, TensorReader, open_tensors
 from ._trust import factory_from_spec, identity_digest
 from .errors import CheckpointError, CheckpointNotFoundError, ModelError, TrajectoryError
 
@@ -40,9 +42,24 @@ class Checkpoint:
     variant: str = ""
     # The files whose bytes decide the weights (``source`` when None), e.g. a shard index's shards.
     files: Callable[[], list[str]] | None = field(default=None, repr=False)
+    # Opens a reader of the same tensors one at a time (streaming); None: the whole state dict.
+    reader: Callable[[], TensorReader] | None = field(default=None, repr=False)
 
     def state_dict(self) -> dict[str, Tensor]:
         return self.load()
+
+    def open_tensors(self) -> TensorReader:
+        """A reader of this checkpoint's tensors, each read when asked for (a context manager).
+
+        Memory: one tensor at a time for files with a streaming reader (safetensors, sharded
+        safetensors, torch zip files); the whole state dict otherwise (in-memory checkpoints).
+        """
+        return self.reader() if self.reader is not None else MappingReader(self.state_dict(), self.source or "<memory>")
+
+    def tensors(self) -> Iterator[tuple[str, Tensor]]:
+        """Every stored (name, tensor), one at a time, buffers included (see ``complexity_zoo._params``)."""
+        with self.open_tensors() as reader:
+            yield from reader
 
     def fingerprint(self) -> str:
         """Identity for caching: a content digest of the file(s), or of the tensors in memory.
@@ -163,6 +180,13 @@ class Trajectory:
         model.eval()
         return model.to(device) if device is not None else model
 
+    def parameter_plan(self) -> ParameterPlan | None:
+        """Names, shapes and tied aliases of the model's parameters, from the factory on ``meta``
+        (worked out once); None when the factory cannot build (see ``complexity_zoo._params``)."""
+        if not hasattr(self, "_plan"):
+            self._plan = parameter_plan(self.model_factory)
+        return self._plan
+
     def init_state_dict(self) -> dict[str, Tensor]:
         """The run's initial weights: ``init`` if it was given, else the first checkpoint's."""
         if self.init is None:
@@ -211,7 +235,8 @@ class Trajectory:
             if not os.path.isfile(p):
                 raise CheckpointNotFoundError(f"Checkpoint file {p!r} does not exist.")
         ckpts = [
-            Checkpoint(step_from_filename(p), functools.partial(load_state_dict_file, p), source=p)
+            Checkpoint(step_from_filename(p), functools.partial(load_state_dict_file, p), source=p,
+                       reader=functools.partial(open_tensors, p))
             for p in paths
         ]
         return cls(ckpts, model, metrics, **kwargs)

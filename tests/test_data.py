@@ -78,3 +78,47 @@ def test_fingerprint_follows_the_examples(model_and_data):
     x, y = data.train
     other = Data.from_tensors(train=(x + 1, y), test=data.test, batch_size=32)
     assert data.fingerprint() == same.fingerprint() != other.fingerprint()
+
+
+def test_subsample_draws_without_replacement_and_records_the_draw():
+    x = torch.arange(100).float().unsqueeze(1)
+    y = torch.arange(100) % 3
+    data = Data.from_tensors(train=(x, y), test=(x[:10], y[:10]))
+    sub = data.subsample(30, seed=7)
+    kept = sub.tensors("train")[0].squeeze(1).long()
+    assert kept.numel() == 30 and kept.unique().numel() == 30  # no example twice
+    assert torch.equal(sub.tensors("train")[1], y[kept])  # rows stay paired
+    assert sub.n("test") == 10  # a budget above the split's size keeps it whole
+    assert sub.sample == {"max_examples": 30, "seed": 7,
+                          "splits": {"train": {"kept": 30, "total": 100}, "test": {"kept": 10, "total": 10}}}
+    assert sub.loss_name == "cross_entropy" and sub.num_classes() == 3
+    again = data.subsample(30, seed=7).tensors("train")[0]
+    assert torch.equal(again, sub.tensors("train")[0])  # the seed decides the draw
+    assert not torch.equal(data.subsample(30, seed=8).tensors("train")[0], again)
+    assert data.subsample(None, seed=0) is data
+
+
+def test_subsample_is_uniform_over_examples():
+    """Each example is kept with probability k/n: counts over many seeds match a binomial."""
+    n, k, reps = 20, 5, 2000
+    data = Data.from_tensors(train=(torch.arange(n).float().unsqueeze(1), torch.zeros(n, dtype=torch.long)))
+    counts = torch.zeros(n)
+    for seed in range(reps):
+        counts[data.subsample(k, seed=seed).tensors("train")[0].squeeze(1).long()] += 1
+    expected = reps * k / n
+    sd = (reps * (k / n) * (1 - k / n)) ** 0.5
+    assert float((counts - expected).abs().max()) < 4.5 * sd  # max of 20 near-normal counts
+
+
+def test_subsample_of_a_loader_and_bad_budgets():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    x = torch.randn(50, 2)
+    y = torch.randint(0, 2, (50,))
+    data = Data(train=DataLoader(TensorDataset(x, y), batch_size=8), data_id="toy")
+    sub = data.subsample(12, seed=1)
+    assert sub.n("train") == 12 and sub.data_id == "toy|sample:12:1"
+    assert sum(b[0].shape[0] for b in sub.batches("train")) == 12
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(DataError):
+            data.subsample(bad, seed=0)

@@ -25,3 +25,110 @@ def singular_value_entropy(s: Tensor, eps: float = 0.0) -> Tensor:
     if eps == 0.0:
         return -torch.xlogy(p, p).sum(dim=-1)
     return -(p * torch.log(p + eps)).sum(dim=-1)
+
+
+# -- streamed tensors: device, precision and memory policy -------------------------------------
+#: Elements per float64 chunk when a tensor is reduced piecewise (8 MiB of workspace): a tensor
+#: this small or smaller is reduced in one piece, exactly as before streaming existed.
+CHUNK = 1 << 20
+#: A matrix at least this many times taller than wide has its spectrum taken from its Gram matrix.
+TALL_RATIO = 16
+
+
+def as_matrix(t: Tensor) -> Tensor:
+    """A parameter with ``ndim >= 2`` as the matrix (shape[0], -1): a conv kernel (out, in*k*k)."""
+    return t.reshape(t.shape[0], -1)
+
+
+def spectrum_dtype(device: torch.device) -> torch.dtype:
+    """The dtype of SVDs: float64 on the CPU, float32 on accelerators; never half precision.
+
+    Measured on this project's 2-core CPU (ResNet-18's 21 matrices): float64 takes about 2x the
+    float32 time (2.2 s vs 1.1 s per checkpoint), cheap enough to keep the exact values earlier
+    versions gave; float32 moves singular values by up to 3e-6 of the largest (effective rank by
+    3e-9, stable rank by 4e-7 relative). GPUs run float64 at 1/2 (H100) to 1/64 (consumer cards)
+    of float32's rate, so there float32 is used; bf16/fp16/fp8 weights are upcast first.
+    """
+    return torch.float64 if torch.device(device).type == "cpu" else torch.float32
+
+
+def _chunks(t: Tensor):
+    flat = t.detach().reshape(-1)
+    for i in range(0, max(flat.numel(), 1), CHUNK):
+        yield flat[i:i + CHUNK].double()
+
+
+def sum_squares(t: Tensor) -> Tensor:
+    """Σ t² in float64 (a 0-d tensor on t's device), with at most CHUNK elements upcast at once."""
+    return sum((c * c).sum() for c in _chunks(t))
+
+
+def vector_norm(t: Tensor) -> Tensor:
+    """‖t‖₂ in float64 (a 0-d tensor on t's device), with at most CHUNK elements upcast at once."""
+    parts = [torch.linalg.vector_norm(c) for c in _chunks(t)]
+    return parts[0] if len(parts) == 1 else torch.linalg.vector_norm(torch.stack(parts))
+
+
+def gram_singular_values(w: Tensor) -> Tensor:
+    """Singular values of a tall matrix (N >= M) as √eig(WᵀW), Gram accumulated in float64.
+
+    Memory: an M x M float64 matrix plus a CHUNK-sized slice, where an SVD would copy W twice
+    in float64. Accuracy: eigenvalues carry an absolute error of about eps64·s_max², so s_i has
+    a relative error of about eps64·(s_max/s_i)²: below 1e-8 for s_i > 1e-4·s_max, more
+    accurate than a float32 SVD (eps32·s_max/s_i) whenever s_i > 1e-9·s_max.
+    """
+    m = w.shape[1]
+    gram = torch.zeros(m, m, dtype=torch.float64, device=w.device)
+    rows = max(1, CHUNK // m)
+    for i in range(0, w.shape[0], rows):
+        c = w[i:i + rows].detach().double()
+        gram += c.T @ c
+    return torch.linalg.eigvalsh(gram).flip(0).clamp_min(0).sqrt()
+
+
+def singular_values(w: Tensor) -> Tensor:
+    """Singular values (descending) of one matrix, by the dtype and method policy above.
+
+    On CUDA the driver is left to PyTorch's default on purpose: 'gesvdj' (Jacobi, accurate
+    for the general matrices here) with a fall-back to 'gesvd' (QR) when Jacobi does not
+    converge; 'gesvda' is approximate, and tall matrices take the Gram path instead.
+    """
+    w = w.detach()
+    n, m = w.shape
+    if max(n, m) >= TALL_RATIO * min(n, m):
+        return gram_singular_values(w if n >= m else w.T)
+    return torch.linalg.svdvals(w.to(spectrum_dtype(w.device)))
+
+
+def spectra(matrices, batch_bytes: int = 1 << 30) -> dict[str, Tensor]:
+    """Singular values of each (name, matrix), in the given order, each on its matrix's device.
+
+    Each matrix is released once its spectrum is taken, so memory holds one matrix at a time
+    (plus the spectra). On accelerators, same-shaped matrices are stacked, up to
+    ``batch_bytes``, into one batched call: every SVD call synchronizes the device with the
+    host (PyTorch checks convergence), so batching turns one sync per matrix into one per batch.
+    On the CPU batching gains nothing (LAPACK loops over the batch) and would hold matrices.
+    """
+    out: dict[str, Tensor] = {}
+    order: list[str] = []
+    groups: dict[tuple, list[tuple[str, Tensor]]] = {}
+
+    def flush(key: tuple) -> None:
+        names, mats = zip(*groups.pop(key))
+        for name, s in zip(names, torch.linalg.svdvals(torch.stack(mats)).unbind(0)):
+            out[name] = s
+
+    for name, w in matrices:
+        order.append(name)
+        n, m = w.shape
+        if w.device.type == "cpu" or max(n, m) >= TALL_RATIO * min(n, m):
+            out[name] = singular_values(w)
+            continue
+        w = w.detach().to(spectrum_dtype(w.device))
+        key = (tuple(w.shape), w.dtype, w.device)
+        groups.setdefault(key, []).append((name, w))
+        if len(groups[key]) * w.numel() * w.element_size() >= batch_bytes:
+            flush(key)
+    for key in list(groups):
+        flush(key)
+    return {name: out[name] for name in order}

@@ -7,8 +7,6 @@ import lzma
 import zlib
 from collections.abc import Callable
 
-from torch import nn
-
 from ..measure import Measure, MeasureResult
 from ..registry import register_measure
 
@@ -52,7 +50,11 @@ class NaiveCompression(Measure):
         if self.compressor not in COMPRESSORS:
             raise self._setting_error("compressor", f"one of {sorted(COMPRESSORS)}", self.compressor)
 
-    def compute(self, model: nn.Module, data=None) -> MeasureResult:
-        per = naive_bits(dict(model.named_parameters()), self.compressor)
-        raw = 8 * 4 * sum(p.numel() for p in model.parameters())
+    tensors_only = True
+
+    def compute_tensors(self, tensors, init=None) -> MeasureResult:
+        per, raw = {}, 0
+        for name, t in tensors:  # compression runs on the host: one tensor's bytes at a time
+            per[name] = 8 * compressed_bytes(float32_bytes(t), self.compressor)
+            raw += 8 * 4 * t.numel()
         return MeasureResult(float(sum(per.values())), extras={"per_tensor_bits": per, "raw_bits": raw})

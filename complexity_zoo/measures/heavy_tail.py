@@ -13,14 +13,16 @@ whose fit has the smallest Kolmogorov–Smirnov distance to the tail. Layers wit
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ..errors import UndefinedMeasureError
 from ..measure import Measure, MeasureResult
 from ..registry import register_measure
+from ._weights import as_matrix, singular_values, spectra
 
 #: The 99th percentile of the Tracy–Widom (β = 1) law: the trap threshold's false-alarm rate is ~1%.
 TW1_Q99 = 2.0234
@@ -59,23 +61,38 @@ def power_law_fit(eigenvalues: np.ndarray) -> dict[str, float]:
     return best
 
 
-def layer_spectra(model: nn.Module, min_eigenvalues: int) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Eigenvalues of WᵀW per layer (N >= M), and the layers skipped as too small."""
-    spectra, skipped = {}, []
-    for name, p in model.named_parameters():
-        if p.ndim < 2:
-            continue
-        w = p.detach().double().reshape(p.shape[0], -1)
-        if min(w.shape) < min_eigenvalues:
-            skipped.append(name)
-            continue
-        spectra[name] = (torch.linalg.svdvals(w) ** 2).cpu().numpy()
-    if not spectra:
+def layer_spectra(
+    tensors: nn.Module | Iterable[tuple[str, Tensor]], min_eigenvalues: int
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Eigenvalues of WᵀW per layer (N >= M), and the layers skipped as too small.
+
+    Spectra follow :func:`~._weights.singular_values` (float64 on the CPU, float32 on GPUs);
+    all of them reach the host in one transfer.
+    """
+    if isinstance(tensors, nn.Module):
+        tensors = ((n, p.detach()) for n, p in tensors.named_parameters())
+    skipped: list[str] = []
+
+    def big_enough():
+        for name, t in tensors:
+            if t.ndim < 2:
+                continue
+            w = as_matrix(t)
+            if min(w.shape) < min_eigenvalues:
+                skipped.append(name)
+                continue
+            yield name, w
+
+    with torch.no_grad():
+        spec = spectra(big_enough())
+    if not spec:
         raise UndefinedMeasureError(
             f"No weight matrix has at least min_eigenvalues={min_eigenvalues} eigenvalues (smaller "
             f"dimension); skipped {skipped}. Lower min_eigenvalues to fit small layers."
         )
-    return spectra, skipped
+    flat = torch.cat([s.double() ** 2 for s in spec.values()]).cpu().numpy()
+    parts = np.split(flat, np.cumsum([len(s) for s in spec.values()])[:-1])
+    return dict(zip(spec, parts)), skipped
 
 
 def trap_threshold(n: int, m: int, variance: float) -> float:
@@ -89,6 +106,7 @@ def trap_threshold(n: int, m: int, variance: float) -> float:
 
 
 class _HeavyTail(Measure):
+    tensors_only = True
     min_eigenvalues: int = 10
 
     def __post_init__(self) -> None:
@@ -103,8 +121,8 @@ class Alpha(_HeavyTail):
     error (α − 1)/√n in extras. α ≈ 2–4 is 'well trained'; α < 2 warns of over-fitting
     (Prakash & Martin 2025, 'anti-grokking')."""
 
-    def compute(self, model: nn.Module, data=None) -> MeasureResult:
-        spectra, skipped = layer_spectra(model, self.min_eigenvalues)
+    def compute_tensors(self, tensors, init=None) -> MeasureResult:
+        spectra, skipped = layer_spectra(tensors, self.min_eigenvalues)
         fits = {n: power_law_fit(s) for n, s in spectra.items()}
         per = {n: f["alpha"] for n, f in fits.items()}
         return MeasureResult(sum(per.values()) / len(per),
@@ -116,8 +134,8 @@ class AlphaWeighted(_HeavyTail):
     """Mean over layers of α · log10 λ_max (Martin, Peng & Mahoney 2021; WeightWatcher's
     ``alpha_weighted``), λ_max the largest eigenvalue of WᵀW."""
 
-    def compute(self, model: nn.Module, data=None) -> MeasureResult:
-        spectra, skipped = layer_spectra(model, self.min_eigenvalues)
+    def compute_tensors(self, tensors, init=None) -> MeasureResult:
+        spectra, skipped = layer_spectra(tensors, self.min_eigenvalues)
         per = {n: power_law_fit(s)["alpha"] * math.log10(float(s.max())) for n, s in spectra.items()}
         return MeasureResult(sum(per.values()) / len(per), extras={"per_layer": per, "skipped": skipped})
 
@@ -134,6 +152,7 @@ class CorrelationTraps(_HeavyTail):
     """
 
     stochastic = True
+    version = 2
     num_shuffles: int = 3
     seed: int | None = None
 
@@ -142,28 +161,32 @@ class CorrelationTraps(_HeavyTail):
         if not (isinstance(self.num_shuffles, int) and self.num_shuffles >= 1):
             raise self._setting_error("num_shuffles", "a positive integer", self.num_shuffles)
 
-    def compute(self, model: nn.Module, data=None) -> MeasureResult:
+    def compute_tensors(self, tensors, init=None) -> MeasureResult:
+        # Each tensor is read once, so the shuffles run per layer (version 2; version 1 ran the
+        # layers per shuffle, drawing the permutations in another order).
         gen = torch.Generator().manual_seed(0 if self.seed is None else self.seed)
-        totals, per = [], {}
+        counts: dict[str, list[Tensor]] = {}
         skipped = []
-        for _ in range(self.num_shuffles):
-            total = 0
-            for name, p in model.named_parameters():
-                if p.ndim < 2:
+        with torch.no_grad():
+            for name, t in tensors:
+                if t.ndim < 2:
                     continue
-                w = p.detach().double().cpu().reshape(p.shape[0], -1)
+                w = as_matrix(t).double()
                 if min(w.shape) < self.min_eigenvalues:
                     skipped.append(name)
                     continue
-                shuffled = w.reshape(-1)[torch.randperm(w.numel(), generator=gen)].reshape(w.shape)
                 n, m = max(w.shape), min(w.shape)
-                top = torch.linalg.svdvals(shuffled) ** 2
-                traps = int((top > trap_threshold(n, m, float(w.var(unbiased=False)))).sum())
-                per[name] = per.get(name, 0) + traps / self.num_shuffles
-                total += traps
-            totals.append(total)
-        if not per:
+                threshold = w.var(unbiased=False) * (trap_threshold(n, m, 1.0))
+                counts[name] = []
+                for _ in range(self.num_shuffles):
+                    perm = torch.randperm(w.numel(), generator=gen).to(w.device)  # CPU draws: same on any device
+                    shuffled = w.reshape(-1)[perm].reshape(w.shape)
+                    counts[name].append((singular_values(shuffled).double() ** 2 > threshold).sum())
+        if not counts:
             raise UndefinedMeasureError(f"No weight matrix has at least {self.min_eigenvalues} eigenvalues.")
+        table = np.asarray(torch.stack([torch.stack(c) for c in counts.values()]).cpu().tolist(), dtype=float)
+        per = dict(zip(counts, (table.sum(axis=1) / self.num_shuffles).tolist()))
+        totals = table.sum(axis=0)
         mean = float(np.mean(totals))
         stderr = float(np.std(totals, ddof=1) / math.sqrt(len(totals))) if len(totals) > 1 else 0.0
         return MeasureResult(mean, stderr=stderr, extras={"per_layer": per, "skipped": sorted(set(skipped))})

@@ -13,6 +13,8 @@ the quantities *before* the papers' final size adjustment (√(value/m), or ½(v
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -20,11 +22,13 @@ from torch import Tensor, nn
 from ..errors import MeasureError, UndefinedMeasureError
 from ..measure import Measure, MeasureResult
 from ..registry import register_measure
+from ._weights import as_matrix, singular_values, sum_squares, vector_norm
 
 
 def l2_norm(tensors: dict[str, Tensor]) -> tuple[float, dict[str, float]]:
     """Frobenius norm of all tensors taken together, and of each one (float64 accumulation)."""
-    per = {k: float(torch.linalg.vector_norm(t.detach().double())) for k, t in tensors.items()}
+    norms = [vector_norm(t) for t in tensors.values()]  # on each tensor's device; one transfer
+    per = dict(zip(tensors, torch.stack(norms).cpu().tolist() if norms else []))
     return float(sum(v * v for v in per.values()) ** 0.5), per
 
 
@@ -43,11 +47,28 @@ def spectral_sq(w: Tensor) -> float:
     return float(torch.linalg.svdvals(w)[0]) ** 2
 
 
-def _layers(model: nn.Module) -> dict[str, Tensor]:
-    mats = layer_matrices(dict(model.named_parameters()))
-    if not mats:
+def layer_norms_sq(
+    tensors: Iterable[tuple[str, Tensor]], norms: tuple[str, ...], init: Mapping[str, Tensor] | None = None
+) -> dict[str, dict[str, float]]:
+    """Per layer (``ndim >= 2``) and per norm ("frobenius", "spectral") ‖W‖² (of W − W⁰ with
+    ``init``), read once from a stream; computed where each tensor lives, moved to the host once.
+
+    The Frobenius norm accumulates in float64 piecewise; the spectral norm follows the SVD
+    policy of :func:`~._weights.singular_values` (float64 on the CPU, float32 on GPUs).
+    """
+    rows: dict[str, list[Tensor]] = {}
+    for name, t in tensors:
+        if t.ndim < 2:
+            continue
+        w = as_matrix(t.detach())
+        if init is not None:
+            w = w.double() - as_matrix(init[name].detach()).to(w.device).double()
+        rows[name] = [sum_squares(w) if norm == "frobenius" else singular_values(w)[0].double() ** 2
+                      for norm in norms]
+    if not rows:
         raise MeasureError("The model has no parameter with two or more dimensions (no layer to measure).")
-    return mats
+    host = torch.stack([torch.stack(r) for r in rows.values()]).cpu().tolist()
+    return {norm: {n: vals[i] for n, vals in zip(rows, host)} for i, norm in enumerate(norms)}
 
 
 def _log(x: float, what: str) -> float:
@@ -56,10 +77,11 @@ def _log(x: float, what: str) -> float:
     return math.log(x)
 
 
-def log_norm_terms(model: nn.Module, norm: str) -> dict[str, float]:
-    """Per layer log ‖W‖² (``norm`` "spectral" or "frobenius")."""
-    fn = spectral_sq if norm == "spectral" else frobenius_sq
-    return {n: _log(fn(w), f"the squared {norm} norm of {n!r}") for n, w in _layers(model).items()}
+def log_norm_terms(model: nn.Module | Iterable[tuple[str, Tensor]], norm: str) -> dict[str, float]:
+    """Per layer log ‖W‖² (``norm`` "spectral" or "frobenius") of a model or a tensor stream."""
+    tensors = model.named_parameters() if isinstance(model, nn.Module) else model
+    sq = layer_norms_sq(tensors, (norm,))[norm]
+    return {n: _log(v, f"the squared {norm} norm of {n!r}") for n, v in sq.items()}
 
 
 def log_sum_from_log_prod(log_prod: float, d: int) -> float:
@@ -108,15 +130,17 @@ def _squared_forward(layers: list[nn.Module], x: Tensor) -> Tensor:
 
 
 class _LayerSum(Measure):
-    """Σ over layers of a per-layer term."""
+    """Σ over layers of a per-layer term of the squared norms (of W − W⁰ with ``needs_init``)."""
 
-    def term(self, w: Tensor, w0: Tensor | None) -> float:
+    tensors_only = True
+    norms: ClassVar[tuple[str, ...]] = ("frobenius",)
+
+    def term(self, sq: dict[str, float]) -> float:
         raise NotImplementedError
 
-    def compute(self, model: nn.Module, data=None, init: dict[str, Tensor] | None = None) -> MeasureResult:
-        mats = _layers(model)
-        mats0 = layer_matrices(init) if init is not None else {}
-        per = {n: self.term(w, mats0.get(n)) for n, w in mats.items()}
+    def compute_tensors(self, tensors, init: Mapping[str, Tensor] | None = None) -> MeasureResult:
+        sq = layer_norms_sq(tensors, self.norms, init if self.needs_init else None)
+        per = {n: self.term({k: v[n] for k, v in sq.items()}) for n in sq[self.norms[0]]}
         return MeasureResult(sum(per.values()), extras={"per_layer": per})
 
 
@@ -129,8 +153,12 @@ class L2Norm(Measure):
     the layers only.
     """
 
-    def compute(self, model: nn.Module, data=None) -> MeasureResult:
-        total, per = l2_norm(dict(model.named_parameters()))
+    tensors_only = True
+
+    def compute_tensors(self, tensors, init=None) -> MeasureResult:
+        norms = {n: vector_norm(t) for n, t in tensors}
+        per = dict(zip(norms, torch.stack(list(norms.values())).cpu().tolist() if norms else []))
+        total = float(sum(v * v for v in per.values()) ** 0.5)
         return MeasureResult(total, extras={"per_layer": per})
 
 
@@ -138,16 +166,18 @@ class L2Norm(Measure):
 class ParamCount(Measure):
     """Number of scalar parameters (Jiang et al. 2020's baseline 'measure')."""
 
-    def compute(self, model: nn.Module, data=None) -> float:
-        return float(sum(p.numel() for p in model.parameters()))
+    tensors_only = True
+
+    def compute_tensors(self, tensors, init=None) -> float:
+        return float(sum(t.numel() for _, t in tensors))
 
 
 @register_measure("param_norm")
 class ParamNorm(_LayerSum):
     """Σ_i ‖W_i‖_F² over layers (Jiang et al. 2020, eq. 42 'parameter norm')."""
 
-    def term(self, w: Tensor, w0: Tensor | None) -> float:
-        return frobenius_sq(w)
+    def term(self, sq: dict[str, float]) -> float:
+        return sq["frobenius"]
 
 
 @register_measure("frobenius_distance")
@@ -157,8 +187,8 @@ class FrobeniusDistance(_LayerSum):
 
     needs_init = True
 
-    def term(self, w: Tensor, w0: Tensor | None) -> float:
-        return frobenius_sq(w - w0)
+    def term(self, sq: dict[str, float]) -> float:
+        return sq["frobenius"]
 
 
 @register_measure("spectral_distance")
@@ -166,17 +196,20 @@ class SpectralDistance(_LayerSum):
     """Σ_i ‖W_i − W_i⁰‖_2², spectral distance from initialization (Jiang et al. 2020, eq. 41)."""
 
     needs_init = True
+    norms = ("spectral",)
 
-    def term(self, w: Tensor, w0: Tensor | None) -> float:
-        return spectral_sq(w - w0)
+    def term(self, sq: dict[str, float]) -> float:
+        return sq["spectral"]
 
 
 @register_measure("fro_over_spectral")
 class FroOverSpectral(_LayerSum):
     """Σ_i ‖W_i‖_F² / ‖W_i‖_2², the sum of stable ranks (Jiang et al. 2020, eq. 33)."""
 
-    def term(self, w: Tensor, w0: Tensor | None) -> float:
-        return frobenius_sq(w) / spectral_sq(w) if spectral_sq(w) > 0 else 0.0
+    norms = ("frobenius", "spectral")
+
+    def term(self, sq: dict[str, float]) -> float:
+        return sq["frobenius"] / sq["spectral"] if sq["spectral"] > 0 else 0.0
 
 
 @register_measure("log_prod_fro_over_spectral")
@@ -184,18 +217,23 @@ class LogProdFroOverSpectral(Measure):
     """Σ_i log(‖W_i‖_F² / ‖W_i‖_2²), the log product of stable ranks (Bartlett et al. 2017's
     product form; Jiang et al. use the sum, ``fro_over_spectral``)."""
 
-    def compute(self, model: nn.Module, data=None) -> MeasureResult:
-        fro, spec = log_norm_terms(model, "frobenius"), log_norm_terms(model, "spectral")
+    tensors_only = True
+
+    def compute_tensors(self, tensors, init=None) -> MeasureResult:
+        sq = layer_norms_sq(tensors, ("frobenius", "spectral"))
+        fro = {n: _log(v, f"the squared frobenius norm of {n!r}") for n, v in sq["frobenius"].items()}
+        spec = {n: _log(v, f"the squared spectral norm of {n!r}") for n, v in sq["spectral"].items()}
         per = {n: fro[n] - spec[n] for n in fro}
         return MeasureResult(sum(per.values()), extras={"per_layer": per})
 
 
 class _LogNorm(Measure):
+    tensors_only = True
     norm = "spectral"
     form = "prod"
 
-    def compute(self, model: nn.Module, data=None) -> MeasureResult:
-        per = log_norm_terms(model, self.norm)
+    def compute_tensors(self, tensors, init=None) -> MeasureResult:
+        per = log_norm_terms(tensors, self.norm)
         value = sum(per.values())
         if self.form == "sum":
             value = log_sum_from_log_prod(value, len(per))

@@ -8,39 +8,39 @@ All-zero matrices have no spectrum to normalize and are skipped (listed in extra
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
 
 from ..errors import MeasureError
 from ..measure import Measure, MeasureResult
 from ..registry import register_measure
-from ._weights import singular_value_entropy, weight_matrices
+from ._weights import as_matrix, singular_value_entropy, spectra, spectrum_dtype, weight_matrices
 
 __all__ = ["singular_value_entropy", "weight_matrices"]
 
 
-def _spectra(model: nn.Module) -> tuple[dict[str, Tensor], list[str]]:
-    """Singular values (float64) of every non-zero weight matrix, and the names skipped."""
-    spectra, skipped = {}, []
+def _mean_over_matrices(tensors, per_matrix) -> MeasureResult:
+    """Mean over non-zero weight matrices of ``per_matrix(singular values)``, from a tensor stream.
+
+    Spectra follow :func:`~._weights.singular_values` (float64 on the CPU, float32 on GPUs,
+    Gram eigenvalues for very tall matrices; the dtype is in extras["svd_dtype"]); statistics
+    are taken in float64 on the device and moved to the host once.
+    """
     with torch.no_grad():
-        for name, w in weight_matrices(model).items():
-            s = torch.linalg.svdvals(w.detach().double())
-            if float(s.sum()) == 0.0:
-                skipped.append(name)
-            else:
-                spectra[name] = s
-    if not spectra:
+        spec = spectra((n, as_matrix(t)) for n, t in tensors if t.ndim >= 2)
+        if spec:
+            rows = torch.stack([torch.stack([s.sum().double(), per_matrix(s.double()).double()])
+                                for s in spec.values()]).cpu().tolist()
+    names = list(spec)
+    skipped = [n for n, (total, _) in zip(names, rows) if total == 0.0] if spec else []
+    per = {n: v for n, (total, v) in zip(names, rows) if total != 0.0} if spec else {}
+    if not per:
         raise MeasureError(
             "The model has no non-zero parameter with two or more dimensions, so it has no "
             f"spectrum to measure (skipped all-zero matrices: {skipped})."
         )
-    return spectra, skipped
-
-
-def _mean_over_matrices(model: nn.Module, per_matrix) -> MeasureResult:
-    spectra, skipped = _spectra(model)
-    per = {name: float(per_matrix(s)) for name, s in spectra.items()}
+    device = next(iter(spec.values())).device
     value = sum(per.values()) / len(per)
-    return MeasureResult(value, extras={"per_layer": per, "skipped_zero_matrices": skipped})
+    return MeasureResult(value, extras={"per_layer": per, "skipped_zero_matrices": skipped,
+                                        "svd_dtype": str(spectrum_dtype(device)).removeprefix("torch.")})
 
 
 @register_measure("effective_rank")
@@ -51,8 +51,10 @@ class EffectiveRank(Measure):
     quantity DeMoss et al. 2024 log. Equals k for a matrix with k equal non-zero singular values.
     """
 
-    def compute(self, model: nn.Module, data=None) -> MeasureResult:
-        return _mean_over_matrices(model, lambda s: torch.exp(singular_value_entropy(s)))
+    tensors_only = True
+
+    def compute_tensors(self, tensors, init=None) -> MeasureResult:
+        return _mean_over_matrices(tensors, lambda s: torch.exp(singular_value_entropy(s)))
 
 
 @register_measure("spectral_entropy")
@@ -64,9 +66,10 @@ class SpectralEntropy(Measure):
     """
 
     unit = "nats"
+    tensors_only = True
 
-    def compute(self, model: nn.Module, data=None) -> MeasureResult:
-        return _mean_over_matrices(model, singular_value_entropy)
+    def compute_tensors(self, tensors, init=None) -> MeasureResult:
+        return _mean_over_matrices(tensors, singular_value_entropy)
 
 
 @register_measure("stable_rank")
@@ -77,5 +80,7 @@ class StableRank(Measure):
     et al. 2018). At most the rank; equals k for k equal non-zero singular values.
     """
 
-    def compute(self, model: nn.Module, data=None) -> MeasureResult:
-        return _mean_over_matrices(model, lambda s: (s**2).sum() / s.max() ** 2)
+    tensors_only = True
+
+    def compute_tensors(self, tensors, init=None) -> MeasureResult:
+        return _mean_over_matrices(tensors, lambda s: (s**2).sum() / s.max() ** 2)

@@ -1,0 +1,111 @@
+"""Seconds for one comparison of 20 checkpoints: serial vs Dask on 2 local workers (1 thread each).
+
+Run: ``python benchmarks/executors.py`` (trains a short cpu-small run once into runs/, about a
+minute on 2 idle cores). ``--small`` is a smoke version (3 checkpoints, tiny LLC budget).
+
+The workload is what a researcher compares along a grokking run: the LLC (stochastic: 2 chains
+x 100 draws, batch 256; about 1 s a checkpoint on an idle core) with the spectral measures
+(stable rank, effective rank) of the p = 97 modular-arithmetic MLP (embedding 128, hidden 512,
+0.19M parameters), on 20 of its checkpoints. Serial runs in this process with torch's default
+threads; Dask runs on a ``LocalCluster`` of ``--workers`` processes with 1 thread each (torch set
+to 1 thread per worker thread by complexity_zoo). Both are warmed up first (imports, torch's lazy
+initialisation) with another seed, and the cluster's start is timed apart. The two results
+must be bit-identical (every value, stderr and diagnostic); the script says so or fails.
+Target (issue 14): >= 1.6x on 2 workers. The load average is printed: on a shared machine
+the figure is a lower bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from _common import machine
+
+import complexity_zoo as cz
+from complexity_zoo.tasks import task_data
+
+RUN = Path("runs/bench-executors")
+LLC = {"num_chains": 2, "num_draws": 100, "batch_size": 256}
+
+
+def executors_run(path: Path = RUN) -> Path:
+    """cpu-small for 250 epochs (about 2,000 steps), a checkpoint every 100 steps: 21 checkpoints."""
+    from complexity_zoo.tasks.modular import from_preset, train
+
+    if not (path / "run.json").exists():
+        train(path, **from_preset("cpu-small", epochs=250, checkpoints="every:100"), progress=False)
+    return path
+
+
+def identical(a: cz.Comparison, b: cz.Comparison) -> bool:
+    names = [n for n in a.dataset.data_vars if not n.endswith("_seconds")]
+    return all(np.array_equal(a.dataset[n].values, b.dataset[n].values,
+                              equal_nan=a.dataset[n].dtype.kind == "f") for n in names)
+
+
+def load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f}, {five:.2f}, {fifteen:.2f} on {os.cpu_count()} cores"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--run", default=None, help="a run folder (default: train a short cpu-small run)")
+    parser.add_argument("--checkpoints", type=int, default=20)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--small", action="store_true", help="a smoke run, not for figures")
+    args = parser.parse_args()
+    import distributed
+
+    llc = {"num_chains": 2, "num_draws": 10, "batch_size": 64} if args.small else LLC
+    n = 3 if args.small else args.checkpoints
+    traj = cz.Trajectory.from_dir(args.run or executors_run())
+    data = task_data(traj.task)
+    if len(traj.steps) < n:
+        raise SystemExit(f"{traj.name} has {len(traj.steps)} checkpoints; {n} are needed.")
+    steps = traj.steps[-n:]
+    measures = [("llc", llc), "stable_rank", "effective_rank"]
+    print(f"{machine()}\n{load()} (before)", flush=True)
+
+    cz.compare(traj, measures, data=data, steps=steps[:1], seed=1, progress=False)  # warm-up: another seed
+    start = time.perf_counter()
+    serial = cz.compare(traj, measures, data=data, steps=steps, progress=False)
+    t_serial = time.perf_counter() - start
+    print(f"serial ({torch.get_num_threads()} torch threads): {t_serial:.1f} s; {load()}", flush=True)
+
+    start = time.perf_counter()
+    cluster = distributed.LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
+                                       dashboard_address=":0")
+    client = distributed.Client(cluster)
+    try:
+        cz.compare(traj, measures, data=data, steps=steps[:args.workers], seed=1, executor=client, progress=False)
+        t_start = time.perf_counter() - start
+        start = time.perf_counter()
+        parallel = cz.compare(traj, measures, data=data, steps=steps, executor=client, progress=False)
+        t_dask = time.perf_counter() - start
+    finally:
+        client.close()
+        cluster.close()
+    print(f"dask ({args.workers} workers x 1 thread): {t_dask:.1f} s (cluster start and warm-up {t_start:.1f} s "
+          f"apart); {load()}", flush=True)
+    cell = serial.dataset["llc_seconds"].values.mean()
+    same = identical(serial, parallel)
+    print(f"\n{len(steps)} checkpoints x {len(measures)} measures; serial LLC cell {cell:.2f} s on average")
+    print(f"speedup serial / dask = {t_serial / t_dask:.2f}x (target >= 1.6x on 2 workers)")
+    print(f"bit-identical results: {same}")
+    os.system("uptime")
+    if not same:
+        raise SystemExit("the Dask result differs from the serial one")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,383 @@
+"""The back ends that run compare()'s jobs: serial, concurrent.futures executors, Dask distributed.
+
+A job is one checkpoint with its pending cells. It ships the trajectory cut down to that
+checkpoint (a file path and the model factory; tensors only for a checkpoint that exists only in
+memory), never the loaded series. Every back end hands finished jobs back in completion order;
+the caller records each cell as it arrives and writes it to the cache (a worker that shares the
+cache's disk has written it already, the moment it finished). A worker that dies loses only its
+job, which is run again, at most :data:`RETRIES` more times; after that its cells fail with
+:class:`WorkerLostError` (NaN and an ``errors`` row, or raised with ``strict=True``).
+
+Threads: each task slot gets ``cores // slots`` torch threads (at least 1), so W workers never
+run W x cores threads: a process pool of W sets that in each worker, the thread back end sets it
+for the call (and restores it), and a Dask task runs with 1 torch thread per Dask worker thread
+(as Dask's nanny sets ``OMP_NUM_THREADS=1``). Dask is imported only when a Dask back end is used.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import copy
+import io
+import multiprocessing
+import os
+import pickle
+import pickletools
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+import torch
+
+from .errors import ExecutorError, MeasureError, WorkerLostError
+
+EXECUTORS = ("serial", "threads", "processes", "dask")
+RETRIES = 2  # a job whose worker died is run again at most this many times
+
+
+def host_cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def torch_threads(slots: int) -> int:
+    """Torch threads per task when ``slots`` tasks run at once on this host."""
+    return max(1, host_cores() // max(1, slots))
+
+
+def job_trajectory(traj, step: int, cells) -> Any:
+    """``traj`` as one job ships it: the checkpoint of ``step`` (and the first one when a measure
+    needs the initial weights and none were given), no metrics table."""
+    view = copy.copy(traj)
+    needs_init = any(c.measure.needs_init for c in cells)
+    keep = {step: traj.checkpoint(step)}
+    if needs_init and traj.init is None:
+        keep[traj.steps[0]] = traj.checkpoint(traj.steps[0])
+    view._checkpoints = dict(sorted(keep.items()))
+    view._all_metrics = traj._all_metrics.iloc[0:0]
+    if not needs_init:
+        view.init = None
+    return view
+
+
+def run_job(traj, step: int, cells, data, device, strict: bool, store, threads: int | None) -> list[tuple]:
+    """The worker's side of a job: run its cells (each written to ``store`` as it finishes) and
+    return ``(result, seconds)`` per cell, failures as picklable exceptions."""
+    from .compare import run_checkpoint
+
+    if threads is not None and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    out = []
+    for _, result, seconds in run_checkpoint(traj, step, cells, data, device, strict, store):
+        if isinstance(result, BaseException):
+            try:
+                pickle.loads(pickle.dumps(result))
+            except Exception:  # an exception that cannot travel back: its type and message can
+                result = MeasureError(f"{type(result).__name__}: {result}")
+        out.append((result, seconds))
+    return out
+
+
+class SharedDiskStore:
+    """The cache as a remote worker sees it: written to when the cache folder exists there (a
+    shared disk), skipped otherwise (the client writes every cell it receives)."""
+
+    def __init__(self, root) -> None:
+        self.root = str(root)
+
+    def put(self, measure_name: str, key: str, record: dict) -> None:
+        from ._cache import ResultCache
+
+        if os.path.isdir(self.root):
+            with contextlib.suppress(OSError):
+                ResultCache(self.root).put(measure_name, key, record)
+
+
+def execute(executor, jobs, data_for, device, strict: bool, store, record: Callable, *,
+            workers: int | None = None, note: Callable | None = None) -> None:
+    """Run ``jobs`` [(trajectory, step, cells)] on ``executor`` (None or a name in
+    :data:`EXECUTORS`, a ``concurrent.futures.Executor`` or a ``distributed.Client``);
+    ``record(cell, result, seconds)`` hears of every cell, job by job as jobs complete."""
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ExecutorError(f"workers must be a positive integer; got {workers!r}.")
+    if workers is not None and not isinstance(executor, str):
+        raise ExecutorError("workers= sizes a back end named by a string ('threads', 'processes', 'dask'); "
+                            f"size the {type(executor).__name__} you pass yourself.")
+    if executor is None or executor == "serial":
+        for traj, step, cells in jobs:
+            if note is not None:
+                note(traj, step)
+            from .compare import run_checkpoint
+
+            run_checkpoint(traj, step, cells, data_for[traj.name], device, strict, store, record)
+        return
+    if isinstance(executor, str):
+        if executor not in EXECUTORS:
+            raise ExecutorError(f"executor must be one of {list(EXECUTORS)}, a concurrent.futures.Executor "
+                                f"or a distributed.Client; got {executor!r}.")
+        with _owned(executor, workers) as backend:
+            execute(backend, jobs, data_for, device, strict, store, record)
+        return
+    if isinstance(executor, cf.ThreadPoolExecutor):
+        previous = torch.get_num_threads()
+        torch.set_num_threads(torch_threads(getattr(executor, "_max_workers", 1)))
+        try:
+            _on_pool(executor, jobs, data_for, device, strict, store, record)
+        finally:
+            torch.set_num_threads(previous)
+    elif isinstance(executor, cf.ProcessPoolExecutor):
+        _check_sendable(jobs, data_for)
+        _on_process_pool(executor, jobs, data_for, device, strict, store, record)
+    elif isinstance(executor, cf.Executor):  # e.g. mpi4py's MPIPoolExecutor: maybe on other machines
+        _on_pool(executor, jobs, data_for, device, strict, store, record, shared_disk=False)
+    elif _is_dask_client(executor):
+        _on_dask(executor, jobs, data_for, device, strict, store, record)
+    else:
+        raise ExecutorError(f"executor must be one of {list(EXECUTORS)}, a concurrent.futures.Executor or a "
+                            f"distributed.Client; got {type(executor).__name__}.")
+
+
+@contextlib.contextmanager
+def _owned(name: str, workers: int | None) -> Iterator[Any]:
+    """A back end made for one call and closed after it."""
+    n = workers or host_cores()
+    if name == "threads":
+        with cf.ThreadPoolExecutor(n) as pool:
+            yield pool
+    elif name == "processes":
+        pool = process_pool(n)
+        try:
+            yield pool
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    else:
+        distributed = _import_distributed()
+        import dask
+
+        # A worker that dies takes its job with it; the scheduler reruns it RETRIES times. The
+        # scheduler always serves HTTP (metrics); ":0" picks a free port, so two comparisons coexist.
+        with dask.config.set({"distributed.scheduler.allowed-failures": RETRIES}):
+            cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                               dashboard_address=":0")
+        try:
+            with distributed.Client(cluster) as client:
+                yield client
+        finally:
+            cluster.close()
+
+
+def process_pool(n: int, initializer=None, initargs=()) -> cf.ProcessPoolExecutor:
+    """Worker processes started with ``spawn`` (``fork`` after torch has started threads can hang)."""
+    return cf.ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"),
+                                  initializer=initializer, initargs=initargs)
+
+
+def _job_args(job, data, device, strict, store, threads) -> tuple:
+    traj, step, cells = job
+    return (job_trajectory(traj, step, cells), step, cells, data, device, strict, store, threads)
+
+
+def _deliver(job, out, record, store=None) -> None:
+    for cell, (result, seconds) in zip(job[2], out):
+        if store is not None and isinstance(result, dict):
+            store.put(cell.measure.name, cell.key, result)  # a worker without the cache's disk
+        record(cell, result, seconds)
+
+
+def _on_pool(pool, jobs, data_for, device, strict, store, record, shared_disk: bool = True) -> None:
+    """Threads, or any other executor (which may run jobs on other machines: then the workers
+    write to the cache only where its folder exists, and this process writes every cell)."""
+    remote = store if shared_disk or store is None else SharedDiskStore(store.root)
+    futures = {pool.submit(run_job, *_job_args(job, data_for[job[0].name], device, strict, remote, None)): job
+               for job in jobs}
+    try:
+        for fut in cf.as_completed(futures):
+            _deliver(futures[fut], fut.result(), record, None if shared_disk else store)
+    except BaseException:
+        for fut in futures:
+            fut.cancel()
+        raise
+
+
+def _on_process_pool(pool, jobs, data_for, device, strict, store, record) -> None:
+    """Jobs on worker processes. A worker that dies breaks the whole pool: the jobs that were
+    running are rerun one at a time on a fresh pool, so the one that kills its worker is found
+    and retried alone (at most RETRIES times) while the others finish."""
+    n = getattr(pool, "_max_workers", None) or host_cores()
+    threads = torch_threads(n)
+    pending = dict(enumerate(jobs))
+    strikes = dict.fromkeys(pending, 0)
+    suspects: list[int] = []
+    own = None
+    try:
+        while pending:
+            batch = [suspects.pop(0)] if suspects else list(pending)
+            futures = {pool.submit(run_job, *_job_args(pending[i], data_for[pending[i][0].name], device, strict,
+                                                       store, threads)): i for i in batch}
+            broken = False
+            try:
+                for fut in cf.as_completed(futures):
+                    try:
+                        out = fut.result()
+                    except BrokenProcessPool:
+                        broken = True
+                        continue
+                    _deliver(pending.pop(futures[fut]), out, record)
+            except BaseException:
+                for fut in futures:
+                    fut.cancel()
+                raise
+            if not broken:
+                continue
+            lost = [i for i in batch if i in pending]
+            for i in lost:  # cells the lost workers finished were written to the cache: keep them
+                pending[i] = _unfinished(pending[i], store, record)
+                if not pending[i][2]:
+                    pending.pop(i)
+            suspects = [j for j in suspects if j in pending]
+            if len(batch) == 1:  # it ran alone: this job killed its worker
+                i = batch[0]
+                strikes[i] += 1
+                if i in pending and strikes[i] > RETRIES:
+                    _give_up(pending.pop(i), strikes[i], strict, record)
+                elif i in pending:
+                    suspects.insert(0, i)
+            else:  # those running when it broke (the pool runs jobs in order): rerun each alone
+                suspects.extend([i for i in lost if i in pending][: n + 1])
+            if own is not None:
+                own.shutdown(wait=False)
+            pool = own = _replacement(pool, n)
+    finally:
+        if own is not None:
+            own.shutdown(wait=False, cancel_futures=True)
+
+
+def _replacement(pool: cf.ProcessPoolExecutor, n: int) -> cf.ProcessPoolExecutor:
+    """A fresh pool like the broken one."""
+    ctx = getattr(pool, "_mp_context", None) or multiprocessing.get_context("spawn")
+    return cf.ProcessPoolExecutor(n, mp_context=ctx, initializer=getattr(pool, "_initializer", None),
+                                  initargs=getattr(pool, "_initargs", ()))
+
+
+def _unfinished(job, store, record):
+    """``job`` without the cells already in the cache (those are recorded now)."""
+    if store is None or not hasattr(store, "get"):
+        return job
+    traj, step, cells = job
+    left = []
+    for cell in cells:
+        hit = store.get(cell.measure.name, cell.key)
+        if hit is None:
+            left.append(cell)
+        else:
+            record(cell, hit, hit.get("seconds", 0.0))
+    return traj, step, left
+
+
+def _give_up(job, attempts: int, strict: bool, record, cause: BaseException | None = None) -> None:
+    traj, step, cells = job
+    error = WorkerLostError(
+        f"The worker running step {step} of run {traj.name!r} (measures {[c.label for c in cells]}) died "
+        f"{attempts} time(s), and the job was given up. A worker dies when its process is killed (out of "
+        f"memory: compare the checkpoint's size with the workers' memory) or crashes in native code; run this "
+        f"step alone with executor='serial' to see the error."
+    )
+    if strict:
+        raise error from cause
+    for cell in cells:
+        record(cell, error, 0.0)
+
+
+def _check_sendable(jobs, data_for) -> None:
+    """Refuse, before anything runs, a job that worker processes could not receive."""
+    seen = set()
+    for job in jobs:
+        traj = job[0]
+        if traj.name in seen:
+            continue
+        seen.add(traj.name)
+        args = _job_args(job, data_for[traj.name], None, False, None, None)
+        try:
+            blob = pickle.dumps(args, protocol=2)
+        except Exception as e:
+            raise ExecutorError(
+                f"The jobs of run {traj.name!r} cannot be sent to worker processes: {type(e).__name__}: {e}. A "
+                f"process pool pickles the model factory, the measures and the data's loss by reference, so each "
+                f"must be a module-level function or class that the workers can import (not a lambda, a local "
+                f"function or a closure). Use executor='threads', or executor='dask' (which sends local "
+                f"functions by value with cloudpickle), or make the factory importable."
+            ) from e
+        main = sys.modules.get("__main__")
+        if getattr(main, "__file__", None) is None and _names_main(blob):
+            raise ExecutorError(
+                f"The jobs of run {traj.name!r} use functions or classes defined in an interactive session "
+                f"(__main__), which worker processes cannot import. Move them to a module, or use "
+                f"executor='threads' or executor='dask'."
+            )
+
+
+def _names_main(blob: bytes) -> bool:
+    for op, arg, _ in pickletools.genops(io.BytesIO(blob)):
+        if op.name == "GLOBAL" and str(arg).split(" ", 1)[0] == "__main__":
+            return True
+    return False
+
+
+# -- Dask ---------------------------------------------------------------------------------------
+def _import_distributed():
+    try:
+        import distributed
+    except ImportError as e:
+        from .errors import MissingDependencyError
+
+        raise MissingDependencyError(
+            "The Dask back end needs dask.distributed: pip install 'complexity-zoo[dask]'."
+        ) from e
+    return distributed
+
+
+def _is_dask_client(obj) -> bool:
+    distributed = sys.modules.get("distributed")
+    return distributed is not None and isinstance(obj, distributed.Client)
+
+
+def _on_dask(client, jobs, data_for, device, strict, store, record) -> None:
+    """One Dask task per job. The scheduler reruns a task whose worker died (up to its
+    ``distributed.scheduler.allowed-failures``); after that the job is given up."""
+    distributed = _import_distributed()
+    remote_store = SharedDiskStore(store.root) if store is not None else None
+    scattered: dict[int, Any] = {}
+    for d in data_for.values():  # each Data is sent to the cluster once, not once per job
+        if d is not None and id(d) not in scattered:
+            scattered[id(d)] = client.scatter(d, hash=False)
+    futures = {}
+    for job in jobs:
+        traj, step, _ = job
+        d = data_for[traj.name]
+        args = _job_args(job, scattered[id(d)] if d is not None else None, device, strict, remote_store, 1)
+        key = f"complexity_zoo-{traj.name}-{step}-{uuid.uuid4().hex[:8]}"
+        futures[client.submit(run_job, *args, key=key, pure=False)] = job
+    try:
+        for fut in distributed.as_completed(list(futures)):
+            job = futures[fut]
+            try:
+                out = fut.result()
+            except distributed.KilledWorker as e:
+                left = _unfinished(job, store, record)  # what the dead workers finished is kept
+                if left[2]:
+                    _give_up(left, getattr(e, "allowed_failures", 0) + 1, strict, record, cause=e)
+                continue
+            _deliver(job, out, record, store)
+    except BaseException:
+        client.cancel(list(futures))
+        raise
+    finally:
+        if scattered:
+            client.cancel(list(scattered.values()))
+
