@@ -120,7 +120,7 @@ def bench(ctx, series: zs.Series, folder: Path, params: int, measure: str, steps
     out = zw.run_job(ctx, job, hard_limit_s=hard_limit(args))
     msgs = out["messages"]
     ckpts = [m for m in msgs if m["kind"] == "checkpoint"]
-    peaks = [m["maxrss_mib"] for m in msgs if "maxrss_mib" in m]
+    peaks = [m["maxrss_mib"] for m in msgs if m["kind"] != "start"]  # a killed child's peak is unknown
     start = next((m for m in msgs if m["kind"] == "start"), {})
     err = next((m for m in msgs if m["kind"] == "error"), None)
     row.update(checkpoints=len(ckpts), peak_rss_mib=max(peaks, default=float("nan")),
