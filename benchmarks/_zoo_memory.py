@@ -57,35 +57,52 @@ def largest_tensor_bytes(path: Path) -> tuple[str, int]:
     return best
 
 
-def child(folder: str, device: str, threads: int, queue) -> None:
+def child(folder: str, device: str, threads: int, queue, mode: str = "compare") -> None:
+    """``mode="compare"``: compare() over every checkpoint (the library's path: it streams
+    tensors_only measures); ``"model"``: the control, each checkpoint built as a model
+    (``model_at``) and the measure called on it, as compare() did before streaming."""
     import torch
 
     import complexity_zoo as cz
     from complexity_zoo.adapters import huggingface
 
     torch.set_num_threads(threads)
+    # what compare() imports on its first call (xarray, scipy, ...) belongs to the interpreter baseline
+    import numpy  # noqa: F401, E401
+
+    from complexity_zoo import comparison  # noqa: F401
     queue.put({"kind": "start", "rss_mib": zw.current_rss_mib(), "maxrss_mib": zw.rss_mib()})
     try:
         traj = huggingface.load_trajectory(folder)
         cls = type(cz.get_measure("l2"))  # tensors_only: the stream helper's fact (absent before it lands)
         facts = {k: getattr(cls, k, "absent") for k in ("tensors_only", "needs_data", "needs_init")}
         t0 = time.perf_counter()
-        with tempfile.TemporaryDirectory() as cache:
-            result = cz.compare(traj, MEASURES, device=device, cache=cache, progress=False, strict=True)
+        if mode == "compare":
+            with tempfile.TemporaryDirectory() as cache:
+                result = cz.compare(traj, MEASURES, device=device, cache=cache, progress=False, strict=True)
+            cells = int(result.dataset["l2"].notnull().sum())
+        else:
+            measures = [cz.get_measure(m) for m in MEASURES]
+            for step in traj.steps:
+                model = traj.model_at(step, device=device)
+                for m in measures:
+                    m(model)
+                del model
+            cells = len(traj.steps) * len(measures)
         queue.put({"kind": "end", "seconds": time.perf_counter() - t0, "maxrss_mib": zw.rss_mib(),
-                   "cells": int(result.dataset["l2"].notnull().sum()), "facts": facts,
+                   "cells": cells, "facts": facts,
                    "cuda_peak_mib": torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None})
     except BaseException as e:
         queue.put({"kind": "error", "error": f"{type(e).__name__}: {str(e)[:300]}", "maxrss_mib": zw.rss_mib()})
 
 
-def run(src: Path, dst: Path, n: int, args) -> str:
+def run(src: Path, dst: Path, n: int, args, mode: str = "compare") -> str:
     """Build the N-checkpoint folder, run the comparison in a fresh process, report (Markdown)."""
     folder = make_series(src, dst, n)
     name, size = largest_tensor_bytes(folder / "checkpoint-1" / "model.safetensors")
     ctx = zw.start_context()
     queue = ctx.Queue()
-    proc = ctx.Process(target=child, args=(str(folder), args.device, args.threads, queue))
+    proc = ctx.Process(target=child, args=(str(folder), args.device, args.threads, queue, mode))
     proc.start()
     msgs = []
     while True:
@@ -101,7 +118,8 @@ def run(src: Path, dst: Path, n: int, args) -> str:
     end = msgs[-1] if msgs else {"kind": "error", "error": f"child died (exit {proc.exitcode})"}
     base, mib = start.get("rss_mib", float("nan")), size / 2**20
     head = (f"## Memory: weight-only comparison ({', '.join(MEASURES)}) over {n} checkpoints of {src.name} "
-            f"({args.device}, content-keyed cache on)")
+            + (f"({args.device}, content-keyed cache on)" if mode == "compare" else
+               f"({args.device}; control: each checkpoint built as a model, the measure called on it)"))
     if end["kind"] == "error":
         return f"{head}\n\nfailed: {end['error']}"
     peak = end["maxrss_mib"]

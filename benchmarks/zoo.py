@@ -267,6 +267,8 @@ def main() -> None:
         if big in folders:
             n = args.memory_checkpoints or 100
             report.append(_zoo_memory.run(folders[big], work / f"{big}-x{n}", n, args))
+            k = min(n, 5)  # the control (the model built per checkpoint): a few checkpoints show its peak
+            report.append(_zoo_memory.run(folders[big], work / f"{big}-x{k}", k, args, mode="model"))
     report.append(f"Total {time.perf_counter() - began:.0f} s; load at end: {load_line()}")
     text = "\n\n".join(report)
     print("\n" + text)
