@@ -99,11 +99,12 @@ def run(folders: dict[str, Path], args) -> str:
     lm = "gpt2-124m" if "gpt2-124m" in folders else "gpt2-10m"
     for series in ("resnet18", lm):
         if series in folders:
+            n = len(out)
             try:
                 out += spectral(series, folders[series], args.device)
             except Exception as e:  # reported, never hidden
                 out.append(f"**{series}** spectral peers failed: {type(e).__name__}: {e}")
-            print(out[-1], flush=True)
+            print("\n".join(out[n:]), flush=True)
     if "gpt2-10m" in folders:
         try:
             out += llc(folders["gpt2-10m"], args.device, draws=20 if args.quick else LLC_MATCHED["num_draws"])
