@@ -77,9 +77,10 @@ def child(folder: str, device: str, threads: int, queue, mode: str = "compare") 
         cls = type(cz.get_measure("l2"))  # tensors_only: the stream helper's fact (absent before it lands)
         facts = {k: getattr(cls, k, "absent") for k in ("tensors_only", "needs_data", "needs_init")}
         t0 = time.perf_counter()
-        if mode == "compare":
+        if mode in ("compare", "compare-nocache"):
             with tempfile.TemporaryDirectory() as cache:
-                result = cz.compare(traj, MEASURES, device=device, cache=cache, progress=False, strict=True)
+                result = cz.compare(traj, MEASURES, device=device, cache=cache if mode == "compare" else None,
+                                    progress=False, strict=True)
             cells = int(result.dataset["l2"].notnull().sum())
         else:
             measures = [cz.get_measure(m) for m in MEASURES]
@@ -119,6 +120,7 @@ def run(src: Path, dst: Path, n: int, args, mode: str = "compare") -> str:
     base, mib = start.get("rss_mib", float("nan")), size / 2**20
     head = (f"## Memory: weight-only comparison ({', '.join(MEASURES)}) over {n} checkpoints of {src.name} "
             + (f"({args.device}, content-keyed cache on)" if mode == "compare" else
+               f"({args.device}, no cache)" if mode == "compare-nocache" else
                f"({args.device}; control: each checkpoint built as a model, the measure called on it)"))
     if end["kind"] == "error":
         return f"{head}\n\nfailed: {end['error']}"
