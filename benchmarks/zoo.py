@@ -1,9 +1,10 @@
 """Every measure at real sizes: seconds per checkpoint, peak memory, scaling in parameter count.
 
 Run: ``python benchmarks/zoo.py`` (full: cpu-small MLP 0.19M, timm ResNet-18 11.2M, GPT-2-style
-LMs at 10.1M and 124.4M, 3 checkpoints each; about 35 minutes on 2 idle CPU cores), ``--quick``
-(MLP, 10M LM and ResNet-18, 2 checkpoints, 100-checkpoint memory check on the 10M LM, a few
-minutes), ``--device cuda`` for the GPU path. ``--out DIR`` writes zoo.md / zoo.csv /
+LMs at 10.1M and 124.4M, 3 checkpoints each, 100-checkpoint memory check on the 124M LM;
+estimated 35-50 minutes on 2 idle CPU cores, not yet timed idle), ``--quick`` (MLP, 10M LM and
+ResNet-18, 2 checkpoints, 13 measures, memory check on the 10M LM; 35 minutes at load 15-23 on
+2 cores, estimated 5-8 idle), ``--device cuda`` for the GPU path. ``--out DIR`` writes zoo.md / zoo.csv /
 zoo.json; the series are built once into ``--work`` (default benchmarks/_out, gitignored).
 
 Each (series, measure) runs in a fresh process (forked from a server that has only imported
