@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test test-slow lint demo bench clean
+.PHONY: venv test test-slow lint demo bench bench-zoo bench-zoo-quick clean
 
 $(STAMP): pyproject.toml tests/plugin_dist/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,13 @@ demo: $(STAMP)  ## the whole pipeline on a small built-in example; outputs in de
 	$(BIN)/complexity-zoo demo --out demo_out
 
 bench: $(STAMP)  ## benchmarks (by hand; never part of the tests)
-	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	@for b in benchmarks/[!_]*.py; do case $$b in */zoo.py) continue;; esac; echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+bench-zoo: $(STAMP)  ## every measure at 0.19M-124M parameters, peers, memory (estimated 35-50 min on 2 idle cores); results in benchmarks/_out/
+	$(BIN)/python benchmarks/zoo.py --out benchmarks/_out/results
+
+bench-zoo-quick: $(STAMP)  ## the same on MLP, 10M LM, ResNet-18 with 2 checkpoints (estimated 5-8 min idle)
+	$(BIN)/python benchmarks/zoo.py --quick --out benchmarks/_out/results-quick
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache .ruff_cache
