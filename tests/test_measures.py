@@ -118,3 +118,21 @@ def test_naive_compression_matches_the_compressor(model_and_data, compressor, co
 def test_naive_compression_rejects_unknown_compressor():
     with pytest.raises(InvalidSettingError, match="compressor.*bz2"):
         cz.get_measure("naive_compression", compressor="gzip")
+
+
+@pytest.mark.parametrize("compressor", ["bz2", "lzma", "zlib"])
+def test_streamed_compression_writes_the_one_shot_bytes(compressor):
+    """naive_compression feeds tensors to the compressor in pieces; the size must be that of
+    the standard one-shot call on the whole float32 payload (several pieces' worth here)."""
+    import bz2
+    import lzma
+    import zlib
+
+    from complexity_zoo.measures import compression
+
+    t = torch.randn(3 * compression.PIECE // 4 + 123)  # 3+ pieces of bytes
+    t[::7] = 0.0  # some redundancy, so the compressors have something to find
+    payload = t.numpy().astype("<f4").tobytes()
+    one_shot = {"bz2": lambda b: bz2.compress(b, compresslevel=9), "lzma": lambda b: lzma.compress(b, preset=9),
+                "zlib": lambda b: zlib.compress(b, level=9)}[compressor]
+    assert compression.compressed_bytes(compression.float32_bytes(t), compressor) == len(one_shot(payload))

@@ -6,26 +6,35 @@ import bz2
 import lzma
 import zlib
 from collections.abc import Callable
+from typing import Any
 
 from ..measure import Measure, MeasureResult
 from ..registry import register_measure
 
-# Each at its strongest standard setting, so sizes are reproducible across machines.
-COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
-    "bz2": lambda b: bz2.compress(b, compresslevel=9),
-    "lzma": lambda b: lzma.compress(b, preset=9),
-    "zlib": lambda b: zlib.compress(b, level=9),
+# Each at its strongest standard setting, so sizes are reproducible across machines. Streaming
+# compressor objects: fed piece by piece they write the same bytes as the one-shot functions
+# (tested), so a tensor is never copied whole into a bytes object.
+COMPRESSORS: dict[str, Callable[[], Any]] = {
+    "bz2": lambda: bz2.BZ2Compressor(9),
+    "lzma": lambda: lzma.LZMACompressor(preset=9),
+    "zlib": lambda: zlib.compressobj(9),
 }
+PIECE = 1 << 22  # bytes handed to the compressor at a time
 
 
-def compressed_bytes(payload: bytes, compressor: str) -> int:
-    """Size in bytes of ``payload`` after lossless compression."""
-    return len(COMPRESSORS[compressor](payload))
+def compressed_bytes(payload: bytes | memoryview, compressor: str) -> int:
+    """Size in bytes of ``payload`` after lossless compression, fed in pieces."""
+    c = COMPRESSORS[compressor]()
+    view = memoryview(payload).cast("B")
+    size = sum(len(c.compress(view[i:i + PIECE])) for i in range(0, len(view), PIECE))
+    return size + len(c.flush())
 
 
-def float32_bytes(tensor) -> bytes:
-    """The tensor's values as little-endian float32, the layout of a saved checkpoint."""
-    return tensor.detach().cpu().float().numpy().astype("<f4", copy=False).tobytes()
+def float32_bytes(tensor) -> memoryview:
+    """The tensor's values as little-endian float32, the layout of a saved checkpoint (a view
+    of the host tensor's memory when it is float32 already: no copy)."""
+    array = tensor.detach().cpu().float().contiguous().numpy()
+    return memoryview(array.astype("<f4", copy=False)).cast("B")
 
 
 def naive_bits(params: dict, compressor: str = "bz2") -> dict[str, int]:
