@@ -14,7 +14,9 @@ must be bit-identical (every value, stderr and diagnostic) to the serial one com
 same torch threads (1); the script says so or fails. Against serial at torch's default threads
 it prints the largest relative difference: torch's CPU SVD and reductions change in the last
 bit with the thread count, whatever runs them. The speedup is against serial at the default
-threads (what a user gets without Dask), with serial at 1 thread beside it.
+threads (what a user gets without Dask), with serial at 1 thread beside it: on a busy machine
+torch's default threads can be far slower than 1 thread (20x measured here on 2 shared cores at
+load average 3), which inflates the first ratio; read both.
 Target (issue 14): >= 1.6x on 2 workers. The load average is printed: on a shared machine
 the figure is a lower bound.
 """
