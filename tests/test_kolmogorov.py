@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import bz2
+import hashlib
+import io
 import lzma
 import math
 import pickle
@@ -10,12 +12,14 @@ import struct
 
 import numpy as np
 import pytest
+import scipy.linalg
 import torch
 from torch import nn
 
 import complexity_zoo as cz
 from complexity_zoo.errors import InvalidSettingError
-from complexity_zoo.measures._coarse_grain import CoarseGrainer, coded_bits, exact_bits
+from complexity_zoo.measures._coarse_grain import CoarseGrainer, FlaxLayout, coded_bits, exact_bits
+from complexity_zoo.measures._kolmogorov_pickle import tree_pickle
 from complexity_zoo.measures.kolmogorov import rate_distortion
 from complexity_zoo.testing import tiny_classifier
 
@@ -174,6 +178,43 @@ class EmbedLinear(nn.Module):
         self.emb = nn.Embedding(5, 4)
 
 
+def _bz2_bits(tree):
+    return 8 * len(bz2.compress(tree_pickle(tree), compresslevel=9))
+
+
+def test_tree_pickle_writes_the_bytes_jax_writes():
+    # pickle.dumps(jax.tree_util.tree_flatten(tree)) of this tree of jnp float32 arrays, written by
+    # jax 0.10.2 / jaxlib 0.10.2 with numpy 2.4 (protocol 4): 623 bytes with this SHA-256.
+    f = np.float32
+    tree = {"params": {"lin": {"kernel": (np.array([1.5, -2.0], f), np.array([0.25], f)), "bias": np.zeros(1, f)},
+                       "emb": {"embedding": np.array([1.0, 2.0, 3.0], f)}}}
+    data = tree_pickle(tree)
+    if pickle.DEFAULT_PROTOCOL == 4 and np.__version__.startswith("2."):
+        assert len(data) == 623
+        assert hashlib.sha256(data).hexdigest() == "2da6338101d1d4fe668cc623107a10b6b40750b57fc13e8e914478d6b40ba6cf"
+
+    class Unpickler(pickle.Unpickler):  # read it back with the two JAX globals stood in
+        def find_class(self, module, name):
+            if (module, name) == ("jax._src.array", "_reconstruct_array"):
+                return lambda fun, args, state, aval: (state, aval)  # numpy's state: raw bytes at [4]
+            if (module, name) == ("jaxlib._jax.pytree", "PyTreeDef"):
+                return type("PyTreeDef", (), {"__setstate__": lambda self, st: setattr(self, "st", st)})
+            if (module, name) == ("jax._src.tree_util", "default_registry"):
+                return "registry"
+            return super().find_class(module, name)
+
+    leaves, treedef = Unpickler(io.BytesIO(data)).load()
+    values = [np.frombuffer(state[4], f).tolist() for state, _ in leaves]
+    assert values == [[1.0, 2.0, 3.0], [0.0], [1.5, -2.0], [0.25]]  # Flax order: emb, lin.bias, lin.kernel
+    assert all(aval == {"weak_type": False} for _, aval in leaves)
+    registry, nodes = treedef.st
+    assert registry == "registry"  # post-order: emb's leaf, emb, bias, kernel's 2 leaves, kernel, lin, params, root
+    assert nodes == [(0, 0, None, None, 1, 1), (5, 1, ["embedding"], None, 1, 2), (0, 0, None, None, 1, 1),
+                     (0, 0, None, None, 1, 1), (0, 0, None, None, 1, 1), (2, 2, None, None, 2, 3),
+                     (5, 2, ["bias", "kernel"], None, 3, 5), (5, 2, ["emb", "lin"], None, 4, 8),
+                     (5, 1, ["params"], None, 4, 9)]
+
+
 def test_paper_coder_pickles_their_flax_tree():
     torch.manual_seed(0)
     model = EmbedLinear()
@@ -185,17 +226,20 @@ def test_paper_coder_pickles_their_flax_tree():
     f32 = np.float32
 
     def q(t):  # their quantize in float32, -0.0 -> 0.0
-        return (np.round(t.detach().double().numpy() / delta).astype(f32) * f32(delta)) + f32(0)
+        return (np.round(t.detach().double().numpy() / delta).astype(f32) * f32(delta)).ravel() + f32(0)
 
     u, s, vh = torch.linalg.svd(model.emb.weight.detach().double(), full_matrices=False)
-    arrays = [q(u[:, :1] * s[:1]).ravel(), q(vh[:1]).ravel(),  # embedding: as in torch, S on the rows
-              q(model.lin.bias).ravel(), q(model.lin.weight.T).ravel(),  # kernel = W^T, whole
-              q(model.norm.bias).ravel(), q(model.norm.weight).ravel()]
-    expected = 8 * len(bz2.compress(pickle.dumps(arrays), compresslevel=9))
-    assert coded_bits(stored, delta, "bz2-pickle", grainer.layout) == expected
-    exact = [model.emb.weight, model.lin.bias, model.lin.weight.T, model.norm.bias, model.norm.weight]
-    exact = [np.ascontiguousarray(t.detach().numpy()).ravel() for t in exact]
-    assert exact_bits(grainer.params, "bz2-pickle", grainer.layout) == 8 * len(bz2.compress(pickle.dumps(exact), 9))
+    expected = {"params": {
+        "emb": {"embedding": (q(u[:, :1] * s[:1]), q(vh[:1]))},  # as in torch, S on the rows
+        "lin": {"bias": q(model.lin.bias), "kernel": q(model.lin.weight.T)},  # kernel = W^T, whole
+        "norm": {"bias": q(model.norm.bias), "scale": q(model.norm.weight)}}}
+    assert coded_bits(stored, delta, "bz2-pickle", grainer.layout) == _bz2_bits(expected)
+    exact = {"params": {"emb": {"embedding": model.emb.weight},
+                        "lin": {"bias": model.lin.bias, "kernel": model.lin.weight.T},
+                        "norm": {"bias": model.norm.bias, "scale": model.norm.weight}}}
+    exact = {"params": {k: {n: np.ascontiguousarray(t.detach().numpy()).ravel() for n, t in v.items()}
+                        for k, v in exact["params"].items()}}
+    assert exact_bits(grainer.params, "bz2-pickle", grainer.layout) == _bz2_bits(exact)
 
 
 def test_a_factored_kernel_is_pickled_as_their_two_factors():
@@ -208,8 +252,42 @@ def test_a_factored_kernel_is_pickled_as_their_two_factors():
     # Their kernel K = W^T = V S U^T; they store Q(V S) (6, 1) then Q(U^T) (1, 5).
     first = np.round((vh[:1].T * s[:1]).numpy() / delta).astype(np.float32) * np.float32(delta)
     second = np.round(u[:, :1].T.numpy() / delta).astype(np.float32) * np.float32(delta)
-    arrays = [first.ravel() + np.float32(0), second.ravel() + np.float32(0)]
-    assert coded_bits(stored, delta, "bz2-pickle", grainer.layout) == 8 * len(bz2.compress(pickle.dumps(arrays), 9))
+    tree = {"params": {"kernel": (first.ravel() + np.float32(0), second.ravel() + np.float32(0))}}
+    assert coded_bits(stored, delta, "bz2-pickle", grainer.layout) == _bz2_bits(tree)
+
+
+def test_paper_numerics_decompose_their_kernel_in_float32():
+    # Their SVD: jnp.linalg.svd of the float32 kernel W^T, LAPACK gesdd (SciPy's, as JAX on CPU).
+    torch.manual_seed(2)
+    lin = nn.Linear(7, 4)
+    grainer = CoarseGrainer(lin, paper_numerics=True)
+    u, s, vt = scipy.linalg.svd(lin.weight.detach().numpy().T, full_matrices=False, lapack_driver="gesdd")
+    left, right = grainer.factors("weight", 2, "right")
+    assert left.dtype == torch.float32
+    np.testing.assert_array_equal(right.T.numpy(), u[:, :2] * s[:2])  # their U @ diag(S), bit for bit
+    np.testing.assert_array_equal(left.T.numpy(), vt[:2])
+    k = int(np.searchsorted(np.cumsum(s), np.float32(0.6) * s.sum()))
+    assert grainer.ranks(0.6)["weight"] == (k if k * 11 < 28 else None)
+
+
+class TwoBlocks(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.ModuleList([nn.Linear(2, 2) for _ in range(2)])
+
+
+def test_the_modular_models_get_the_authors_flax_names():
+    from complexity_zoo.tasks._modular_models import ModularMLP, ModularTransformer
+
+    mlp = FlaxLayout.of(ModularMLP(p=5, d_embed=4, d_hidden=6)).paths
+    assert mlp["hidden.weight"] == ("params", "mlp_layers_0", "kernel")
+    assert mlp["embed.weight"] == ("params", "embedding", "embedding")
+    tf = FlaxLayout.of(ModularTransformer(p=5, d_model=8, n_heads=2, d_head=4, d_mlp=16)).paths
+    assert tf["blocks.0.attn.q.weight"] == ("params", "decoder_layers_0", "self_attn", "q_proj", "kernel")
+    assert tf["blocks.0.ff2.bias"] == ("params", "decoder_layers_0", "ffn", "layer2", "bias")
+    assert tf["blocks.0.ln1.weight"] == ("params", "decoder_layers_0", "ln1", "scale")
+    assert tf["pos_embed.weight"] == ("params", "positional_embedding", "embedding")
+    assert FlaxLayout.of(TwoBlocks()).paths["blocks.1.weight"] == ("params", "blocks", "1", "kernel")
 
 
 def test_the_side_of_s_is_chosen_where_it_rebuilds_the_matrix_best():

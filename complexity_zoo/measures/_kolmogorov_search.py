@@ -39,7 +39,7 @@ class _Problem:
     """One checkpoint's search state: the weights, their SVDs, and a cache of evaluations."""
 
     def __init__(self, model: nn.Module, data: Data, coder: str, sides: str = "choose") -> None:
-        self.grainer = CoarseGrainer(model)
+        self.grainer = CoarseGrainer(model, paper_numerics=sides == "paper")
         self.side_policy = sides
         self._paper_sides = self.grainer.paper_sides()
         self._chosen: dict[tuple, str] = {}
