@@ -8,6 +8,7 @@ import io
 import lzma
 import math
 import pickle
+import statistics
 import struct
 
 import numpy as np
@@ -315,3 +316,59 @@ def test_paper_loss_is_log_of_softmax_so_an_underflow_is_infinite():
     assert torch.isinf(losses[0])  # float32 softmax underflows to 0; log_softmax would give 200
     assert losses[1].item() == pytest.approx(nn.functional.cross_entropy(model(x[1:]), y[1:]).item(), rel=1e-6)
     assert cz.get_measure("kolmogorov")._data(data) is data  # the default keeps the data's own loss
+
+
+def _false_acceptance(pop, m, eps, trials, excess, g):
+    """How often the rule accepts a population whose whole-set mean increase is ε + excess."""
+    from complexity_zoo.measures._kolmogorov_search import increase_bound
+
+    n, z = pop.numel(), statistics.NormalDist().inv_cdf(0.95)
+    diffs = pop - pop.mean() + eps + excess
+    d = torch.stack([diffs[torch.randperm(n, generator=g)[:m]] for _ in range(trials)])
+    mean, sd = d.mean(1), d.std(1)
+    mu3 = ((d - mean[:, None]) ** 3).mean(1)
+    return sum(increase_bound(*map(float, v), m, n, z)["bound"] <= eps for v in zip(mean, sd, mu3)) / trials
+
+
+@pytest.mark.parametrize("excess", [0.0, 0.05])
+def test_the_subsample_bound_falsely_accepts_at_most_one_minus_confidence(excess):
+    # Right-skewed increases (exponential, SD 2, skewness 2; a few examples flip), whole-set mean
+    # at ε (the worst case) or just above: accepted with probability <= 1 - confidence = 5%,
+    # within 3 Monte-Carlo SDs. (m = 200 gives 5.9% here; the plain normal bound 7.4%.)
+    g = torch.Generator().manual_seed(0)
+    pop = -torch.rand(20000, generator=g, dtype=torch.float64).log() * 2.0  # exponential
+    trials = 4000
+    rate = _false_acceptance(pop, 1000, 1.0, trials, excess, g)
+    assert rate <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / trials), rate
+
+
+def test_the_subsample_bound_is_the_exact_mean_on_the_whole_set():
+    from complexity_zoo.measures._kolmogorov_search import increase_bound
+
+    out = increase_bound(0.5, 3.0, 4.0, 100, 100, 1.645)
+    assert out["margin"] == 0.0 and out["bound"] == 0.5
+    assert increase_bound(math.inf, 1.0, 0.0, 10, 100, 1.645)["bound"] == math.inf
+
+
+def test_max_examples_at_least_n_is_exactly_the_whole_set_check():
+    model, data = tiny_classifier()
+    n = data.n("train")
+    whole = cz.get_measure("kolmogorov", num_deltas=8)(model, data)
+    budget = cz.get_measure("kolmogorov", num_deltas=8, max_examples=n)(model, data)
+    assert budget.value == whole.value and budget.extras["delta"] == whole.extras["delta"]
+    assert budget.extras["verification"] is None and budget.extras["confidence"] is None
+
+
+def test_a_subsample_check_records_its_draw_and_verification():
+    model, data = tiny_classifier()
+    n = data.n("train")
+    r = cz.get_measure("kolmogorov", num_deltas=8, max_examples=n // 2, seed=3)(model, data)
+    assert r.extras["sample"]["splits"]["train"] == {"kept": n // 2, "total": n}
+    assert r.extras["confidence"] == 0.95
+    v = r.extras["verification"]
+    if not r.extras["stored_exactly"]:
+        assert v["passed"] and v["bound"] <= 1.0 and v["margin"] > 0
+        assert v["sample"]["seed"] == 4 and r.extras["search_bound"] <= 1.0
+    assert r.value <= r.extras["exact_bits"]
+    with pytest.raises(InvalidSettingError):
+        cz.get_measure("kolmogorov", confidence=1.0)
