@@ -63,13 +63,18 @@ class Kolmogorov(Measure):
     float32) storage in the same coder.
 
     ``kolmogorov.paper`` is the authors' ``bayes_optimize_svd_quantization`` as their script
-    calls it. Remaining differences (effect measured by examples/kolmogorov_reference.py): their
-    pickle holds JAX arrays and the tree structure, ours numpy arrays only (at equal Δ and τ ours
-    is 0.1-1.6% smaller on cpu-small, which can steer the Bayesian search elsewhere); our SVD is float64
-    in torch, theirs float32 in JAX (signs and rare rounding ties differ); their loss
-    -sum(log(softmax) * one-hot) is NaN when any class underflows, ours only when the label's does; which examples form
-    the last minibatch (their shuffle, not reproducible from our checkpoints); a result whose
-    best point is infeasible is stored exactly here, while their code reports its size anyway.
+    calls it, down to the bytes: their float32 SVD (LAPACK gesdd through SciPy, the routine JAX
+    calls on CPU) of each array as their Flax tree holds it, their float32 quantization, and their
+    pickle of the flattened tree (JAX array wrappers and PyTreeDef, written without JAX; the
+    modular task's models under the names of the authors' Flax modules). Run beside their code
+    (examples/kolmogorov_reference.py) it probes the same 62 points with the same scores and
+    returns the same bits. Remaining differences: the loss is torch's float32 forward pass, not
+    XLA's (equal to ~1e-6; could flip a point within that of the bound); their loss
+    -sum(log(softmax) * one-hot) is NaN when any class underflows, ours only when the label's
+    does; the last minibatch's examples (their shuffle, not reproducible from our checkpoints);
+    a best point that is infeasible is stored exactly here, while their code reports its size;
+    bayes_opt's random path depends on its version (both sides use the installed one); the
+    pickle envelope is jax/jaxlib 0.10's (older jaxlib names the PyTreeDef module differently).
     """
 
     unit = "bits"
