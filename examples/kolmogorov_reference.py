@@ -89,18 +89,19 @@ def _np(t) -> np.ndarray:
 
 
 class _MLPApply:
-    """Our ModularMLP in JAX: their interface (``apply(params, x)`` -> logits (B, 1, C))."""
+    """Our ModularMLP in JAX on their MLP's parameter names: their interface (``apply(params, x)``
+    -> logits (B, 1, C))."""
 
     @staticmethod
     def apply(params, x):
         import jax.numpy as jnp
 
         p = params["params"]
-        emb = p["embed"]["embedding"]
+        emb = p["embedding"]["embedding"]
         a, b = (x[:, 0], x[:, 2]) if x.shape[1] == 4 else (x[:, 0], x[:, 1])
         h = jnp.concatenate([emb[a], emb[b]], axis=-1)
-        h = jnp.maximum(h @ p["hidden"]["kernel"] + p["hidden"]["bias"], 0)
-        return (h @ p["out"]["kernel"] + p["out"]["bias"])[:, None, :]
+        h = jnp.maximum(h @ p["mlp_layers_0"]["kernel"] + p["mlp_layers_0"]["bias"], 0)
+        return (h @ p["output_layer"]["kernel"] + p["output_layer"]["bias"])[:, None, :]
 
 
 class _TransformerApply:
@@ -150,8 +151,8 @@ def convert(ref: Reference, model):
     from complexity_zoo.tasks._modular_models import ModularMLP, ModularTransformer
 
     if isinstance(model, ModularMLP):
-        params = {"params": {"embed": {"embedding": _np(model.embed.weight)},
-                             "hidden": _dense(model.hidden), "out": _dense(model.out)}}
+        params = {"params": {"embedding": {"embedding": _np(model.embed.weight)},  # their MLP's names
+                             "mlp_layers_0": _dense(model.hidden), "output_layer": _dense(model.out)}}
         return _MLPApply(), params, model.p
     if isinstance(model, ModularTransformer):
         blocks = list(model.blocks)

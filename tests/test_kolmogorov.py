@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import bz2
+import hashlib
+import io
 import lzma
 import math
 import pickle
+import statistics
 import struct
 
 import numpy as np
 import pytest
+import scipy.linalg
 import torch
 from torch import nn
 
 import complexity_zoo as cz
 from complexity_zoo.errors import InvalidSettingError
-from complexity_zoo.measures._coarse_grain import CoarseGrainer, coded_bits, exact_bits
+from complexity_zoo.measures._coarse_grain import CoarseGrainer, FlaxLayout, coded_bits, exact_bits
+from complexity_zoo.measures._kolmogorov_pickle import tree_pickle
 from complexity_zoo.measures.kolmogorov import rate_distortion
 from complexity_zoo.testing import tiny_classifier
 
@@ -174,6 +179,43 @@ class EmbedLinear(nn.Module):
         self.emb = nn.Embedding(5, 4)
 
 
+def _bz2_bits(tree):
+    return 8 * len(bz2.compress(tree_pickle(tree), compresslevel=9))
+
+
+def test_tree_pickle_writes_the_bytes_jax_writes():
+    # pickle.dumps(jax.tree_util.tree_flatten(tree)) of this tree of jnp float32 arrays, written by
+    # jax 0.10.2 / jaxlib 0.10.2 with numpy 2.4 (protocol 4): 623 bytes with this SHA-256.
+    f = np.float32
+    tree = {"params": {"lin": {"kernel": (np.array([1.5, -2.0], f), np.array([0.25], f)), "bias": np.zeros(1, f)},
+                       "emb": {"embedding": np.array([1.0, 2.0, 3.0], f)}}}
+    data = tree_pickle(tree)
+    if pickle.DEFAULT_PROTOCOL == 4 and np.__version__.startswith("2."):
+        assert len(data) == 623
+        assert hashlib.sha256(data).hexdigest() == "2da6338101d1d4fe668cc623107a10b6b40750b57fc13e8e914478d6b40ba6cf"
+
+    class Unpickler(pickle.Unpickler):  # read it back with the two JAX globals stood in
+        def find_class(self, module, name):
+            if (module, name) == ("jax._src.array", "_reconstruct_array"):
+                return lambda fun, args, state, aval: (state, aval)  # numpy's state: raw bytes at [4]
+            if (module, name) == ("jaxlib._jax.pytree", "PyTreeDef"):
+                return type("PyTreeDef", (), {"__setstate__": lambda self, st: setattr(self, "st", st)})
+            if (module, name) == ("jax._src.tree_util", "default_registry"):
+                return "registry"
+            return super().find_class(module, name)
+
+    leaves, treedef = Unpickler(io.BytesIO(data)).load()
+    values = [np.frombuffer(state[4], f).tolist() for state, _ in leaves]
+    assert values == [[1.0, 2.0, 3.0], [0.0], [1.5, -2.0], [0.25]]  # Flax order: emb, lin.bias, lin.kernel
+    assert all(aval == {"weak_type": False} for _, aval in leaves)
+    registry, nodes = treedef.st
+    assert registry == "registry"  # post-order: emb's leaf, emb, bias, kernel's 2 leaves, kernel, lin, params, root
+    assert nodes == [(0, 0, None, None, 1, 1), (5, 1, ["embedding"], None, 1, 2), (0, 0, None, None, 1, 1),
+                     (0, 0, None, None, 1, 1), (0, 0, None, None, 1, 1), (2, 2, None, None, 2, 3),
+                     (5, 2, ["bias", "kernel"], None, 3, 5), (5, 2, ["emb", "lin"], None, 4, 8),
+                     (5, 1, ["params"], None, 4, 9)]
+
+
 def test_paper_coder_pickles_their_flax_tree():
     torch.manual_seed(0)
     model = EmbedLinear()
@@ -185,17 +227,20 @@ def test_paper_coder_pickles_their_flax_tree():
     f32 = np.float32
 
     def q(t):  # their quantize in float32, -0.0 -> 0.0
-        return (np.round(t.detach().double().numpy() / delta).astype(f32) * f32(delta)) + f32(0)
+        return (np.round(t.detach().double().numpy() / delta).astype(f32) * f32(delta)).ravel() + f32(0)
 
     u, s, vh = torch.linalg.svd(model.emb.weight.detach().double(), full_matrices=False)
-    arrays = [q(u[:, :1] * s[:1]).ravel(), q(vh[:1]).ravel(),  # embedding: as in torch, S on the rows
-              q(model.lin.bias).ravel(), q(model.lin.weight.T).ravel(),  # kernel = W^T, whole
-              q(model.norm.bias).ravel(), q(model.norm.weight).ravel()]
-    expected = 8 * len(bz2.compress(pickle.dumps(arrays), compresslevel=9))
-    assert coded_bits(stored, delta, "bz2-pickle", grainer.layout) == expected
-    exact = [model.emb.weight, model.lin.bias, model.lin.weight.T, model.norm.bias, model.norm.weight]
-    exact = [np.ascontiguousarray(t.detach().numpy()).ravel() for t in exact]
-    assert exact_bits(grainer.params, "bz2-pickle", grainer.layout) == 8 * len(bz2.compress(pickle.dumps(exact), 9))
+    expected = {"params": {
+        "emb": {"embedding": (q(u[:, :1] * s[:1]), q(vh[:1]))},  # as in torch, S on the rows
+        "lin": {"bias": q(model.lin.bias), "kernel": q(model.lin.weight.T)},  # kernel = W^T, whole
+        "norm": {"bias": q(model.norm.bias), "scale": q(model.norm.weight)}}}
+    assert coded_bits(stored, delta, "bz2-pickle", grainer.layout) == _bz2_bits(expected)
+    exact = {"params": {"emb": {"embedding": model.emb.weight},
+                        "lin": {"bias": model.lin.bias, "kernel": model.lin.weight.T},
+                        "norm": {"bias": model.norm.bias, "scale": model.norm.weight}}}
+    exact = {"params": {k: {n: np.ascontiguousarray(t.detach().numpy()).ravel() for n, t in v.items()}
+                        for k, v in exact["params"].items()}}
+    assert exact_bits(grainer.params, "bz2-pickle", grainer.layout) == _bz2_bits(exact)
 
 
 def test_a_factored_kernel_is_pickled_as_their_two_factors():
@@ -208,8 +253,42 @@ def test_a_factored_kernel_is_pickled_as_their_two_factors():
     # Their kernel K = W^T = V S U^T; they store Q(V S) (6, 1) then Q(U^T) (1, 5).
     first = np.round((vh[:1].T * s[:1]).numpy() / delta).astype(np.float32) * np.float32(delta)
     second = np.round(u[:, :1].T.numpy() / delta).astype(np.float32) * np.float32(delta)
-    arrays = [first.ravel() + np.float32(0), second.ravel() + np.float32(0)]
-    assert coded_bits(stored, delta, "bz2-pickle", grainer.layout) == 8 * len(bz2.compress(pickle.dumps(arrays), 9))
+    tree = {"params": {"kernel": (first.ravel() + np.float32(0), second.ravel() + np.float32(0))}}
+    assert coded_bits(stored, delta, "bz2-pickle", grainer.layout) == _bz2_bits(tree)
+
+
+def test_paper_numerics_decompose_their_kernel_in_float32():
+    # Their SVD: jnp.linalg.svd of the float32 kernel W^T, LAPACK gesdd (SciPy's, as JAX on CPU).
+    torch.manual_seed(2)
+    lin = nn.Linear(7, 4)
+    grainer = CoarseGrainer(lin, paper_numerics=True)
+    u, s, vt = scipy.linalg.svd(lin.weight.detach().numpy().T, full_matrices=False, lapack_driver="gesdd")
+    left, right = grainer.factors("weight", 2, "right")
+    assert left.dtype == torch.float32
+    np.testing.assert_array_equal(right.T.numpy(), u[:, :2] * s[:2])  # their U @ diag(S), bit for bit
+    np.testing.assert_array_equal(left.T.numpy(), vt[:2])
+    k = int(np.searchsorted(np.cumsum(s), np.float32(0.6) * s.sum()))
+    assert grainer.ranks(0.6)["weight"] == (k if k * 11 < 28 else None)
+
+
+class TwoBlocks(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.ModuleList([nn.Linear(2, 2) for _ in range(2)])
+
+
+def test_the_modular_models_get_the_authors_flax_names():
+    from complexity_zoo.tasks._modular_models import ModularMLP, ModularTransformer
+
+    mlp = FlaxLayout.of(ModularMLP(p=5, d_embed=4, d_hidden=6)).paths
+    assert mlp["hidden.weight"] == ("params", "mlp_layers_0", "kernel")
+    assert mlp["embed.weight"] == ("params", "embedding", "embedding")
+    tf = FlaxLayout.of(ModularTransformer(p=5, d_model=8, n_heads=2, d_head=4, d_mlp=16)).paths
+    assert tf["blocks.0.attn.q.weight"] == ("params", "decoder_layers_0", "self_attn", "q_proj", "kernel")
+    assert tf["blocks.0.ff2.bias"] == ("params", "decoder_layers_0", "ffn", "layer2", "bias")
+    assert tf["blocks.0.ln1.weight"] == ("params", "decoder_layers_0", "ln1", "scale")
+    assert tf["pos_embed.weight"] == ("params", "positional_embedding", "embedding")
+    assert FlaxLayout.of(TwoBlocks()).paths["blocks.1.weight"] == ("params", "blocks", "1", "kernel")
 
 
 def test_the_side_of_s_is_chosen_where_it_rebuilds_the_matrix_best():
@@ -237,3 +316,59 @@ def test_paper_loss_is_log_of_softmax_so_an_underflow_is_infinite():
     assert torch.isinf(losses[0])  # float32 softmax underflows to 0; log_softmax would give 200
     assert losses[1].item() == pytest.approx(nn.functional.cross_entropy(model(x[1:]), y[1:]).item(), rel=1e-6)
     assert cz.get_measure("kolmogorov")._data(data) is data  # the default keeps the data's own loss
+
+
+def _false_acceptance(pop, m, eps, trials, excess, g):
+    """How often the rule accepts a population whose whole-set mean increase is ε + excess."""
+    from complexity_zoo.measures._kolmogorov_search import increase_bound
+
+    n, z = pop.numel(), statistics.NormalDist().inv_cdf(0.95)
+    diffs = pop - pop.mean() + eps + excess
+    d = torch.stack([diffs[torch.randperm(n, generator=g)[:m]] for _ in range(trials)])
+    mean, sd = d.mean(1), d.std(1)
+    mu3 = ((d - mean[:, None]) ** 3).mean(1)
+    return sum(increase_bound(*map(float, v), m, n, z)["bound"] <= eps for v in zip(mean, sd, mu3)) / trials
+
+
+@pytest.mark.parametrize("excess", [0.0, 0.05])
+def test_the_subsample_bound_falsely_accepts_at_most_one_minus_confidence(excess):
+    # Right-skewed increases (exponential, SD 2, skewness 2; a few examples flip), whole-set mean
+    # at ε (the worst case) or just above: accepted with probability <= 1 - confidence = 5%,
+    # within 3 Monte-Carlo SDs. (m = 200 gives 5.9% here; the plain normal bound 7.4%.)
+    g = torch.Generator().manual_seed(0)
+    pop = -torch.rand(20000, generator=g, dtype=torch.float64).log() * 2.0  # exponential
+    trials = 4000
+    rate = _false_acceptance(pop, 1000, 1.0, trials, excess, g)
+    assert rate <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / trials), rate
+
+
+def test_the_subsample_bound_is_the_exact_mean_on_the_whole_set():
+    from complexity_zoo.measures._kolmogorov_search import increase_bound
+
+    out = increase_bound(0.5, 3.0, 4.0, 100, 100, 1.645)
+    assert out["margin"] == 0.0 and out["bound"] == 0.5
+    assert increase_bound(math.inf, 1.0, 0.0, 10, 100, 1.645)["bound"] == math.inf
+
+
+def test_max_examples_at_least_n_is_exactly_the_whole_set_check():
+    model, data = tiny_classifier()
+    n = data.n("train")
+    whole = cz.get_measure("kolmogorov", num_deltas=8)(model, data)
+    budget = cz.get_measure("kolmogorov", num_deltas=8, max_examples=n)(model, data)
+    assert budget.value == whole.value and budget.extras["delta"] == whole.extras["delta"]
+    assert budget.extras["verification"] is None and budget.extras["confidence"] is None
+
+
+def test_a_subsample_check_records_its_draw_and_verification():
+    model, data = tiny_classifier()
+    n = data.n("train")
+    r = cz.get_measure("kolmogorov", num_deltas=8, max_examples=n // 2, seed=3)(model, data)
+    assert r.extras["sample"]["splits"]["train"] == {"kept": n // 2, "total": n}
+    assert r.extras["confidence"] == 0.95
+    v = r.extras["verification"]
+    if not r.extras["stored_exactly"]:
+        assert v["passed"] and v["bound"] <= 1.0 and v["margin"] > 0
+        assert v["sample"]["seed"] == 4 and r.extras["search_bound"] <= 1.0
+    assert r.value <= r.extras["exact_bits"]
+    with pytest.raises(InvalidSettingError):
+        cz.get_measure("kolmogorov", confidence=1.0)

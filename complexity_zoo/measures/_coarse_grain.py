@@ -10,13 +10,14 @@ from __future__ import annotations
 import bz2
 import lzma
 import math
-import pickle
 import struct
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from ._kolmogorov_pickle import tree_pickle
 
 CODERS = ("lzma-codes", "bz2-pickle")
 # Which factor of W = U S V^T (W reshaped to (shape[0], -1), torch layout) carries the singular
@@ -36,20 +37,27 @@ class Stored:
 
 @dataclass
 class FlaxLayout:
-    """How the authors' Flax model would hold these parameters: leaf order and kernel layout.
+    """How the authors' Flax model would hold these parameters: key paths and kernel layout.
 
-    Flax flattens its parameter dict with keys sorted at every level, names a Linear weight
-    ``kernel`` and stores it as W^T (in, out), an Embedding's ``embedding`` and a LayerNorm's
-    ``scale`` as in torch. The order sorts torch's module path with those leaf names.
+    Flax names a Linear weight ``kernel`` and stores it as W^T (in, out), an Embedding's
+    ``embedding`` and a LayerNorm's ``scale`` as in torch, all under a ``params`` root; its
+    pytree flattens dicts with keys sorted. Module paths are torch's, except for the modular
+    task's models, which get the names of the authors' own Flax modules (their ``MLP`` and
+    ``TransformerDecoder``) so that their pickled tree structure is reproduced exactly.
     """
 
-    order: list[str]
+    paths: dict[str, tuple[str, ...]]
     kernels: set[str]
+
+    @property
+    def order(self) -> list[str]:
+        return sorted(self.paths, key=self.paths.__getitem__)
 
     @classmethod
     def of(cls, model: nn.Module) -> FlaxLayout:
-        keys: dict[str, tuple] = {}
+        paths: dict[str, tuple[str, ...]] = {}
         kernels: set[str] = set()
+        rename = _AUTHORS_NAMES.get(type(model).__name__, {})
         for name, _ in model.named_parameters():
             path, _, leaf = name.rpartition(".")
             module = model.get_submodule(path) if path else model
@@ -61,21 +69,52 @@ class FlaxLayout:
                     leaf = "embedding"
                 elif isinstance(module, (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d)):
                     leaf = "scale"
-            keys[name] = (*(path.split(".") if path else ()), leaf)
-        return cls(sorted(keys, key=keys.__getitem__), kernels)
+            parts: list[str] = []
+            lists = rename.get("#lists", ())
+            for seg in path.split(".") if path else []:
+                if seg.isdigit() and parts and parts[-1] in lists:  # Flax names list members name_i
+                    parts[-1] = f"{rename[parts[-1]]}_{seg}"
+                else:
+                    parts.extend([seg] if seg in lists else rename.get(seg, seg).split("."))
+            paths[name] = ("params", *parts, leaf)
+        return cls(paths, kernels)
+
+
+# Torch module names of complexity_zoo.tasks' modular models -> the authors' Flax names (model.py).
+_AUTHORS_NAMES: dict[str, dict] = {
+    "ModularMLP": {"embed": "embedding", "hidden": "mlp_layers_0", "out": "output_layer"},
+    "ModularTransformer": {
+        "#lists": ("blocks",), "blocks": "decoder_layers", "embed": "embedding",
+        "pos_embed": "positional_embedding", "unembed": "output_layer", "attn": "self_attn",
+        "q": "q_proj", "k": "k_proj", "v": "v_proj", "out": "out_proj", "ff1": "ffn.layer1", "ff2": "ffn.layer2"},
+}
 
 
 class CoarseGrainer:
-    """Holds a model's parameters and their SVDs; builds coarse-grained copies on demand."""
+    """Holds a model's parameters and their SVDs; builds coarse-grained copies on demand.
 
-    def __init__(self, model: nn.Module) -> None:
+    ``paper_numerics``: the authors' arithmetic instead of float64: each matrix decomposed in
+    float32 as their Flax tree holds it (a Linear weight as W^T) by LAPACK gesdd through SciPy,
+    the very routine JAX calls on CPU (bit-identical factors), ranks from float32 cumulative
+    sums, and codes round(x / Δ) computed in float32 as their ``quantize`` does.
+    """
+
+    def __init__(self, model: nn.Module, paper_numerics: bool = False) -> None:
         self.params = {n: p.detach().clone() for n, p in model.named_parameters()}
         self.layout = FlaxLayout.of(model)
+        self.paper_numerics = paper_numerics
         self._svd: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
+        self._cumsum: dict[str, tuple] = {}  # host copies: ranks(τ) needs no device sync
         for name, p in self.params.items():
             if p.ndim >= 2:
-                u, s, vh = torch.linalg.svd(p.reshape(p.shape[0], -1).double(), full_matrices=False)
+                w = p.reshape(p.shape[0], -1)
+                if paper_numerics:
+                    u, s, vh = _paper_svd(w, name in self.layout.kernels)
+                else:
+                    u, s, vh = torch.linalg.svd(w.double(), full_matrices=False)
                 self._svd[name] = (u, s, vh)
+                host = s.cpu().numpy()
+                self._cumsum[name] = (np.cumsum(host), host.sum(), u.shape[0], vh.shape[1])
 
     @property
     def matrices(self) -> list[str]:
@@ -88,9 +127,8 @@ class CoarseGrainer:
         (``searchsorted(cumsum(S), τ·sum(S))``, left side; k may be 0), as in the paper.
         """
         out: dict[str, int | None] = {}
-        for name, (u, s, vh) in self._svd.items():
-            m, n = u.shape[0], vh.shape[1]
-            k = int(torch.searchsorted(torch.cumsum(s, 0), tau * s.sum()).item())
+        for name, (cumsum, total, m, n) in self._cumsum.items():
+            k = int(np.searchsorted(cumsum, total.dtype.type(tau) * total, side="left"))
             out[name] = k if k * (m + n) < m * n else None
         return out
 
@@ -130,7 +168,8 @@ class CoarseGrainer:
         for name, p in self.params.items():
             k = ranks.get(name)
             if k is None:
-                out.append(Stored(name, "whole", torch.round(p.double() / delta).long()))
+                x = p.float() if self.paper_numerics else p.double()
+                out.append(Stored(name, "whole", torch.round(x / delta).long()))
             else:
                 left, right = self.factors(name, k, (sides or {}).get(name, "left"))
                 out.append(Stored(name, "left", torch.round(left / delta).long()))
@@ -141,16 +180,31 @@ class CoarseGrainer:
         """The coarse-grained parameters that the stored codes decode to."""
         out: dict[str, Tensor] = {}
         left: Tensor | None = None
+        dtype = torch.float32 if self.paper_numerics else torch.float64
         for st in stored:
             p = self.params[st.param]
             if st.role == "whole":
-                out[st.param] = (st.codes.double() * delta).to(p.dtype)
+                out[st.param] = (st.codes.to(dtype) * delta).to(p.dtype)
             elif st.role == "left":
-                left = st.codes.double() * delta
+                left = st.codes.to(dtype) * delta
             else:
                 assert left is not None  # "right" always follows its "left"
-                out[st.param] = (left @ (st.codes.double() * delta)).reshape(p.shape).to(p.dtype)
+                out[st.param] = (left @ (st.codes.to(dtype) * delta)).reshape(p.shape).to(p.dtype)
         return out
+
+
+def _paper_svd(w: Tensor, kernel: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Float32 SVD of ``w`` as the authors' JAX code computes it, in torch orientation.
+
+    They decompose the Flax array (W^T for a Linear weight): K = U S V^T, so W = V S U^T.
+    """
+    import scipy.linalg
+
+    a = w.detach().float().cpu().numpy()
+    u, s, vt = scipy.linalg.svd(a.T if kernel else a, full_matrices=False, lapack_driver="gesdd")
+    if kernel:
+        u, vt = vt.T, u.T
+    return tuple(torch.from_numpy(np.ascontiguousarray(x)).to(w.device) for x in (u, s, vt))
 
 
 def entropy_bits(stored: list[Stored]) -> float:
@@ -173,13 +227,14 @@ def _float32_values(st: Stored, delta: float) -> np.ndarray:
     return values + np.float32(0.0)
 
 
-def _paper_arrays(stored: list[Stored], delta: float | None, layout: FlaxLayout | None,
-                  params: dict[str, Tensor] | None = None) -> list[np.ndarray]:
-    """The arrays the authors pickle: their pytree's leaves, raveled, each factor separately.
+def _paper_tree(stored: list[Stored], delta: float | None, layout: FlaxLayout | None,
+                params: dict[str, Tensor] | None = None) -> dict:
+    """The tree the authors pickle: their Flax parameter dict, each leaf raveled float32, a
+    truncated matrix a 2-tuple of factors (their ``components=True``).
 
-    In Flax order with a Linear weight as its (in, out) kernel, so a factored kernel is
-    [Q(V S)^T-side factor (in, k), (k, out) factor] = [right^T, left^T] in torch terms.
-    ``params`` instead of ``stored``: the exact float32 weights in the same layout.
+    A Linear weight is their (in, out) kernel, so a factored kernel is [right^T, left^T] in
+    torch terms. ``params`` instead of ``stored``: the exact float32 weights in the same layout.
+    ``layout`` None: torch's names, one level.
     """
     by_param: dict[str, list[np.ndarray]] = {}
     if params is not None:
@@ -188,29 +243,30 @@ def _paper_arrays(stored: list[Stored], delta: float | None, layout: FlaxLayout 
     else:
         for st in stored:
             by_param.setdefault(st.param, []).append(_float32_values(st, delta))
-    order = layout.order if layout is not None else list(by_param)
-    kernels = layout.kernels if layout is not None else set()
-    arrays: list[np.ndarray] = []
-    for name in order:
-        parts = by_param[name]
-        if name in kernels:
+    tree: dict = {}
+    for name, parts in by_param.items():
+        path = layout.paths[name] if layout is not None else (name,)
+        if layout is not None and name in layout.kernels:
             parts = [a.T for a in reversed(parts)]
-        arrays.extend(np.ascontiguousarray(a).ravel() for a in parts)
-    return arrays
+        leaves = [np.ascontiguousarray(a).ravel() for a in parts]
+        node = tree
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = leaves[0] if len(leaves) == 1 else tuple(leaves)
+    return tree
 
 
 def coded_bits(stored: list[Stored], delta: float, coder: str, layout: FlaxLayout | None = None) -> int:
     """Exact size in bits of everything needed to rebuild the coarse-grained weights.
 
-    ``bz2-pickle`` is the paper's: bzip2 (level 9) of the pickled list of float32 arrays of
-    their parameter tree (see ``_paper_arrays``; ``layout`` None: torch order and shapes).
+    ``bz2-pickle`` is the paper's: bzip2 (level 9) of their pickle of the flattened parameter
+    tree, JAX array wrappers and tree structure included (``_paper_tree``, ``tree_pickle``).
     ``lzma-codes`` stores Δ, each tensor's rank and integer width, then the codes in the
     narrowest signed integer type, all compressed by raw LZMA2 (preset 9); the architecture
     gives the shapes.
     """
     if coder == "bz2-pickle":
-        arrays = _paper_arrays(stored, delta, layout)
-        return 8 * len(bz2.compress(pickle.dumps(arrays), compresslevel=9))
+        return 8 * len(bz2.compress(tree_pickle(_paper_tree(stored, delta, layout)), compresslevel=9))
     if coder == "lzma-codes":
         header = [struct.pack("<f", delta)]
         body = []
@@ -229,8 +285,7 @@ def coded_bits(stored: list[Stored], delta: float, coder: str, layout: FlaxLayou
 def exact_bits(params: dict[str, Tensor], coder: str, layout: FlaxLayout | None = None) -> int:
     """Size in bits of the weights stored exactly (lossless float32), in the same coder."""
     if coder == "bz2-pickle":
-        arrays = _paper_arrays([], None, layout, params=params)
-        return 8 * len(bz2.compress(pickle.dumps(arrays), compresslevel=9))
+        return 8 * len(bz2.compress(tree_pickle(_paper_tree([], None, layout, params=params)), compresslevel=9))
     arrays = [p.detach().float().cpu().numpy().ravel() for p in params.values()]
     return 8 * len(lzma_raw(b"".join(a.astype("<f4").tobytes() for a in arrays)))
 
