@@ -10,12 +10,20 @@ g = train accuracy - test accuracy (Jiang et al.'s 0-1 gap):
 * robust sign-error, mean and worst over environments (``sign_error``, seeds paired);
 * conditional mutual information given up to two hyperparameters (``conditional_mutual_information``).
 
+Along the trajectory, for a few settings (``TRAJECTORY``: weight decay 0, 0.3 and 1 at training
+fraction 0.8, width 64, seed 0, the same runs as the grid's but with ten checkpoints), every
+measure at every checkpoint and ``Comparison.correlations()`` of each with the test loss across
+checkpoints, per run (``--no-trajectory`` leaves this part out).
+
     python examples/measure_sweep.py --quick            # 8 runs, a few minutes on 2 CPU cores
     python examples/measure_sweep.py                    # 36 runs (the full grid, ~20-30 minutes)
     python examples/measure_sweep.py --out results/sweep --skip kolmogorov,llc
 
 Writes ``values.csv`` (one row per run: hyperparameters, metrics, every measure),
-``evaluation.csv`` and ``evaluation.md`` (one row per measure) and ``evaluation.png`` under ``--out``.
+``evaluation.csv`` and ``evaluation.md`` (one row per measure) and ``evaluation.png`` under ``--out``;
+for the trajectory part ``trajectory.nc`` (the Comparison), ``trajectory_correlations.csv`` (the long
+table), ``trajectory_kendall.csv`` / ``.md`` (Kendall τ with the test loss, one row per measure, one
+column per run) and ``trajectory_layers.png`` (one measure's per-layer values over training).
 """
 
 from __future__ import annotations
@@ -48,6 +56,28 @@ AXES = ["weight_decay", "train_frac", "width"]
 # Cheaper settings where a measure's default trades much time for precision (recorded in values.csv's
 # provenance via compare): fewer Hutchinson probes, a shorter LLC chain.
 FAST_SETTINGS = {"hessian_trace": {"num_probes": 20}, "llc": {"num_draws": 100, "num_chains": 2}}
+# The trajectory part: a few settings of the grid (weight decay varies, the rest fixed), each with
+# checkpoints at these fractions of its optimizer steps (log-spaced: most change happens early).
+TRAJECTORY = {
+    "quick": dict(settings=[(0.1, 0.8, 32, 0), (1.0, 0.8, 32, 0)], fractions=[0.05, 0.25, 0.5, 1.0]),
+    "full": dict(settings=[(0.0, 0.8, 64, 0), (0.3, 0.8, 64, 0), (1.0, 0.8, 64, 0)],
+                 fractions=[0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0]),
+}
+
+
+def run_name(wd: float, frac: float, width: int, seed: int) -> str:
+    return f"wd{wd}_frac{frac}_w{width}_s{seed}"
+
+
+def train_run(out: Path, grid: dict, wd: float, frac: float, width: int, seed: int,
+              checkpoints: list[int] | None = None) -> None:
+    """Train one run unless its folder already holds checkpoints (a finished run is reused)."""
+    if (out / "run.json").exists() and list((out / "checkpoints").glob("*.safetensors")):
+        return
+    modular.train(out, p=grid["p"], op="+", train_frac=frac, model="mlp",
+                  model_kwargs={"d_embed": 32, "d_hidden": width}, epochs=grid["epochs"], batch_size=512,
+                  lr=LR, weight_decay=wd, checkpoints=checkpoints or [grid["epochs"]], seed=seed, progress=False,
+                  overwrite=True)
 
 
 def train_grid(grid: dict, root: Path) -> pd.DataFrame:
@@ -55,15 +85,47 @@ def train_grid(grid: dict, root: Path) -> pd.DataFrame:
     rows = []
     for wd, frac, width, seed in itertools.product(grid["weight_decay"], grid["train_frac"], grid["width"],
                                                    grid["seed"]):
-        name = f"wd{wd}_frac{frac}_w{width}_s{seed}"
-        out = root / "runs" / name
-        if not (out / "run.json").exists() or not list((out / "checkpoints").glob("*.safetensors")):
-            modular.train(out, p=grid["p"], op="+", train_frac=frac, model="mlp",
-                          model_kwargs={"d_embed": 32, "d_hidden": width}, epochs=grid["epochs"], batch_size=512,
-                          lr=LR, weight_decay=wd, checkpoints=[grid["epochs"]], seed=seed, progress=False,
-                          overwrite=True)
+        name = run_name(wd, frac, width, seed)
+        train_run(root / "runs" / name, grid, wd, frac, width, seed)
         rows.append({"run": name, "weight_decay": wd, "train_frac": frac, "width": width, "seed": seed})
     return pd.DataFrame(rows).set_index("run")
+
+
+def train_trajectories(grid: dict, plan: dict, root: Path) -> list[Path]:
+    """The trajectory runs: the grid's settings again (same seed, so the same final weights on the
+    CPU) with checkpoints at ``plan["fractions"]`` of the optimizer steps."""
+    from complexity_zoo.tasks.modular import dataset
+
+    folders = []
+    for wd, frac, width, seed in plan["settings"]:
+        n_train = dataset(grid["p"], "+", frac, seed).n("train")
+        total = grid["epochs"] * -(-n_train // 512)  # optimizer steps: epochs x batches per epoch
+        steps = sorted({max(1, round(f * total)) for f in plan["fractions"]})
+        out = root / "trajectory" / run_name(wd, frac, width, seed)
+        train_run(out, grid, wd, frac, width, seed, checkpoints=steps)
+        folders.append(out)
+    return folders
+
+
+def measure_trajectories(folders: list[Path], names: list[str], out: Path) -> cz.Comparison:
+    """Every measure at every checkpoint of the trajectory runs, and each measure's correlation with
+    the test loss across checkpoints, per run (Comparison.correlations: Pearson, Spearman, Kendall)."""
+    runs = [cz.Trajectory.from_dir(f) for f in folders]
+    data = {t.name: task_data(t.task) for t in runs}
+    specs = [(n, FAST_SETTINGS.get(n, {})) for n in names]
+    result = cz.compare(runs, specs, data=data, progress=False, strict=False)
+    result.save(out / "trajectory.nc")
+    for e in result.errors.itertuples():
+        print(f"  {e.measure} failed on {e.run} step {e.step}: {e.error}: {e.message[:100]}")
+    table = result.correlations(target="test_loss")
+    table.to_csv(out / "trajectory_correlations.csv", index=False)
+    kendall = table[table["method"] == "kendall"].pivot(index="measure", columns="run", values="r")
+    kendall["mean"] = kendall.mean(axis=1)
+    kendall = kendall.sort_values("mean", ascending=False).reset_index()
+    kendall.to_csv(out / "trajectory_kendall.csv", index=False)
+    write_table(kendall.round(2), out / "trajectory_kendall.md",
+                "Kendall τ of each measure with the test loss across checkpoints, per run", "tab:trajectory")
+    return result
 
 
 def measure_names(skip: set[str]) -> list[str]:
@@ -131,11 +193,43 @@ def plot(evaluation: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
+def plot_layers_figure(result: cz.Comparison, measure: str, path: Path) -> None:
+    """One panel per trajectory run: the measure's per-layer values (Comparison.layers) over
+    training, with the test accuracy on a second axis. Small on purpose (it goes in the README)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = result.layers(measure)
+    fig, axes = plt.subplots(1, len(result.runs), figsize=(3.2 * len(result.runs), 2.8), sharey=True)
+    for ax, run in zip(np.atleast_1d(axes), result.runs):
+        sub = table[table["run"] == run]
+        for (layer, g), style in zip(sub.groupby("layer", sort=False), itertools.cycle(["-", "--", ":", "-."])):
+            g = g.sort_values("step")
+            ax.plot(g["step"], g["value"], style, color="0.2", lw=1.2, label=layer)
+        acc = ax.twinx()
+        acc.plot(result.dataset["step"], result.dataset["test_acc"].sel(run=run), color="tab:red", lw=0.8)
+        acc.set_ylim(0, 1.05)
+        acc.tick_params(labelsize=7, colors="tab:red")
+        ax.set_xscale("symlog", linthresh=float(sub.loc[sub["step"] > 0, "step"].min()))
+        ax.set_title(run, fontsize=8)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+    np.atleast_1d(axes)[0].set_ylabel(f"{measure} per layer (test acc. red)", fontsize=8)
+    np.atleast_1d(axes)[0].legend(fontsize=6, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> Path:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="the small grid (8 runs, a few minutes)")
     ap.add_argument("--out", default=None, help="output folder (default results/measure_sweep[_quick])")
     ap.add_argument("--skip", default="", help="comma-separated measures to leave out")
+    ap.add_argument("--no-trajectory", action="store_true", help="leave out the along-the-trajectory part")
+    ap.add_argument("--layers-measure", default="alpha", help="the measure whose layers trajectory_layers.png draws")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     grid = GRIDS["quick" if args.quick else "full"]
@@ -156,6 +250,16 @@ def main(argv: list[str] | None = None) -> Path:
     print(table[AXES + ["seed", "train_acc", "test_acc", "gap"]].to_string())
     print(evaluation.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"trained {len(hp)} runs in {t1 - t0:.0f} s; measured {len(names)} measures in {t2 - t1:.0f} s")
+    if not args.no_trajectory:
+        t3 = time.perf_counter()
+        folders = train_trajectories(grid, TRAJECTORY["quick" if args.quick else "full"], root)
+        t4 = time.perf_counter()
+        traj = measure_trajectories(folders, names, root)
+        if args.layers_measure in traj.measures:
+            plot_layers_figure(traj, args.layers_measure, root / "trajectory_layers.png")
+        print(pd.read_csv(root / "trajectory_kendall.csv").to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+        print(f"trajectories: trained {len(folders)} runs in {t4 - t3:.0f} s; "
+              f"measured every checkpoint in {time.perf_counter() - t4:.0f} s")
     return root
 
 
