@@ -5,10 +5,12 @@ training fraction x width, with seeds), computes every built-in measure on each 
 checkpoint, and writes the tables the literature uses, against the generalization gap
 g = train accuracy - test accuracy (Jiang et al.'s 0-1 gap):
 
-* Kendall's τ of measure and gap over all runs (``kendall_gap``);
-* granulated Kendall ψ and its per-axis τ (``granulated_kendall``; seeds averaged first);
-* robust sign-error, mean and worst over environments (``sign_error``, seeds paired);
-* conditional mutual information given up to two hyperparameters (``conditional_mutual_information``).
+* Kendall's τ of measure and gap over all runs;
+* granulated Kendall ψ and its per-axis τ (seeds averaged first);
+* robust sign-error, mean and worst over environments (seeds paired);
+* conditional mutual information given up to two hyperparameters (on the seed means);
+
+all from ``Comparison.run_correlations(hp, seed="seed", gap="accuracy")``, the library's one path.
 
 Along the trajectory, for a few settings (``TRAJECTORY``: weight decay 0, 0.3 and 1 at training
 fraction 0.8, width 64, seed 0, the same runs as the grid's but with ten checkpoints), every
@@ -38,7 +40,6 @@ import pandas as pd
 import torch
 
 import complexity_zoo as cz
-from complexity_zoo.analysis import conditional_mutual_information, granulated_kendall, kendall_gap, sign_error
 from complexity_zoo.analysis.export import write_table
 from complexity_zoo.registry import builtin_modules
 from complexity_zoo.tasks import modular, task_data
@@ -134,8 +135,9 @@ def measure_names(skip: set[str]) -> list[str]:
     return [n for n in table["name"] if n not in skip]
 
 
-def measure_runs(root: Path, hp: pd.DataFrame, names: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Every measure on each run's last checkpoint (init: its step 0); values and seconds per run."""
+def measure_runs(root: Path, hp: pd.DataFrame, names: list[str]) -> tuple[cz.Comparison, pd.DataFrame, pd.DataFrame]:
+    """Every measure on each run's last checkpoint (init: its step 0): the Comparison, a table of
+    hyperparameters, metrics and values per run, and the seconds per run."""
     runs = [cz.Trajectory.from_dir(root / "runs" / name) for name in hp.index]
     data = {t.name: task_data(t.task) for t in runs}
     specs = [(n, FAST_SETTINGS.get(n, {})) for n in names]
@@ -149,27 +151,22 @@ def measure_runs(root: Path, hp: pd.DataFrame, names: list[str]) -> tuple[pd.Dat
     values["gap"] = values["train_acc"] - values["test_acc"]
     for e in result.errors.itertuples():
         print(f"  {e.measure} failed on {e.run}: {e.error}: {e.message[:120]}")
-    return hp.join(values), seconds
+    return result, hp.join(values), seconds
 
 
-def evaluate(table: pd.DataFrame, names: list[str]) -> pd.DataFrame:
-    """One row per measure: τ, p, ψ and per-axis τ, sign-error mean and worst, CMI."""
-    rows = []
-    for m in names:
-        if m not in table or not np.isfinite(table[m]).all():
-            rows.append({"measure": m, "note": "failed on some runs"})
-            continue
-        row: dict = {"measure": m}
-        row.update({k: v for k, v in kendall_gap(table[m], table["gap"]).items() if k in ("tau", "p", "n")})
-        means = table.groupby(AXES)[[m, "gap"]].mean().reset_index()
-        g = granulated_kendall(means[m], means["gap"], means[AXES])
-        row["psi"] = g["psi"]
-        row.update({f"psi_{a}": t for a, t in zip(g["axes"]["axis"], g["axes"]["tau"])})
-        s = sign_error(table[m], table["gap"], table[AXES + ["seed"]].reset_index(drop=True), seed="seed")
-        row.update({"sign_error_mean": s["mean"], "sign_error_worst": s["worst"]})
-        row["cmi"] = conditional_mutual_information(means[m], means["gap"], means[AXES])["cmi"]
-        rows.append(row)
-    return pd.DataFrame(rows)
+# run_correlations' column names -> this script's (as in the README's table)
+COLUMNS = {"kendall_tau": "tau", "n_runs": "n", "granulated_psi": "psi"}
+
+
+def evaluate(result: cz.Comparison, hp: pd.DataFrame) -> pd.DataFrame:
+    """One row per measure, from Comparison.run_correlations (the library's one path): τ and its
+    p over all runs, granulated ψ and per-axis τ over the settings' seed means, sign-error mean
+    and worst over environments with runs paired by seed, and the CMI on the seed means; the gap
+    is the 0-1 gap train_acc - test_acc. A measure that failed on some run is named in a
+    DroppedRunsWarning and gets the note 'failed on some runs'."""
+    table = result.run_correlations(hp[AXES + ["seed"]], seed="seed", gap="accuracy").rename(columns=COLUMNS)
+    table["note"] = np.where(table["tau"].isna(), "failed on some runs", "")
+    return table.drop(columns=["kendall_tau_b", "environments"], errors="ignore")
 
 
 def plot(evaluation: pd.DataFrame, path: Path) -> None:
@@ -239,10 +236,10 @@ def main(argv: list[str] | None = None) -> Path:
     hp = train_grid(grid, root)
     t1 = time.perf_counter()
     names = measure_names({s.strip() for s in args.skip.split(",") if s.strip()})
-    table, seconds = measure_runs(root, hp, names)
+    result, table, seconds = measure_runs(root, hp, names)
     t2 = time.perf_counter()
     table.to_csv(root / "values.csv")
-    evaluation = evaluate(table, names)
+    evaluation = evaluate(result, hp)
     evaluation["seconds_per_run"] = evaluation["measure"].map(seconds.mean())
     evaluation.to_csv(root / "evaluation.csv", index=False)
     write_table(evaluation.round(3), root / "evaluation.md", "Measures against the generalization gap", "tab:sweep")
