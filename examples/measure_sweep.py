@@ -25,7 +25,8 @@ Writes ``values.csv`` (one row per run: hyperparameters, metrics, every measure)
 ``evaluation.csv`` and ``evaluation.md`` (one row per measure) and ``evaluation.png`` under ``--out``;
 for the trajectory part ``trajectory.nc`` (the Comparison), ``trajectory_correlations.csv`` (the long
 table), ``trajectory_kendall.csv`` / ``.md`` (Kendall τ with the test loss, one row per measure, one
-column per run) and ``trajectory_layers.png`` (one measure's per-layer values over training).
+column per run) and ``trajectory_layers.png`` (one measure's per-layer values over training). Every cell is cached
+under ``--out``/cache (content-keyed), so a second call recomputes only what changed.
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def measure_trajectories(folders: list[Path], names: list[str], out: Path) -> cz
     runs = [cz.Trajectory.from_dir(f) for f in folders]
     data = {t.name: task_data(t.task) for t in runs}
     specs = [(n, FAST_SETTINGS.get(n, {})) for n in names]
-    result = cz.compare(runs, specs, data=data, progress=False, strict=False)
+    result = cz.compare(runs, specs, data=data, progress=False, strict=False, cache=out / "cache")
     result.save(out / "trajectory.nc")
     for e in result.errors.itertuples():
         print(f"  {e.measure} failed on {e.run} step {e.step}: {e.error}: {e.message[:100]}")
@@ -142,7 +143,7 @@ def measure_runs(root: Path, hp: pd.DataFrame, names: list[str]) -> tuple[cz.Com
     data = {t.name: task_data(t.task) for t in runs}
     specs = [(n, FAST_SETTINGS.get(n, {})) for n in names]
     last = max(runs[0].steps)
-    result = cz.compare(runs, specs, data=data, steps=[last], progress=False, strict=False)
+    result = cz.compare(runs, specs, data=data, steps=[last], progress=False, strict=False, cache=root / "cache")
     ds = result.dataset.isel(step=-1)
     values = pd.DataFrame({m: ds[m].to_series() for m in result.measures})
     seconds = pd.DataFrame({m: ds[f"{m}_seconds"].to_series() for m in result.measures})
@@ -210,6 +211,7 @@ def plot_layers_figure(result: cz.Comparison, measure: str, path: Path) -> None:
         acc.set_ylim(0, 1.05)
         acc.tick_params(labelsize=7, colors="tab:red")
         ax.set_xscale("symlog", linthresh=float(sub.loc[sub["step"] > 0, "step"].min()))
+        ax.set_xlim(left=0)
         ax.set_title(run, fontsize=8)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
@@ -226,7 +228,8 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--out", default=None, help="output folder (default results/measure_sweep[_quick])")
     ap.add_argument("--skip", default="", help="comma-separated measures to leave out")
     ap.add_argument("--no-trajectory", action="store_true", help="leave out the along-the-trajectory part")
-    ap.add_argument("--layers-measure", default="alpha", help="the measure whose layers trajectory_layers.png draws")
+    ap.add_argument("--layers-measure", default="effective_rank",
+                    help="the measure whose layers trajectory_layers.png draws")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     grid = GRIDS["quick" if args.quick else "full"]
