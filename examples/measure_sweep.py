@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,7 @@ import torch
 
 import complexity_zoo as cz
 from complexity_zoo.analysis.export import write_table
+from complexity_zoo.comparison import DroppedRunsWarning
 from complexity_zoo.registry import builtin_modules
 from complexity_zoo.tasks import modular, task_data
 
@@ -115,11 +117,16 @@ def measure_trajectories(folders: list[Path], names: list[str], out: Path) -> cz
     runs = [cz.Trajectory.from_dir(f) for f in folders]
     data = {t.name: task_data(t.task) for t in runs}
     specs = [(n, FAST_SETTINGS.get(n, {})) for n in names]
-    result = cz.compare(runs, specs, data=data, progress=False, strict=False, cache=out / "cache")
+    with warnings.catch_warnings(record=True) as caught:  # expected: *_init measures at step 0 (no distance
+        warnings.simplefilter("always")                   # yet), constant series (param_count); printed below
+        result = cz.compare(runs, specs, data=data, progress=False, strict=False, cache=out / "cache")
+        table = result.correlations(target="test_loss")
     result.save(out / "trajectory.nc")
     for e in result.errors.itertuples():
         print(f"  {e.measure} failed on {e.run} step {e.step}: {e.error}: {e.message[:100]}")
-    table = result.correlations(target="test_loss")
+    for w in caught:
+        if not issubclass(w.category, cz.errors.MeasureFailedWarning):  # those are printed above
+            print(f"  {w.category.__name__}: {str(w.message)[:140]}")
     table.to_csv(out / "trajectory_correlations.csv", index=False)
     kendall = table[table["method"] == "kendall"].pivot(index="measure", columns="run", values="r")
     kendall["mean"] = kendall.mean(axis=1)
@@ -165,7 +172,11 @@ def evaluate(result: cz.Comparison, hp: pd.DataFrame) -> pd.DataFrame:
     and worst over environments with runs paired by seed, and the CMI on the seed means; the gap
     is the 0-1 gap train_acc - test_acc. A measure that failed on some run is named in a
     DroppedRunsWarning and gets the note 'failed on some runs'."""
-    table = result.run_correlations(hp[AXES + ["seed"]], seed="seed", gap="accuracy").rename(columns=COLUMNS)
+    with warnings.catch_warnings(record=True) as caught:  # a measure that failed on some run: named, printed
+        warnings.simplefilter("always", DroppedRunsWarning)
+        table = result.run_correlations(hp[AXES + ["seed"]], seed="seed", gap="accuracy").rename(columns=COLUMNS)
+    for w in caught:
+        print(f"  {w.category.__name__}: {str(w.message)[:140]}")
     table["note"] = np.where(table["tau"].isna(), "failed on some runs", "")
     return table.drop(columns=["kendall_tau_b", "environments"], errors="ignore")
 

@@ -26,3 +26,7 @@ def test_quick_sweep_writes_the_evaluation_tables(tmp_path):
     assert len(ok) >= 25
     assert ok["tau"].between(-1, 1).all() and ok["sign_error_mean"].between(0, 1).all()
     assert (root / "evaluation.md").is_file() and (root / "evaluation.png").stat().st_size > 1000
+    kendall = pd.read_csv(root / "trajectory_kendall.csv")  # along the trajectory: 2 runs, 5 checkpoints
+    assert len(kendall) == len(evaluation) and kendall.shape[1] == 1 + 2 + 1
+    assert kendall.drop(columns="measure").stack().between(-1, 1).all()
+    assert (root / "trajectory_layers.png").stat().st_size > 1000
