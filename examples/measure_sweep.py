@@ -63,7 +63,7 @@ FAST_SETTINGS = {"hessian_trace": {"num_probes": 20}, "llc": {"num_draws": 100, 
 # The trajectory part: a few settings of the grid (weight decay varies, the rest fixed), each with
 # checkpoints at these fractions of its optimizer steps (log-spaced: most change happens early).
 TRAJECTORY = {
-    "quick": dict(settings=[(0.1, 0.8, 32, 0), (1.0, 0.8, 32, 0)], fractions=[0.05, 0.25, 0.5, 1.0]),
+    "quick": dict(settings=[(0.1, 0.8, 32, 0), (1.0, 0.8, 32, 0)], fractions=[0.05, 0.1, 0.25, 0.5, 0.75, 1.0]),
     "full": dict(settings=[(0.0, 0.8, 64, 0), (0.3, 0.8, 64, 0), (1.0, 0.8, 64, 0)],
                  fractions=[0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0]),
 }
