@@ -11,9 +11,19 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .errors import ComplexityZooError, InvalidSettingError, ResultNotFoundError, UnknownMeasureError
+from .errors import (
+    ComplexityZooError,
+    ComplexityZooWarning,
+    InvalidSettingError,
+    ResultNotFoundError,
+    UnknownMeasureError,
+)
 
 ERROR_COLUMNS = ["run", "step", "measure", "error", "message"]
+
+
+class DroppedRunsWarning(ComplexityZooWarning):
+    """run_correlations() left a measure's runs out, or used a value from before a run's last step."""
 
 
 class Comparison:
@@ -141,54 +151,85 @@ class Comparison:
         at = {run: steps[masks[run]].astype(float) for run in self.runs}
         return correlation_table(series, targets, target, tuple(methods), steps=at)
 
-    def run_correlations(self, hyperparameters: pd.DataFrame | None = None, *, seed: str | None = None) -> pd.DataFrame:
+    def run_correlations(self, hyperparameters: pd.DataFrame | None = None, *, seed: str | None = None,
+                         gap: str = "loss") -> pd.DataFrame:
         """The across-runs evaluation table of Jiang et al. 2020 and Dziugaite et al. 2020.
 
         One row per measure, from its final value in each run against the final generalization
-        gap (test_loss - train_loss): Kendall τ (sign average), tau-b and its p; with
-        ``hyperparameters`` (one row per run, indexed by run; a ``seed`` column named by
-        ``seed`` is not an axis): granulated ψ and τ per axis (a complete grid, one run per
-        setting; columns psi_{axis}), robust sign-error (mean, worst) and the conditional mutual
-        information. ``p`` tests H0 "measure and gap independent across runs" (runs i.i.d.).
+        gap: ``gap="loss"`` test_loss - train_loss, ``"accuracy"`` train_acc - test_acc (Jiang et
+        al.'s 0-1 gap). Kendall τ (sign average over all runs), tau-b and its p; with
+        ``hyperparameters`` (one row per run, indexed by run): granulated ψ and τ per axis
+        (columns psi_{axis}), robust sign-error (mean, worst) and the conditional mutual
+        information. A ``seed`` column (named by ``seed``) is not an axis: ψ and the CMI use each
+        setting's mean over seeds (measure and gap averaged; a complete grid of settings), and
+        sign-error pairs runs with equal seeds across the two settings of an environment.
+        ``p`` tests H0 "measure and gap independent across runs" (runs i.i.d.). A measure with
+        no finite value in some run is left out of the statistics (its row keeps ``n_runs``);
+        one whose last finite value is before a run's last step uses that earlier value. Both
+        raise a :class:`DroppedRunsWarning` naming the measure and runs.
         """
+        import warnings
+
         from .analysis.runs import conditional_mutual_information, granulated_kendall, kendall_gap, sign_error
 
-        if len(self.runs) < 3 or not {"test_loss", "train_loss"} <= set(self.metrics):
-            raise InvalidSettingError("run_correlations() needs 3+ runs with train_loss and test_loss metrics.")
-        names = self.measures + ["test_loss", "train_loss"]
-        last = {v: self._last_finite(v) for v in names}
-        gap = last["test_loss"] - last["train_loss"]
+        metrics = {"loss": ("test_loss", "train_loss"), "accuracy": ("train_acc", "test_acc")}
+        if gap not in metrics:
+            raise InvalidSettingError(f"gap must be 'loss' or 'accuracy'; got {gap!r}.")
+        high, low = metrics[gap]
+        if len(self.runs) < 3 or not {high, low} <= set(self.metrics):
+            raise InvalidSettingError(f"run_correlations() needs 3+ runs with {high} and {low} metrics.")
+        last, stale = {}, {}
+        for v in self.measures + [high, low]:
+            last[v], stale[v] = self._last_finite(v, with_stale=True)
+        gaps = last[high] - last[low]
         hp = None if hyperparameters is None else hyperparameters.loc[self.runs].reset_index(drop=True)
+        if hp is not None and seed is not None and seed not in hp.columns:
+            raise InvalidSettingError(f"seed column {seed!r} is not among the hyperparameters {list(hp.columns)}.")
         rows = []
         for m in self.measures:
             values = last[m]
-            if not np.isfinite(values).all():
-                rows.append({"measure": m, "n_runs": int(np.isfinite(values).sum())})
+            finite = np.isfinite(values) & np.isfinite(gaps)
+            if stale[m].any():
+                warnings.warn(f"run_correlations: {m!r} is not finite at the last step of runs "
+                              f"{[r for r, s in zip(self.runs, stale[m]) if s]}; their last finite value is used.",
+                              DroppedRunsWarning, stacklevel=2)
+            if not finite.all():
+                warnings.warn(f"run_correlations: {m!r} left out of the statistics: no finite value (or gap) "
+                              f"in runs {[r for r, f in zip(self.runs, finite) if not f]}.",
+                              DroppedRunsWarning, stacklevel=2)
+                rows.append({"measure": m, "n_runs": int(finite.sum())})
                 continue
-            k = kendall_gap(values, gap)
+            k = kendall_gap(values, gaps)
             row = {"measure": m, "n_runs": k["n"], "kendall_tau": k["tau"], "kendall_tau_b": k["tau_b"], "p": k["p"]}
             if hp is not None:
                 axes_hp = hp.drop(columns=[seed]) if seed else hp
-                if seed is None:
-                    g = granulated_kendall(values, gap, axes_hp)
-                    row["granulated_psi"] = g["psi"]
-                    row.update({f"psi_{a}": t for a, t in zip(g["axes"]["axis"], g["axes"]["tau"])})
-                s = sign_error(values, gap, hp, seed=seed)
+                x, y, grid = values, gaps, axes_hp
+                if seed is not None:  # one point per setting: the mean over its seeds
+                    cols = list(axes_hp.columns)
+                    means = axes_hp.assign(_x=values, _y=gaps).groupby(cols, sort=True)[["_x", "_y"]].mean()
+                    x, y, grid = means["_x"].to_numpy(), means["_y"].to_numpy(), means.index.to_frame(index=False)
+                g = granulated_kendall(x, y, grid)
+                row["granulated_psi"] = g["psi"]
+                row.update({f"psi_{a}": t for a, t in zip(g["axes"]["axis"], g["axes"]["tau"])})
+                s = sign_error(values, gaps, hp, seed=seed)
                 row.update({"sign_error_mean": s["mean"], "sign_error_worst": s["worst"],
                             "environments": s["environments"]})
-                row["cmi"] = conditional_mutual_information(values, gap, axes_hp)["cmi"]
+                row["cmi"] = conditional_mutual_information(x, y, grid)["cmi"]
             rows.append(row)
         return pd.DataFrame(rows)
 
-    def _last_finite(self, name: str) -> np.ndarray:
-        """Each run's last finite value of a variable (NaN for a run with none)."""
+    def _last_finite(self, name: str, with_stale: bool = False):
+        """Each run's last finite value of a variable (NaN for a run with none); with ``with_stale``
+        also a flag per run: that value comes from before the run's last step."""
         values = self.dataset[name].transpose("run", "step").values.astype(float)
         out = np.full(len(values), np.nan)
+        stale = np.zeros(len(values), dtype=bool)
         for i, row in enumerate(values):
             fin = np.nonzero(np.isfinite(row))[0]
             if len(fin):
                 out[i] = row[fin[-1]]
-        return out
+                stale[i] = fin[-1] != len(row) - 1
+        return (out, stale) if with_stale else out
 
     def bounds(self, n: int | dict[str, int] | None = None, delta: float = 0.05, num_classes: int | None = None,
                union_size: int = 1) -> pd.DataFrame:

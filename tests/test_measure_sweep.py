@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -26,3 +27,8 @@ def test_quick_sweep_writes_the_evaluation_tables(tmp_path):
     assert len(ok) >= 25
     assert ok["tau"].between(-1, 1).all() and ok["sign_error_mean"].between(0, 1).all()
     assert (root / "evaluation.md").is_file() and (root / "evaluation.png").stat().st_size > 1000
+    kendall = pd.read_csv(root / "trajectory_kendall.csv")  # along the trajectory: 2 runs, 7 checkpoints
+    assert len(kendall) == len(evaluation) and kendall.shape[1] == 1 + 2 + 1
+    taus = kendall.drop(columns="measure").to_numpy()
+    assert (np.abs(taus[np.isfinite(taus)]) <= 1).all() and np.isfinite(taus[:, -1]).sum() >= 25
+    assert (root / "trajectory_layers.png").stat().st_size > 1000

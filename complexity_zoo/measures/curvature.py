@@ -3,6 +3,12 @@
 The loss is the mean per-example loss of the data's ``loss`` over the training split (all of it,
 or ``num_examples`` drawn with ``seed``), with the model in eval mode. Hessian-vector products
 are exact (double backward through ``torch.func.functional_call``), batch by batch.
+
+Device-agnostic: probes and start vectors are drawn by a generator on the parameters' device
+(on the CPU exactly the draws of a CPU generator), inner products stay on the device (float64),
+and the host reads nothing inside Hutchinson's loop and one pair of numbers per power-iteration
+step (its stopping rule). ``num_examples`` is the data budget (a seeded draw of the training
+split, recorded in ``extras["sample"]``).
 """
 
 from __future__ import annotations
@@ -98,17 +104,24 @@ def hvp_fn(model: nn.Module, data: Data, batches: list[Batch]) -> Callable[[Para
     return hvp
 
 
+def dot_t(a: Params, b: Params) -> Tensor:
+    """Σ_k ⟨a_k, b_k⟩ in float64, a 0-dim tensor on the tensors' device (no host read)."""
+    return sum((a[k].double() * b[k].double()).sum() for k in a)
+
+
 def dot(a: Params, b: Params) -> float:
-    return float(sum((a[k].double() * b[k].double()).sum() for k in a))
+    return float(dot_t(a, b))
 
 
 def hutchinson_trace(hvp: Callable[[Params], Params], like: Params, num_probes: int,
                      generator: torch.Generator) -> tuple[float, float, list[float]]:
     """tr H ≈ mean_i vᵢᵀ H vᵢ with Rademacher vᵢ (Hutchinson 1990); the mean, its stderr, the samples."""
-    samples = []
+    out = []
     for _ in range(num_probes):
-        v = {k: (torch.randint(0, 2, t.shape, generator=generator) * 2 - 1).to(t) for k, t in like.items()}
-        samples.append(dot(v, hvp(v)))
+        v = {k: (torch.randint(0, 2, t.shape, generator=generator, device=generator.device) * 2 - 1).to(t)
+             for k, t in like.items()}
+        out.append(dot_t(v, hvp(v)))
+    samples = torch.stack(out).tolist()  # one host read, after the loop
     mean = sum(samples) / len(samples)
     var = sum((s - mean) ** 2 for s in samples) / (len(samples) - 1) if len(samples) > 1 else math.nan
     return mean, math.sqrt(var / len(samples)), samples
@@ -118,15 +131,15 @@ def power_iteration(hvp: Callable[[Params], Params], like: Params, max_iteration
                     generator: torch.Generator) -> tuple[float, float, int]:
     """The eigenvalue of largest magnitude of H (Rayleigh quotient), the residual ‖Hv − λv‖ and
     the iterations used; stops when λ changes by less than ``tol`` relative to |λ|."""
-    v = {k: torch.randn(t.shape, generator=generator).to(t) for k, t in like.items()}
+    v = {k: torch.randn(t.shape, generator=generator, device=generator.device).to(t) for k, t in like.items()}
     norm = math.sqrt(dot(v, v))
     v = {k: t / norm for k, t in v.items()}
     lam, it = 0.0, 0
     for it in range(1, max_iterations + 1):
         hv = hvp(v)
-        new = dot(v, hv)
-        residual = math.sqrt(max(dot(hv, hv) - new * new, 0.0))
-        norm = math.sqrt(dot(hv, hv))
+        new, hh = torch.stack([dot_t(v, hv), dot_t(hv, hv)]).tolist()  # the step's one host read
+        residual = math.sqrt(max(hh - new * new, 0.0))
+        norm = math.sqrt(hh)
         if norm == 0.0:
             return 0.0, 0.0, it
         v = {k: t / norm for k, t in hv.items()}
@@ -147,7 +160,14 @@ class _Curvature(Measure):
     def _setup(self, model: nn.Module, data: Data):
         device = next(model.parameters()).device
         batches = training_batches(data, self.num_examples, self.seed or 0, self.batch_size, device)
-        return batches, torch.Generator().manual_seed(self.seed or 0)
+        return batches, torch.Generator(device=device).manual_seed(self.seed or 0)
+
+    def _sample(self, data: Data) -> dict:
+        """What the measure was computed on, when ``num_examples`` subsampled the training split."""
+        n = data.n("train")
+        if self.num_examples is None or self.num_examples >= n:
+            return {}
+        return {"sample": {"num_examples": self.num_examples, "seed": self.seed or 0, "total": n}}
 
 
 @register_measure("hessian_trace")
@@ -168,7 +188,7 @@ class HessianTrace(_Curvature):
             batches, gen = self._setup(model, data)
             mean, stderr, samples = hutchinson_trace(hvp_fn(model, data, batches), parameters(model),
                                                      self.num_probes, gen)
-        return MeasureResult(mean, stderr=stderr, extras={"probes": samples})
+        return MeasureResult(mean, stderr=stderr, extras={"probes": samples, **self._sample(data)})
 
 
 @register_measure("hessian_top_eigenvalue")
@@ -191,7 +211,7 @@ class HessianTopEigenvalue(_Curvature):
             batches, gen = self._setup(model, data)
             lam, residual, its = power_iteration(hvp_fn(model, data, batches), parameters(model),
                                                  self.max_iterations, self.tol, gen)
-        return MeasureResult(lam, stderr=residual, extras={"iterations": its})
+        return MeasureResult(lam, stderr=residual, extras={"iterations": its, **self._sample(data)})
 
 
 def fisher_rao_terms(model: nn.Module, data: Data, batches: list[Batch]) -> Tensor:
@@ -223,4 +243,5 @@ class FisherRaoNorm(_Curvature):
             raise InvalidSettingError("The Fisher–Rao terms are not finite; check the data's loss.")
         sq = terms**2
         stderr = float(sq.std() / math.sqrt(len(sq))) if len(sq) > 1 else None
-        return MeasureResult(float(sq.mean()), stderr=stderr, extras={"mean_inner_product": float(terms.mean())})
+        return MeasureResult(float(sq.mean()), stderr=stderr,
+                             extras={"mean_inner_product": float(terms.mean()), **self._sample(data)})

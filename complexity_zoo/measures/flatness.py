@@ -8,10 +8,16 @@ Jiang et al.'s): bisection on [0, 2] for ``search_depth`` = 15 steps, ``montecar
 target. The magnitude-aware perturbation of parameter θ_i has variance σ'² θ_i² + ε², ε = 1e-3
 (the paper's definition; the reference code passes that variance as the standard deviation).
 From σ: flatness 1/σ² and the PAC-Bayes bound term ‖w − w_ref‖²/(4σ²) + log(m/σ) + 10 (w the
-layer weights, biases out, as in the code; m training examples). These are stochastic: a
+layer weights, biases out, as in the code; m training examples); from σ' the magnitude-aware
+bound terms (eqs. 56/57, as the reference code computes them). These are stochastic: a
 ``seed`` fixes the draws; the stderr of σ is the Monte-Carlo error of the deviation at the
 final σ divided by the deviation's slope there (delta method; the slope from the nearest other
 σ tried), at least the bisection's remaining half-width when the search ran out of steps.
+
+Device-agnostic: noise is drawn by a generator on the parameters' device (on the CPU exactly
+the draws of a CPU generator; a CUDA run draws other numbers), accuracies accumulate on the
+device, and the host reads one pair of numbers (mean and sd of the draws) per bisection step.
+``max_examples`` runs the search on a seeded subsample (``Data.subsample``, in ``extras``).
 """
 
 from __future__ import annotations
@@ -27,23 +33,42 @@ from ..data import Data
 from ..errors import DataError
 from ..measure import Measure, MeasureResult
 from ..registry import register_measure
-from .curvature import _Functional
-from .norms import layer_matrices
+
+
+def generator(seed: int, device: torch.device) -> torch.Generator:
+    """A seeded generator on ``device`` (a CPU generator cannot drive CUDA draws)."""
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def draw(kind: str, like: Tensor, gen: torch.Generator) -> Tensor:
+    """``randn`` or ``rand`` numbers shaped as ``like``, drawn on the generator's device, cast to ``like``."""
+    fn = torch.randn if kind == "randn" else torch.rand
+    return fn(like.shape, generator=gen, device=gen.device).to(like)
+
+
+def layer_weights(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The tensors with ``ndim >= 2`` (the reference code's weights: biases out), float64."""
+    return {n: t.detach().double() for n, t in tensors.items() if t.ndim >= 2}
 
 
 @torch.no_grad()
-def train_accuracy(model: nn.Module, data: Data, params: dict[str, Tensor] | None = None) -> float:
-    """Accuracy over the training split, of the model or of ``params`` in it."""
+def accuracy_tensor(model: nn.Module, data: Data, params: dict[str, Tensor] | None = None) -> Tensor:
+    """Training accuracy as a float64 tensor on the model's device (no host read)."""
     if data.loss_name != "cross_entropy":
         raise DataError("PAC-Bayes σ is defined here through training accuracy: it needs cross-entropy data.")
-    correct, n = 0.0, 0
     device = next(model.parameters()).device
+    correct, n = torch.zeros((), dtype=torch.float64, device=device), 0
     for batch in data.batches("train", device=device):
         logits = model(batch[0]) if params is None else functional_call(model, params, (batch[0],))
         hits = (logits.argmax(-1) == batch[1]).double()
-        correct += float(hits.reshape(hits.shape[0], -1).mean(1).sum())
+        correct += hits.reshape(hits.shape[0], -1).mean(1).sum()
         n += hits.shape[0]
     return correct / n
+
+
+def train_accuracy(model: nn.Module, data: Data, params: dict[str, Tensor] | None = None) -> float:
+    """Accuracy over the training split, of the model or of ``params`` in it."""
+    return float(accuracy_tensor(model, data, params))
 
 
 @torch.no_grad()
@@ -53,20 +78,18 @@ def pacbayes_sigma(model: nn.Module, data: Data, *, magnitude_eps: float | None,
     """σ by bisection (see the module docstring); returns σ, its stderr and the search trace."""
     base = train_accuracy(model, data)
     params = {k: p.detach() for k, p in model.named_parameters()}
-    gen = torch.Generator().manual_seed(seed)
+    gen = generator(seed, next(model.parameters()).device)
     lower, sigma, trace = 0.0, upper / 2, []
     for _ in range(search_depth):
         sigma = (lower + upper) / 2
-        accs = []
-        for _ in range(montecarlo_samples):
-            noisy = {}
-            for k, p in params.items():
-                std = sigma if magnitude_eps is None else torch.sqrt(sigma**2 * p**2 + magnitude_eps**2)
-                noisy[k] = p + torch.randn(p.shape, generator=gen).to(p) * std
-            accs.append(train_accuracy(model, data, noisy))
-        acc = torch.tensor(accs, dtype=torch.float64)
-        deviation = abs(float(acc.mean()) - base)
-        sd = float(acc.std() / math.sqrt(len(accs))) if len(accs) > 1 else 0.0
+        std = {k: sigma if magnitude_eps is None else torch.sqrt(sigma**2 * p**2 + magnitude_eps**2)
+               for k, p in params.items()}
+        acc = torch.stack([accuracy_tensor(model, data, {k: p + draw("randn", p, gen) * std[k]
+                                                         for k, p in params.items()})
+                           for _ in range(montecarlo_samples)])
+        sd_t = acc.std() / math.sqrt(len(acc)) if len(acc) > 1 else torch.zeros_like(acc[0])
+        mean, sd = torch.stack([acc.mean(), sd_t]).tolist()  # the one host read of this step
+        deviation = abs(mean - base)
         trace.append({"sigma": sigma, "deviation": deviation, "stderr": sd})
         if abs(deviation - target_deviation) < tolerance:
             return sigma, _sigma_stderr(trace, sigma, 0.0), trace
@@ -92,13 +115,22 @@ class _PerturbationSearch(Measure):
 
     needs_data = True
     stochastic = True
-    limits = {"search_depth": at_least(1)}
+    limits = {"search_depth": at_least(1), "max_examples": at_least(1)}
     search_depth: int = 15
     target_deviation: float = 0.1
     tolerance: float = 1e-2
     seed: int | None = None
+    max_examples: int | None = None
     magnitude_aware = False
     magnitude_eps = 1e-3
+
+    def sample(self, data: Data) -> Data:
+        """The training split, or ``max_examples`` of it drawn with the seed (Data.subsample)."""
+        return data.subsample(self.max_examples, seed=0 if self.seed is None else self.seed, splits=("train",))
+
+    @staticmethod
+    def record(sub: Data) -> dict:
+        return {"sample": sub.sample} if sub.sample is not None else {}
 
 
 class _PacBayes(_PerturbationSearch):
@@ -109,11 +141,14 @@ class _PacBayes(_PerturbationSearch):
         if not (isinstance(self.target_deviation, (int, float)) and 0 < self.target_deviation < 1):
             raise self._setting_error("target_deviation", "a number in (0, 1)", self.target_deviation)
 
-    def sigma(self, model: nn.Module, data: Data) -> tuple[float, float, list[dict]]:
-        return pacbayes_sigma(model, data, magnitude_eps=self.magnitude_eps if self.magnitude_aware else None,
-                              seed=0 if self.seed is None else self.seed, search_depth=self.search_depth,
-                              montecarlo_samples=self.montecarlo_samples, target_deviation=self.target_deviation,
-                              tolerance=self.tolerance)
+    def sigma(self, model: nn.Module, data: Data) -> tuple[float, float, dict]:
+        """σ (or σ'), its stderr and the extras (σ, its stderr, the search, the subsample if any)."""
+        sub = self.sample(data)
+        s, se, trace = pacbayes_sigma(model, sub, magnitude_eps=self.magnitude_eps if self.magnitude_aware else None,
+                                      seed=0 if self.seed is None else self.seed, search_depth=self.search_depth,
+                                      montecarlo_samples=self.montecarlo_samples,
+                                      target_deviation=self.target_deviation, tolerance=self.tolerance)
+        return s, se, {"sigma": s, "sigma_stderr": se, "search": trace, **self.record(sub)}
 
 
 @register_measure("pacbayes_flatness")
@@ -122,8 +157,8 @@ class PacBayesFlatness(_PacBayes):
     (Jiang et al. 2020, eq. 53; reference-code search defaults). σ and its search in extras."""
 
     def compute(self, model: nn.Module, data: Data) -> MeasureResult:
-        s, se, trace = self.sigma(model, data)
-        return MeasureResult(1 / s**2, stderr=2 * se / s**3, extras={"sigma": s, "sigma_stderr": se, "search": trace})
+        s, se, extras = self.sigma(model, data)
+        return MeasureResult(1 / s**2, stderr=2 * se / s**3, extras=extras)
 
 
 @register_measure("pacbayes_mag_flatness")
@@ -134,12 +169,21 @@ class PacBayesMagFlatness(_PacBayes):
     magnitude_aware = True
 
     def compute(self, model: nn.Module, data: Data) -> MeasureResult:
-        s, se, trace = self.sigma(model, data)
-        return MeasureResult(1 / s**2, stderr=2 * se / s**3, extras={"sigma": s, "sigma_stderr": se, "search": trace})
+        s, se, extras = self.sigma(model, data)
+        return MeasureResult(1 / s**2, stderr=2 * se / s**3, extras=extras)
 
 
 def _weights_sq(tensors: dict[str, Tensor]) -> float:
-    return float(sum((w * w).sum() for w in layer_matrices(tensors).values()))
+    return float(sum((w * w).sum() for w in layer_weights(tensors).values()))
+
+
+def _pacbayes_bound(model: nn.Module, data: Data, measure: _PacBayes, ref: dict[str, Tensor]) -> MeasureResult:
+    """‖w_ref‖²/(4σ²) + log(m/σ) + 10, m the whole training split (whatever σ's search saw)."""
+    m = data.n("train")
+    s, se, extras = measure.sigma(model, data)
+    w2 = _weights_sq(ref)
+    value = w2 / (4 * s**2) + math.log(m / s) + 10
+    return MeasureResult(value, stderr=abs(-w2 / (2 * s**3) - 1 / s) * se, extras=extras)
 
 
 @register_measure("pacbayes_orig")
@@ -148,11 +192,7 @@ class PacBayesOrig(_PacBayes):
     2020, eq. 49; Neyshabur et al. 2017). m: training examples; w: layer weights (biases out)."""
 
     def compute(self, model: nn.Module, data: Data) -> MeasureResult:
-        s, se, trace = self.sigma(model, data)
-        w2 = _weights_sq(dict(model.named_parameters()))
-        value = w2 / (4 * s**2) + math.log(data.n("train") / s) + 10
-        stderr = abs(-w2 / (2 * s**3) - 1 / s) * se
-        return MeasureResult(value, stderr=stderr, extras={"sigma": s, "sigma_stderr": se, "search": trace})
+        return _pacbayes_bound(model, data, self, dict(model.named_parameters()))
 
 
 @register_measure("pacbayes_init")
@@ -163,75 +203,50 @@ class PacBayesInit(_PacBayes):
     needs_init = True
 
     def compute(self, model: nn.Module, data: Data, init: dict[str, Tensor]) -> MeasureResult:
-        s, se, trace = self.sigma(model, data)
-        diff = {k: p.detach() - init[k] for k, p in model.named_parameters()}
-        d2 = _weights_sq(diff)
-        value = d2 / (4 * s**2) + math.log(data.n("train") / s) + 10
-        stderr = abs(-d2 / (2 * s**3) - 1 / s) * se
-        return MeasureResult(value, stderr=stderr, extras={"sigma": s, "sigma_stderr": se, "search": trace})
+        return _pacbayes_bound(model, data, self, {k: p.detach() - init[k].to(p) for k, p in model.named_parameters()})
 
 
-def worst_case_deviation(model: nn.Module, data: Data, radius: dict[str, Tensor], steps: int,
-                         gen: torch.Generator, base: float) -> float:
-    """Training-accuracy drop at the perturbation u, |u_i| <= radius_i, that projected sign-gradient
-    ascent on the training loss finds in ``steps`` steps (step 2.5 radius / steps; Madry et al. 2018)."""
-    params = {k: p.detach() for k, p in model.named_parameters()}
-    u = {k: (torch.rand(p.shape, generator=gen).to(p) * 2 - 1) * radius[k] for k, p in params.items()}
-    device = next(model.parameters()).device
-    for _ in range(steps):
-        leaves = {k: t.clone().requires_grad_(True) for k, t in u.items()}
-        grads = {k: torch.zeros_like(t) for k, t in u.items()}
-        with torch.enable_grad():
-            for batch in data.batches("train", device=device):
-                noisy = {k: params[k] + leaves[k] for k in params}
-                loss = data.per_example_loss(_Functional(model, noisy), batch).sum()
-                for k, g in zip(leaves, torch.autograd.grad(loss, list(leaves.values()))):
-                    grads[k] += g
-        u = {k: torch.clamp(u[k] + 2.5 * radius[k] / steps * torch.sign(grads[k]), -radius[k], radius[k])
-             for k in u}
-    return abs(train_accuracy(model, data, {k: params[k] + u[k] for k in params}) - base)
+def pacbayes_mag_bound(ref: Tensor, dist: Tensor, sigma: float, eps: float, m: int) -> tuple[float, float]:
+    """¼ Σ_i log[(ε² + (σ'² + 1)‖ref‖²/ω) / (ε² + σ'² dist_i²)] + log(m/σ') + 10 over the ω layer
+    weights (flat float64 vectors), and its derivative in σ' (for the stderr)."""
+    omega = ref.numel()
+    r2 = float((ref * ref).sum())
+    num = eps**2 + (sigma**2 + 1) * r2 / omega
+    den = eps**2 + sigma**2 * dist * dist
+    value = 0.25 * float((math.log(num) - torch.log(den)).sum()) + math.log(m / sigma) + 10
+    slope = 0.25 * (omega * 2 * sigma * r2 / omega / num - float((2 * sigma * dist * dist / den).sum())) - 1 / sigma
+    return value, slope
 
 
-class _Sharpness(_PerturbationSearch):
-    limits = {**_PerturbationSearch.limits, "ascent_steps": at_least(1)}
-    ascent_steps: int = 10
-
-    def compute(self, model: nn.Module, data: Data) -> MeasureResult:
-        base = train_accuracy(model, data)
-        gen = torch.Generator().manual_seed(0 if self.seed is None else self.seed)
-        lower, upper, trace = 0.0, 2.0, []
-        alpha = 1.0
-        for _ in range(self.search_depth):
-            alpha = (lower + upper) / 2
-            radius = {k: (alpha * p.detach().abs() + self.magnitude_eps) if self.magnitude_aware
-                      else torch.full_like(p.detach(), alpha) for k, p in model.named_parameters()}
-            dev = worst_case_deviation(model, data, radius, self.ascent_steps, gen, base)
-            trace.append({"alpha": alpha, "deviation": dev})
-            if abs(dev - self.target_deviation) < self.tolerance:
-                upper = lower = alpha
-                break
-            if dev > self.target_deviation:
-                upper = alpha
-            else:
-                lower = alpha
-        half = (upper - lower) / 2  # the bracket left: the search's resolution
-        return MeasureResult(1 / alpha**2, stderr=2 * half / alpha**3,
-                             extras={"alpha": alpha, "alpha_half_width": half, "search": trace})
-
-
-@register_measure("sharpness_flatness")
-class SharpnessFlatness(_Sharpness):
-    """1/α², α the largest box radius in which the worst perturbation found by projected gradient
-    ascent lowers training accuracy by at most 0.1 (Jiang et al. 2020, eq. 52; Keskar et al. 2017).
-
-    Bisection as for σ (15 steps on [0, 2], tolerance 0.01); 10 ascent steps per radius (our
-    choice). The stderr is the bisection's remaining half-width carried to 1/α² (the ascent is a
-    lower bound on the true worst case, so α is an upper bound).
-    """
-
-
-@register_measure("sharpness_mag_flatness")
-class SharpnessMagFlatness(_Sharpness):
-    """1/α'², box |u_i| <= α'|θ_i| + 10⁻³ (magnitude-aware; Jiang et al. 2020, eq. 60)."""
+class _PacBayesMagBound(_PacBayes):
+    """Magnitude-aware PAC-Bayes bound terms: both need the initialization (the posterior's
+    variance in the denominator is taken at w − w⁰ in eqs. 56 and 57 alike, as in the reference code)."""
 
     magnitude_aware = True
+    needs_init = True
+    origin = False
+
+    def compute(self, model: nn.Module, data: Data, init: dict[str, Tensor]) -> MeasureResult:
+        m = data.n("train")
+        s, se, extras = self.sigma(model, data)
+        w = layer_weights(dict(model.named_parameters()))
+        w0 = layer_weights({k: init[k].to(p) for k, p in model.named_parameters()})
+        dist = torch.cat([(w[k] - w0[k]).reshape(-1) for k in w])
+        ref = torch.cat([w[k].reshape(-1) for k in w]) if self.origin else dist
+        value, slope = pacbayes_mag_bound(ref, dist, s, self.magnitude_eps, m)
+        return MeasureResult(value, stderr=abs(slope) * se, extras={**extras, "omega": ref.numel()})
+
+
+@register_measure("pacbayes_mag_init")
+class PacBayesMagInit(_PacBayesMagBound):
+    """Magnitude-aware PAC-Bayes term ¼ Σ_i log[(ε² + (σ'²+1)‖w − w⁰‖²/ω) / (ε² + σ'²(w_i − w⁰_i)²)]
+    + log(m/σ') + 10, ε = 10⁻³, σ' as in ``pacbayes_mag_flatness`` (Jiang et al. 2020, eq. 56, as the
+    reference code computes it)."""
+
+
+@register_measure("pacbayes_mag_orig")
+class PacBayesMagOrig(_PacBayesMagBound):
+    """As ``pacbayes_mag_init`` with ‖w‖² in the numerator (Jiang et al. 2020, eq. 57; reference
+    code: the denominator keeps (w_i − w⁰_i)², so it needs the initialization too)."""
+
+    origin = True

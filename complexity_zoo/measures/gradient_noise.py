@@ -6,6 +6,9 @@ Per-example gradients g_i = ∇_θ ℓ(f_θ(x_i), y_i) come from ``torch.func.vm
 gradient variance; the 'simple' gradient-noise scale B = tr Σ / ‖ḡ‖² of McCandlish et al. 2018
 ('An Empirical Model of Large-Batch Training') is the batch size above which larger batches
 stop paying. Per-tensor traces in ``extras["per_layer"]``.
+
+Device-agnostic: the moments accumulate on the parameters' device (float64) and the host reads
+them once, after the last batch; the subsample (``num_examples``, ``seed``) is in ``extras``.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ def gradient_moments(model: nn.Module, data: Data, batches: list) -> tuple[dict[
 
     per_example = vmap(grad(one), in_dims=(None, *([0] * len(batches[0]))))
     total = {k: torch.zeros_like(t, dtype=torch.float64) for k, t in params.items()}
-    sq = {k: 0.0 for k in params}
+    sq = {k: torch.zeros((), dtype=torch.float64, device=t.device) for k, t in params.items()}
     norms = []
     for batch in batches:
         g = per_example(params, *batch)
@@ -42,13 +45,15 @@ def gradient_moments(model: nn.Module, data: Data, batches: list) -> tuple[dict[
         for k in params:
             gk = g[k].double()
             total[k] += gk.sum(0)
-            sq[k] += float((gk * gk).sum())
+            sq[k] += (gk * gk).sum()
             norm += (gk * gk).reshape(gk.shape[0], -1).sum(1)
         norms.append(norm)
     norms_t = torch.cat(norms)
     n = len(norms_t)
     mean = {k: t / n for k, t in total.items()}
-    trace = {k: sq[k] / n - float((mean[k] * mean[k]).sum()) for k in params}
+    sq_host = torch.stack([sq[k] for k in params]).tolist()  # one host read for every tensor
+    m2 = torch.stack([(mean[k] * mean[k]).sum() for k in params]).tolist()
+    trace = {k: a / n - b for k, a, b in zip(params, sq_host, m2)}
     return mean, trace, norms_t
 
 
@@ -64,6 +69,14 @@ class _GradientNoise(Measure):
     batch_size: int = 128
     seed: int | None = None
     limits = {"num_examples": at_least(2), "batch_size": at_least(1)}
+
+    def sample(self, data: Data) -> dict:
+        """The subsample the moments came from (``num_examples`` of the training split, ``seed``)."""
+        n = data.n("train")
+        if self.num_examples is None or self.num_examples >= n:
+            return {}
+        return {"sample": {"num_examples": self.num_examples, "seed": 0 if self.seed is None else self.seed,
+                           "total": n}}
 
     def moments(self, model: nn.Module, data: Data):
         with _eval(model):
@@ -85,7 +98,8 @@ class GradientVariance(_GradientNoise):
         mean, trace, norms = self.moments(model, data)
         g2 = float(sum((m * m).sum() for m in mean.values()))
         return MeasureResult(sum(trace.values()), stderr=_stderr(norms),
-                             extras={"per_layer": trace, "n": len(norms), "mean_gradient_sq_norm": g2})
+                             extras={"per_layer": trace, "n": len(norms), "mean_gradient_sq_norm": g2,
+                                     **self.sample(data)})
 
 
 @register_measure("gradient_noise_scale")
@@ -99,4 +113,5 @@ class GradientNoiseScale(_GradientNoise):
         if g2 == 0.0:
             raise MeasureError("The mean gradient is exactly zero; the gradient-noise scale is infinite.")
         value = sum(trace.values()) / g2
-        return MeasureResult(value, stderr=_stderr(norms) / g2, extras={"per_layer": trace, "n": len(norms)})
+        return MeasureResult(value, stderr=_stderr(norms) / g2,
+                             extras={"per_layer": trace, "n": len(norms), **self.sample(data)})

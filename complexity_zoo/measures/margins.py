@@ -6,6 +6,9 @@ with k = ⌊m·quantile⌋ (at least 1), then its absolute value (github nitarsh
 generalization-measures, ``measures.py``: ``kthvalue(m // 10)`` and ``.abs()``). "Over margin"
 divides the squared norms by γ², i.e. subtracts 2 log γ from the log forms. Sums and logs
 are as in :mod:`.norms` (squared norms over layers, before the papers' size adjustment).
+``max_examples`` takes the margin over a seeded subsample of the training split
+(``Data.subsample``, recorded in ``extras["sample"]``); the margins stay on the model's device
+and the host reads only γ.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .._settings import at_least
 from ..data import Data
 from ..errors import DataError, MeasureError
 from ..measure import Measure, MeasureResult
@@ -68,18 +72,28 @@ def margin(model: nn.Module, data: Data, quantile: float = MARGIN_QUANTILE) -> f
 class _MarginMeasure(Measure):
     needs_data = True
     quantile: float = MARGIN_QUANTILE
+    max_examples: int | None = None
+    seed: int = 0  # of the subsample, with max_examples
+    limits = {"max_examples": at_least(1)}
 
     def __post_init__(self) -> None:
         if not (isinstance(self.quantile, (int, float)) and 0 < self.quantile <= 1):
             raise self._setting_error("quantile", "a number in (0, 1]", self.quantile)
 
+    def gamma(self, model: nn.Module, data: Data) -> tuple[float, dict]:
+        """γ on the training split (or its subsample) and the extras that say which."""
+        sub = data.subsample(self.max_examples, seed=self.seed, splits=("train",))
+        extras = {"sample": sub.sample} if sub.sample is not None else {}
+        gamma = margin(model, sub, self.quantile)
+        return gamma, {"margin": gamma, **extras}
+
     def numerator(self, model: nn.Module) -> tuple[float, dict]:
         raise NotImplementedError
 
     def compute(self, model: nn.Module, data: Data) -> MeasureResult:
-        gamma = margin(model, data, self.quantile)
+        gamma, g_extras = self.gamma(model, data)
         log_num, extras = self.numerator(model)
-        return MeasureResult(log_num - 2 * math.log(gamma), extras={**extras, "margin": gamma})
+        return MeasureResult(log_num - 2 * math.log(gamma), extras={**extras, **g_extras})
 
 
 def _log_norm_numerator(norm: str, form: str):
@@ -91,12 +105,12 @@ def _log_norm_numerator(norm: str, form: str):
     return numerator
 
 
-def _log_sum_over_margin(model: nn.Module, data: Data, quantile: float, norm: str) -> MeasureResult:
+def _log_sum_over_margin(measure: _MarginMeasure, model: nn.Module, data: Data, norm: str) -> MeasureResult:
     """log d + (1/d)(Σ_i log ‖W_i‖² − 2 log γ): the reference code divides the margin term by d too."""
-    gamma = margin(model, data, quantile)
+    gamma, extras = measure.gamma(model, data)
     per = log_norm_terms(model, norm)
     value = log_sum_from_log_prod(sum(per.values()) - 2 * math.log(gamma), len(per))
-    return MeasureResult(value, extras={"per_layer": per, "margin": gamma})
+    return MeasureResult(value, extras={"per_layer": per, **extras})
 
 
 @register_measure("inverse_margin")
@@ -104,8 +118,8 @@ class InverseMargin(_MarginMeasure):
     """1/γ², γ the 10th-percentile training output margin (Jiang et al. 2020, eq. 22)."""
 
     def compute(self, model: nn.Module, data: Data) -> MeasureResult:
-        gamma = margin(model, data, self.quantile)
-        return MeasureResult(1.0 / gamma**2, extras={"margin": gamma})
+        gamma, extras = self.gamma(model, data)
+        return MeasureResult(1.0 / gamma**2, extras=extras)
 
 
 @register_measure("log_prod_spectral_over_margin")
@@ -123,7 +137,7 @@ class LogSumSpectralOverMargin(_MarginMeasure):
     """
 
     def compute(self, model: nn.Module, data: Data) -> MeasureResult:
-        return _log_sum_over_margin(model, data, self.quantile, "spectral")
+        return _log_sum_over_margin(self, model, data, "spectral")
 
 
 @register_measure("log_prod_frobenius_over_margin")
@@ -138,7 +152,7 @@ class LogSumFrobeniusOverMargin(_MarginMeasure):
     """log d + (1/d)(Σ_i log ‖W_i‖_F² − 2 log γ) (Jiang et al. 2020, eq. 38)."""
 
     def compute(self, model: nn.Module, data: Data) -> MeasureResult:
-        return _log_sum_over_margin(model, data, self.quantile, "frobenius")
+        return _log_sum_over_margin(self, model, data, "frobenius")
 
 
 @register_measure("spec_orig")
@@ -162,14 +176,14 @@ class SpecInit(_MarginMeasure):
     def compute(self, model: nn.Module, data: Data, init: dict[str, Tensor]) -> MeasureResult:
         from .norms import frobenius_sq, layer_matrices
 
-        gamma = margin(model, data, self.quantile)
+        gamma, extras = self.gamma(model, data)
         spec = log_norm_terms(model, "spectral")
         mats, mats0 = layer_matrices(dict(model.named_parameters())), layer_matrices(init)
         ratio = sum(frobenius_sq(mats[n] - mats0[n]) / math.exp(spec[n]) for n in spec)
         if ratio <= 0:
             raise MeasureError("spec_init is undefined at the initialization itself (zero distance).")
         value = sum(spec.values()) - 2 * math.log(gamma) + math.log(ratio)
-        return MeasureResult(value, extras={"per_layer": spec, "margin": gamma})
+        return MeasureResult(value, extras={"per_layer": spec, **extras})
 
 
 @register_measure("path_norm_over_margin")
@@ -178,5 +192,5 @@ class PathNormOverMargin(_MarginMeasure):
 
     def compute(self, model: nn.Module, data: Data) -> MeasureResult:
         pn = path_norm_sq(model)
-        gamma = margin(model, data, self.quantile)
-        return MeasureResult(pn / gamma**2, extras={"margin": gamma, "path_norm": pn})
+        gamma, extras = self.gamma(model, data)
+        return MeasureResult(pn / gamma**2, extras={**extras, "path_norm": pn})
