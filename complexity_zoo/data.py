@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
+from . import _causal_lm
+from ._causal_lm import causal_lm_loss, logits_of
 from .errors import DataError
 
 Batch = tuple[Tensor, ...]
@@ -21,7 +23,7 @@ Split = tuple[Tensor, ...] | DataLoader
 
 def cross_entropy_loss(model: nn.Module, batch: Batch) -> Tensor:
     """Cross-entropy in nats per example; logits (B, C) or (B, T, C) averaged over T."""
-    return _cross_entropy(model(batch[0]), batch[1])
+    return _cross_entropy(logits_of(model(batch[0])), batch[1])
 
 
 def _cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
@@ -39,7 +41,7 @@ def _cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
 def mse_loss(model: nn.Module, batch: Batch) -> Tensor:
     """Squared error per example, averaged over output dimensions."""
     x, y = batch[0], batch[1]
-    out = model(x)
+    out = logits_of(model(x))
     if out.shape != y.shape:
         if out.numel() == y.numel():
             out = out.reshape(y.shape)
@@ -51,7 +53,7 @@ def mse_loss(model: nn.Module, batch: Batch) -> Tensor:
     return (out - y).pow(2).reshape(out.shape[0], -1).mean(dim=1)
 
 
-LOSSES: dict[str, LossFn] = {"cross_entropy": cross_entropy_loss, "mse": mse_loss}
+LOSSES: dict[str, LossFn] = {"cross_entropy": cross_entropy_loss, "mse": mse_loss, "causal_lm": causal_lm_loss}
 
 
 def _check_tensors(split: str, tensors: Any) -> tuple[Tensor, ...]:
@@ -78,7 +80,10 @@ class Data:
     """Train and test examples plus ``loss(model, batch) -> per-example loss``.
 
     Splits are tuples of tensors (``(x, y)``) or DataLoaders yielding such tuples.
-    ``loss`` is a callable or one of ``"cross_entropy"`` (nats) and ``"mse"``.
+    ``loss`` is a callable or one of ``"cross_entropy"`` (nats), ``"mse"`` and ``"causal_lm"``
+    (next-token cross-entropy in nats per sequence, batches ``(input_ids[, labels[, attention_mask]])``
+    in transformers' convention: labels unshifted, -100 not counted; see ``_causal_lm``).
+    A model may return logits, a transformers ``ModelOutput`` (its ``.logits``) or a tuple.
     Evaluation is batched so that at most one batch of activations is alive.
     ``task`` records how a reference task built this data, so it can be rebuilt.
     ``data_id`` names examples that cannot be hashed (a DataLoader) for the result cache.
@@ -115,6 +120,11 @@ class Data:
             self.train = _check_tensors("train", self.train)
         if self.test is not None and not isinstance(self.test, DataLoader):
             self.test = _check_tensors("test", self.test)
+        if self.loss_name == "causal_lm":
+            for name in ("train", "test"):
+                split = getattr(self, name)
+                if isinstance(split, tuple):
+                    _causal_lm.check_split(name, split)
 
     @classmethod
     def from_tensors(
@@ -235,28 +245,41 @@ class Data:
         device: torch.device | str | None = None,
         batch_size: int | None = None,
     ) -> dict[str, float]:
-        """Mean loss (and accuracy for cross-entropy) of ``model`` over a whole split."""
+        """Mean loss (and accuracy for cross-entropy) of ``model`` over a whole split.
+
+        Both are means over examples of per-example values; for ``causal_lm`` the accuracy is
+        next-token accuracy, each sequence's share of correctly predicted counted tokens.
+        """
         if device is None:
             device = _model_device(model)
-        total, correct, count = 0.0, 0.0, 0
-        classify = self.loss_name == "cross_entropy"
+        total = correct = torch.zeros((), dtype=torch.float64, device=device)
+        count = 0
+        classify = self.loss_name in ("cross_entropy", "causal_lm")
         for batch in self.batches(split, batch_size=batch_size, device=device):
-            if classify:  # one forward pass gives both loss and accuracy
-                logits = model(batch[0])
+            if self.loss_name == "causal_lm":  # one forward pass gives both loss and accuracy
+                logits, target = _causal_lm.forward(model, batch)
+                losses = _causal_lm.per_example(logits, target)
+                correct = correct + _causal_lm.accuracy(logits, target).sum()
+            elif classify:
+                logits = logits_of(model(batch[0]))
                 losses = _cross_entropy(logits, batch[1])
                 hits = (logits.argmax(-1) == batch[1]).double()
-                correct += float(hits.reshape(hits.shape[0], -1).mean(dim=1).sum())
+                correct = correct + hits.reshape(hits.shape[0], -1).mean(dim=1).sum()
             else:
                 losses = self.per_example_loss(model, batch)
-            total += float(losses.double().sum())
+            total = total + losses.double().sum()  # summed on the device: one sync at the end
             count += losses.shape[0]
-        out = {"loss": total / count}
+        out = {"loss": float(total) / count}
         if classify:
-            out["acc"] = correct / count
+            out["acc"] = float(correct) / count
         return out
 
     def num_classes(self) -> int | None:
-        """Number of classes of a cross-entropy task with tensor labels (max label + 1), else None."""
+        """Number of classes of a cross-entropy task with tensor labels (max label + 1), else None.
+
+        None for ``causal_lm`` too: a sequence has no single class, and the vocabulary is the
+        model's, not readable from the token ids seen.
+        """
         if self.loss_name != "cross_entropy" or not isinstance(self.train, tuple) or len(self.train) < 2:
             return None
         labels = [self.train[1]] + ([self.test[1]] if isinstance(self.test, tuple) else [])
