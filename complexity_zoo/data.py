@@ -202,6 +202,15 @@ class Data:
         batches = list(self.batches(split))
         return tuple(torch.cat([b[i] for b in batches]) for i in range(len(batches[0])))
 
+    def take(self, split: str, indices: Tensor) -> tuple[Tensor, ...]:
+        """The examples at ``indices`` of a split; from a DataLoader only those are read."""
+        s = self._split(split)
+        if isinstance(s, tuple):
+            return tuple(t[indices] for t in s)
+        loader = DataLoader(Subset(s.dataset, indices.tolist()), batch_size=len(indices), collate_fn=s.collate_fn)
+        batch = next(iter(loader))
+        return tuple(batch) if isinstance(batch, (tuple, list)) else (batch,)
+
     def batches(
         self,
         split: str = "train",
