@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -137,6 +138,37 @@ class Data:
     ) -> Data:
         """Data from ``(x, y)`` tensor tuples."""
         return cls(train=train, test=test, loss=loss, batch_size=batch_size, task=task)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, loss: LossFn | str | None = None, batch_size: int = 512) -> Data:
+        """Data from one ``.safetensors`` (or weights-only torch) file of tensors named ``{split}.{field}``.
+
+        Splits are ``train`` (required) and ``test``. Fields: ``input_ids`` with optional ``labels``
+        and ``attention_mask`` for ``loss="causal_lm"`` (the default when ``train.input_ids`` is
+        there); ``x`` and ``y`` otherwise (default ``"cross_entropy"``). Reading runs no code.
+        """
+        from ._io import load_state_dict_file
+
+        tensors = load_state_dict_file(path)
+        lm = "train.input_ids" in tensors
+        loss = loss or ("causal_lm" if lm else "cross_entropy")
+        fields = ("input_ids", "labels", "attention_mask") if loss == "causal_lm" else ("x", "y")
+        splits: dict[str, tuple[Tensor, ...] | None] = {}
+        for split in ("train", "test"):
+            have = [f for f in fields if f"{split}.{f}" in tensors]
+            if not have:
+                splits[split] = None
+                continue
+            if have != list(fields[: len(have)]):
+                raise DataError(f"{str(path)!r}: the {split!r} fields must be a prefix of {list(fields)}; got {have}.")
+            splits[split] = tuple(tensors[f"{split}.{f}"] for f in have)
+        unused = sorted(k for k in tensors if k.partition(".")[2] not in fields or k.partition(".")[0] not in splits)
+        if splits["train"] is None or unused:
+            raise DataError(
+                f"{str(path)!r} must hold tensors named {{train,test}}.{{{','.join(fields)}}} for loss {loss!r}; "
+                f"it holds {sorted(tensors)}."
+            )
+        return cls(train=splits["train"], test=splits["test"], loss=loss, batch_size=batch_size)
 
     def subsample(self, max_examples: int | None, *, seed: int,
                   splits: tuple[str, ...] = ("train", "test")) -> Data:
