@@ -74,8 +74,8 @@ def linear_connectivity(
             values[start : start + i.shape[0]] = total / d_out
             constant += flat
     else:
-        for q in range(pairs.shape[1]):
-            xi, xj = points[pairs[0, q]], points[pairs[1, q]]
+        for q, (a, b) in enumerate(torch.triu_indices(n, n, offset=1).T.tolist()):  # host ints: no device reads
+            xi, xj = points[a], points[b]
             moments = _Moments(d_out, lam_c)
             for s in range(0, num_points, per_forward):
                 lam_s = lam[s : s + per_forward].to(points.dtype).reshape(-1, *[1] * xi.ndim)
