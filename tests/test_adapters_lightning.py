@@ -236,3 +236,15 @@ def test_several_versions_are_refused_with_their_names(logs_dir, tmp_path):
         zoo_lightning.load_trajectory(logs_dir, model=inner, version=7)
     shutil.copytree(logs_dir / "version_0", tmp_path / "lightning_logs" / "version_0")
     assert zoo_lightning.load_trajectory(tmp_path / "lightning_logs", model=inner, prefix="model.").steps == [2, 4]
+
+
+def test_the_cli_loader_detects_the_folder_and_the_prefix(logs_dir):
+    from complexity_zoo.adapters.folders import detect_format, load_folder
+
+    assert detect_format(logs_dir / "version_0") == detect_format(logs_dir / "version_0" / "checkpoints") == "lightning"
+    inner_run = load_folder(logs_dir / "version_0", model=inner)  # keys found under the attribute "model."
+    whole_run = load_folder(logs_dir / "version_0", model=Net)  # the LightningModule: keys as saved
+    assert inner_run.steps == whole_run.steps == [2, 4]
+    assert torch.equal(inner_run.model_at(4).state_dict()["0.weight"], whole_run.model_at(4).model[0].weight)
+    with pytest.raises(TrajectoryError, match="not in the Lightning checkpoints"):
+        load_folder(logs_dir / "version_0", model=lambda: nn.Linear(2, 2))

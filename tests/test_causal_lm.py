@@ -143,3 +143,12 @@ def test_right_padding_with_an_attention_mask_equals_the_unpadded_sequences(gpt2
         ours = data.per_example_loss(gpt2, (ids, ids, mask))
         alone = [gpt2(ids[i : i + 1, :n], labels=ids[i : i + 1, :n]).loss for i, n in enumerate(lengths)]
     assert ours.tolist() == pytest.approx([float(a) for a in alone], rel=1e-5)
+
+
+def test_a_subsample_keeps_the_loss_and_every_field():
+    ids = torch.randint(0, V, (20, 6), generator=torch.Generator().manual_seed(0))
+    data = Data(train=(ids, ids, torch.ones_like(ids)), loss="causal_lm")
+    sub = data.subsample(5, seed=1)
+    assert sub.loss_name == "causal_lm" and len(sub.train) == 3 and sub.n() == 5
+    rows = [int((ids == r).all(1).nonzero()[0, 0]) for r in sub.train[0]]
+    assert torch.equal(sub.train[1], ids[rows]) and sub.sample["splits"]["train"] == {"kept": 5, "total": 20}
