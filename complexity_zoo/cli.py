@@ -114,6 +114,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     models = _model_factory(args.model, args.runs)
     runs = [load_folder(p, args.format, model=models[p] if models else None, trust=args.trust) for p in args.runs]
     needed = [label for label, m in measures.items() if m.needs_data]
+    if args.loss and not args.data:
+        raise InvalidSettingError("--loss is the loss of --data FILE; pass --data too.")
     if args.data:
         shared = Data.from_file(args.data, loss=args.loss) if needed else None
         data = {t.name: shared for t in runs}
