@@ -1,45 +1,16 @@
-"""Language-model Data for the Hugging Face adapter: next-token loss per sequence."""
+"""Language-model Data for the Hugging Face adapter: token ids with ``loss="causal_lm"``."""
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from complexity_zoo.data import Batch, Data
+from complexity_zoo._causal_lm import IGNORE_INDEX
+from complexity_zoo.data import Data
 from complexity_zoo.errors import DataError
 
 
-# -- data ------------------------------------------------------------------------------------
-class CausalLMLoss:
-    """Next-token cross-entropy per sequence, in nats, averaged over its predicted positions.
-
-    A batch is ``(inputs, targets)`` with targets the inputs shifted by one token (``lm_data``
-    builds them). The model's forward takes token ids and returns logits or an object with
-    ``.logits`` (transformers models). Targets equal to ``pad_token_id`` are not counted.
-    """
-
-    def __init__(self, pad_token_id: int | None = None) -> None:
-        self.pad_token_id = pad_token_id
-        self.__qualname__ = f"causal_lm_loss(pad_token_id={pad_token_id})"  # names it in Data
-
-    def __call__(self, model: nn.Module, batch: Batch) -> Tensor:
-        inputs, targets = batch[0], batch[1]
-        out = model(inputs)
-        logits = getattr(out, "logits", out)
-        if not isinstance(logits, Tensor) or logits.shape[:2] != targets.shape:
-            shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-            raise DataError(
-                f"A causal LM must return logits of shape (B, T, vocab) for inputs {tuple(inputs.shape)}; "
-                f"got {shape}."
-            )
-        ignore = -100 if self.pad_token_id is None else int(self.pad_token_id)
-        per_token = F.cross_entropy(logits.transpose(1, 2).float(), targets, reduction="none", ignore_index=ignore)
-        counted = (targets != ignore).to(per_token.dtype)
-        return (per_token * counted).sum(dim=1) / counted.sum(dim=1).clamp(min=1)
-
-
-def _shifted(ids: Tensor, split: str) -> tuple[Tensor, Tensor]:
+def _split(ids: Tensor, split: str, pad_token_id: int | None) -> tuple[Tensor, Tensor]:
     ids = torch.as_tensor(ids)
     if ids.ndim != 2 or ids.shape[1] < 2 or ids.dtype.is_floating_point or ids.dtype == torch.bool:
         raise DataError(
@@ -47,7 +18,8 @@ def _shifted(ids: Tensor, split: str) -> tuple[Tensor, Tensor]:
             f"{ids.dtype} of shape {tuple(ids.shape)}."
         )
     ids = ids.long()
-    return ids[:, :-1].contiguous(), ids[:, 1:].contiguous()
+    labels = ids if pad_token_id is None else ids.masked_fill(ids == int(pad_token_id), IGNORE_INDEX)
+    return ids, labels
 
 
 def lm_data(
@@ -59,10 +31,10 @@ def lm_data(
 ) -> Data:
     """Data for a causal language model from token ids of shape (N, T).
 
-    Each sequence is one example: the input is its first T-1 tokens, the target the last T-1,
-    and the loss is its next-token cross-entropy averaged over positions (nats; see
-    ``CausalLMLoss``). Pad on the right; ``pad_token_id`` keeps pads out of the average.
+    Each sequence is one example, ``(input_ids, labels)`` with ``loss="causal_lm"``: its mean
+    next-token cross-entropy (nats) over positions, labels unshifted as in transformers. Pad on
+    the right; ``pad_token_id`` sets the pads' labels to -100, which keeps them out of the mean.
     """
-    train = _shifted(train_ids, "train")
-    test = _shifted(test_ids, "test") if test_ids is not None else None
-    return Data(train=train, test=test, loss=CausalLMLoss(pad_token_id), batch_size=batch_size)
+    train = _split(train_ids, "train", pad_token_id)
+    test = _split(test_ids, "test", pad_token_id) if test_ids is not None else None
+    return Data(train=train, test=test, loss="causal_lm", batch_size=batch_size)

@@ -33,10 +33,9 @@ from complexity_zoo.errors import (
 from complexity_zoo.trajectory import Checkpoint, Trajectory, step_from_filename
 
 from ._common import aliased_keys, as_float, existing_dir, rename_metric, require
-from ._lm_data import CausalLMLoss, lm_data
+from ._lm_data import lm_data
 
 __all__ = [
-    "CausalLMLoss",
     "lm_data",
     "load_trajectory",
     "load_weights",

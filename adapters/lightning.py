@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import glob
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from complexity_zoo.trajectory import Checkpoint, Trajectory
 
 from ._common import as_float, rename_metric, tensor_mapping
 
-__all__ = ["load_checkpoint_file", "load_trajectory", "metrics_from_csv"]
+__all__ = ["load_checkpoint_file", "load_trajectory", "metrics_from_csv", "resolve_run_folder"]
 
 _EVAL_PREFIXES = ("val_", "valid_", "validation_")
 
@@ -117,6 +118,43 @@ def _ckpt_files(source: str | os.PathLike | Iterable[str | os.PathLike]) -> list
     return files
 
 
+def _version_dirs(root: Path) -> list[Path]:
+    found = [p for p in root.iterdir() if p.is_dir() and re.fullmatch(r"version_\d+", p.name)]
+    return sorted(found, key=lambda p: int(p.name.split("_")[1]))
+
+
+def resolve_run_folder(path: str | os.PathLike, version: int | None = None) -> tuple[Path, Path | None, str]:
+    """The checkpoints folder, the ``metrics.csv`` beside it (or None) and a run name for a folder
+    as Lightning writes it: ``lightning_logs/`` (one ``version_N`` inside, or ``version`` given),
+    ``lightning_logs/version_N/`` (``checkpoints/`` and ``metrics.csv``), or a folder of ``.ckpt``
+    files (with ``metrics.csv`` taken from its parent when it is a version's ``checkpoints/``)."""
+    root = Path(path)
+    if not root.is_dir():
+        raise CheckpointNotFoundError(f"The Lightning folder {str(root)!r} does not exist or is not a folder.")
+    versions = _version_dirs(root)
+    if version is not None:
+        chosen = root / f"version_{int(version)}"
+        if not chosen.is_dir():
+            raise CheckpointNotFoundError(
+                f"{str(root)!r} has no version_{version}; its versions are {[p.name for p in versions]}."
+            )
+        root, versions = chosen, []
+    elif not any(root.glob("*.ckpt")) and not (root / "checkpoints").is_dir() and versions:
+        if len(versions) > 1:
+            raise TrajectoryError(
+                f"{str(root)!r} holds {len(versions)} Lightning runs ({', '.join(p.name for p in versions)}), "
+                f"each a separate training: pass one of them (e.g. {str(versions[-1])!r}) or version=N."
+            )
+        root = versions[0]
+    if (root / "checkpoints").is_dir() and not any(root.glob("*.ckpt")):
+        metrics = root / "metrics.csv"
+        return root / "checkpoints", metrics if metrics.is_file() else None, root.resolve().name
+    beside = root / "metrics.csv" if (root / "metrics.csv").is_file() else root.parent / "metrics.csv"
+    found = beside if beside.is_file() and (beside.parent == root or root.name == "checkpoints") else None
+    name = root.parent.resolve().name if root.name == "checkpoints" else root.resolve().name
+    return root, found, name
+
+
 def load_trajectory(
     ckpt_dir_or_files: str | os.PathLike | Iterable[str | os.PathLike],
     model: Callable[[], nn.Module],
@@ -125,18 +163,29 @@ def load_trajectory(
     metrics: pd.DataFrame | str | os.PathLike | None = None,
     safe_globals: Sequence[type] = (),
     name: str | None = None,
+    version: int | None = None,
 ) -> Trajectory:
     """Lightning ``.ckpt`` files as a Trajectory; each step is the ``global_step`` stored in its file.
 
     ``ckpt_dir_or_files``: a folder (every ``*.ckpt`` but ``last*.ckpt``, which repeats a step),
-    a glob pattern, or a list of files. ``model`` builds what the weights load into: either
+    a glob pattern, or a list of files. A folder may also be the logger's:
+    ``lightning_logs/version_N`` (its ``checkpoints/`` and ``metrics.csv`` are read), or
+    ``lightning_logs/`` itself when it holds one version (several are refused, listing them,
+    unless ``version=N`` picks one). ``model`` builds what the weights load into: either
     the LightningModule itself (``prefix=None``: keys as saved), or the inner ``nn.Module``
     with ``prefix`` the attribute holding it (``model=Net, prefix="model."`` strips
     ``model.`` and ignores keys of other attributes, such as a loss module's buffers).
     ``metrics``: a CSVLogger ``metrics.csv`` (or its folder; see ``metrics_from_csv``), or a
-    DataFrame with a ``step`` column. Each checkpoint's ``epoch`` is added as a metric.
+    DataFrame with a ``step`` column; by default the ``metrics.csv`` of the version folder.
+    Each checkpoint's ``epoch`` is added as a metric.
     ``safe_globals``: classes to allow while unpickling, for hyper-parameters that hold them.
     """
+    found = None
+    if isinstance(ckpt_dir_or_files, (str, os.PathLike)) and (Path(ckpt_dir_or_files).is_dir() or version is not None):
+        ckpt_dir_or_files, found, folder_name = resolve_run_folder(ckpt_dir_or_files, version)
+        name = name or folder_name
+    if metrics is None:
+        metrics = found
     files = _ckpt_files(ckpt_dir_or_files)
     ckpts = []
     for path in files:

@@ -48,7 +48,8 @@ def _data_for(trajectory, needed: list[str]):
     if not trajectory.task:
         raise MissingDataError(
             f"The measures {needed} need data, and the run {trajectory.name!r} records no task to "
-            f"rebuild it from. Use the Python API: compare(..., data=Data.from_tensors(...))."
+            f"rebuild it from. Pass --data FILE (see --help), or use the Python API: "
+            f"compare(..., data=Data.from_tensors(...))."
         )
     from .tasks import task_data
 
@@ -109,8 +110,9 @@ def _executor(args: argparse.Namespace):
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
+    from .adapters.folders import load_folder
     from .compare import compare, resolve_measures
-    from .trajectory import Trajectory
+    from .data import Data
 
     settings = _parse_settings(args.set or [])
     names = [n.strip() for n in args.measures.split(",") if n.strip()]
@@ -125,9 +127,15 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     measures = resolve_measures(specs)
     steps = _parse_steps(args.steps)
     models = _model_factory(args.model, args.runs)
-    runs = [Trajectory.from_dir(p, model=models[p] if models else None, trust=args.trust) for p in args.runs]
+    runs = [load_folder(p, args.format, model=models[p] if models else None, trust=args.trust) for p in args.runs]
     needed = [label for label, m in measures.items() if m.needs_data]
-    data = {t.name: _data_for(t, needed) for t in runs}
+    if args.loss and not args.data:
+        raise InvalidSettingError("--loss is the loss of --data FILE; pass --data too.")
+    if args.data:
+        shared = Data.from_file(args.data, loss=args.loss) if needed else None
+        data = {t.name: shared for t in runs}
+    else:
+        data = {t.name: _data_for(t, needed) for t in runs}
     with _executor(args) as executor:
         result = compare(
             runs, list(measures.values()), data=data, steps=steps, device=args.device,
@@ -187,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_measures)
 
     p = sub.add_parser("compare", help="run measures over the checkpoints of run folders")
-    p.add_argument("runs", nargs="+", help="run folders (run.json, metrics.csv, checkpoints/)")
+    p.add_argument("runs", nargs="+", help="run folders (run.json, metrics.csv, checkpoints/), or Trainer, "
+                   "timm or Lightning output folders (see --format)")
     p.add_argument("--measures", required=True, help="comma-separated names, e.g. l2,effective_rank")
     p.add_argument("--out", required=True, help="result file (.nc)")
     p.add_argument("--set", action="append", metavar="MEASURE.SETTING=VALUE", help="a measure setting")
@@ -208,6 +217,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="workers of --executor (default: one per core)")
     p.add_argument("--scheduler", metavar="ADDRESS", default=None,
                    help="run on the Dask cluster whose scheduler is at ADDRESS (e.g. tcp://host:8786)")
+    p.add_argument("--format", default="auto", choices=["auto", "run", "hf", "timm", "lightning"],
+                   help="what wrote the folders: complexity-zoo (run.json), transformers.Trainer (checkpoint-N/), "
+                        "timm (checkpoint-N.pth.tar), Lightning (*.ckpt, version_N/); auto tells by file names")
+    p.add_argument("--data", metavar="FILE", default=None,
+                   help="examples for the measures that need data: a .safetensors (or weights-only .pt) file of "
+                        "tensors train.input_ids [train.labels, train.attention_mask] (a causal LM) or train.x, "
+                        "train.y, and the same for test.")
+    p.add_argument("--loss", default=None, choices=["causal_lm", "cross_entropy", "mse"],
+                   help="the loss of --data (default: causal_lm for input_ids, else cross_entropy)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_compare)
 

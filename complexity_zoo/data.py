@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,6 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
+from . import _causal_lm
+from ._causal_lm import causal_lm_loss, logits_of
 from .errors import DataError
 
 Batch = tuple[Tensor, ...]
@@ -21,7 +24,7 @@ Split = tuple[Tensor, ...] | DataLoader
 
 def cross_entropy_loss(model: nn.Module, batch: Batch) -> Tensor:
     """Cross-entropy in nats per example; logits (B, C) or (B, T, C) averaged over T."""
-    return _cross_entropy(model(batch[0]), batch[1])
+    return _cross_entropy(logits_of(model(batch[0])), batch[1])
 
 
 def _cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
@@ -39,7 +42,7 @@ def _cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
 def mse_loss(model: nn.Module, batch: Batch) -> Tensor:
     """Squared error per example, averaged over output dimensions."""
     x, y = batch[0], batch[1]
-    out = model(x)
+    out = logits_of(model(x))
     if out.shape != y.shape:
         if out.numel() == y.numel():
             out = out.reshape(y.shape)
@@ -51,7 +54,7 @@ def mse_loss(model: nn.Module, batch: Batch) -> Tensor:
     return (out - y).pow(2).reshape(out.shape[0], -1).mean(dim=1)
 
 
-LOSSES: dict[str, LossFn] = {"cross_entropy": cross_entropy_loss, "mse": mse_loss}
+LOSSES: dict[str, LossFn] = {"cross_entropy": cross_entropy_loss, "mse": mse_loss, "causal_lm": causal_lm_loss}
 
 
 def _check_tensors(split: str, tensors: Any) -> tuple[Tensor, ...]:
@@ -78,7 +81,10 @@ class Data:
     """Train and test examples plus ``loss(model, batch) -> per-example loss``.
 
     Splits are tuples of tensors (``(x, y)``) or DataLoaders yielding such tuples.
-    ``loss`` is a callable or one of ``"cross_entropy"`` (nats) and ``"mse"``.
+    ``loss`` is a callable or one of ``"cross_entropy"`` (nats), ``"mse"`` and ``"causal_lm"``
+    (next-token cross-entropy in nats per sequence, batches ``(input_ids[, labels[, attention_mask]])``
+    in transformers' convention: labels unshifted, -100 not counted; see ``_causal_lm``).
+    A model may return logits, a transformers ``ModelOutput`` (its ``.logits``) or a tuple.
     Evaluation is batched so that at most one batch of activations is alive.
     ``task`` records how a reference task built this data, so it can be rebuilt.
     ``data_id`` names examples that cannot be hashed (a DataLoader) for the result cache.
@@ -115,6 +121,11 @@ class Data:
             self.train = _check_tensors("train", self.train)
         if self.test is not None and not isinstance(self.test, DataLoader):
             self.test = _check_tensors("test", self.test)
+        if self.loss_name == "causal_lm":
+            for name in ("train", "test"):
+                split = getattr(self, name)
+                if isinstance(split, tuple):
+                    _causal_lm.check_split(name, split)
 
     @classmethod
     def from_tensors(
@@ -127,6 +138,37 @@ class Data:
     ) -> Data:
         """Data from ``(x, y)`` tensor tuples."""
         return cls(train=train, test=test, loss=loss, batch_size=batch_size, task=task)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, loss: LossFn | str | None = None, batch_size: int = 512) -> Data:
+        """Data from one ``.safetensors`` (or weights-only torch) file of tensors named ``{split}.{field}``.
+
+        Splits are ``train`` (required) and ``test``. Fields: ``input_ids`` with optional ``labels``
+        and ``attention_mask`` for ``loss="causal_lm"`` (the default when ``train.input_ids`` is
+        there); ``x`` and ``y`` otherwise (default ``"cross_entropy"``). Reading runs no code.
+        """
+        from ._io import load_state_dict_file
+
+        tensors = load_state_dict_file(path)
+        lm = "train.input_ids" in tensors
+        loss = loss or ("causal_lm" if lm else "cross_entropy")
+        fields = ("input_ids", "labels", "attention_mask") if loss == "causal_lm" else ("x", "y")
+        splits: dict[str, tuple[Tensor, ...] | None] = {}
+        for split in ("train", "test"):
+            have = [f for f in fields if f"{split}.{f}" in tensors]
+            if not have:
+                splits[split] = None
+                continue
+            if have != list(fields[: len(have)]):
+                raise DataError(f"{str(path)!r}: the {split!r} fields must be a prefix of {list(fields)}; got {have}.")
+            splits[split] = tuple(tensors[f"{split}.{f}"] for f in have)
+        unused = sorted(k for k in tensors if k.partition(".")[2] not in fields or k.partition(".")[0] not in splits)
+        if splits["train"] is None or unused:
+            raise DataError(
+                f"{str(path)!r} must hold tensors named {{train,test}}.{{{','.join(fields)}}} for loss {loss!r}; "
+                f"it holds {sorted(tensors)}."
+            )
+        return cls(train=splits["train"], test=splits["test"], loss=loss, batch_size=batch_size)
 
     def subsample(self, max_examples: int | None, *, seed: int,
                   splits: tuple[str, ...] = ("train", "test")) -> Data:
@@ -192,6 +234,15 @@ class Data:
         batches = list(self.batches(split))
         return tuple(torch.cat([b[i] for b in batches]) for i in range(len(batches[0])))
 
+    def take(self, split: str, indices: Tensor) -> tuple[Tensor, ...]:
+        """The examples at ``indices`` of a split; from a DataLoader only those are read."""
+        s = self._split(split)
+        if isinstance(s, tuple):
+            return tuple(t[indices] for t in s)
+        loader = DataLoader(Subset(s.dataset, indices.tolist()), batch_size=len(indices), collate_fn=s.collate_fn)
+        batch = next(iter(loader))
+        return tuple(batch) if isinstance(batch, (tuple, list)) else (batch,)
+
     def batches(
         self,
         split: str = "train",
@@ -235,28 +286,41 @@ class Data:
         device: torch.device | str | None = None,
         batch_size: int | None = None,
     ) -> dict[str, float]:
-        """Mean loss (and accuracy for cross-entropy) of ``model`` over a whole split."""
+        """Mean loss (and accuracy for cross-entropy) of ``model`` over a whole split.
+
+        Both are means over examples of per-example values; for ``causal_lm`` the accuracy is
+        next-token accuracy, each sequence's share of correctly predicted counted tokens.
+        """
         if device is None:
             device = _model_device(model)
-        total, correct, count = 0.0, 0.0, 0
-        classify = self.loss_name == "cross_entropy"
+        total = correct = torch.zeros((), dtype=torch.float64, device=device)
+        count = 0
+        classify = self.loss_name in ("cross_entropy", "causal_lm")
         for batch in self.batches(split, batch_size=batch_size, device=device):
-            if classify:  # one forward pass gives both loss and accuracy
-                logits = model(batch[0])
+            if self.loss_name == "causal_lm":  # one forward pass gives both loss and accuracy
+                logits, target = _causal_lm.forward(model, batch)
+                losses = _causal_lm.per_example(logits, target)
+                correct = correct + _causal_lm.accuracy(logits, target).sum()
+            elif classify:
+                logits = logits_of(model(batch[0]))
                 losses = _cross_entropy(logits, batch[1])
                 hits = (logits.argmax(-1) == batch[1]).double()
-                correct += float(hits.reshape(hits.shape[0], -1).mean(dim=1).sum())
+                correct = correct + hits.reshape(hits.shape[0], -1).mean(dim=1).sum()
             else:
                 losses = self.per_example_loss(model, batch)
-            total += float(losses.double().sum())
+            total = total + losses.double().sum()  # summed on the device: one sync at the end
             count += losses.shape[0]
-        out = {"loss": total / count}
+        out = {"loss": float(total) / count}
         if classify:
-            out["acc"] = correct / count
+            out["acc"] = float(correct) / count
         return out
 
     def num_classes(self) -> int | None:
-        """Number of classes of a cross-entropy task with tensor labels (max label + 1), else None."""
+        """Number of classes of a cross-entropy task with tensor labels (max label + 1), else None.
+
+        None for ``causal_lm`` too: a sequence has no single class, and the vocabulary is the
+        model's, not readable from the token ids seen.
+        """
         if self.loss_name != "cross_entropy" or not isinstance(self.train, tuple) or len(self.train) < 2:
             return None
         labels = [self.train[1]] + ([self.test[1]] if isinstance(self.test, tuple) else [])

@@ -13,7 +13,7 @@ from torch import nn
 
 import complexity_zoo as cz
 from complexity_zoo.adapters import lightning as zoo_lightning
-from complexity_zoo.errors import CheckpointError, CheckpointNotFoundError, UnsafeCheckpointError
+from complexity_zoo.errors import CheckpointError, CheckpointNotFoundError, TrajectoryError, UnsafeCheckpointError
 
 L = pytest.importorskip("lightning")
 callbacks = pytest.importorskip("lightning.pytorch.callbacks")
@@ -195,3 +195,56 @@ def test_missing_truncated_and_foreign_files_are_named(run_dir, tmp_path):
         traj.model_at(2)
     with pytest.raises(CheckpointNotFoundError, match="nowhere"):
         zoo_lightning.load_trajectory([source], model=inner, metrics=tmp_path / "nowhere")
+
+
+# -- the folders Lightning writes by default: lightning_logs/version_N/{checkpoints/, metrics.csv} ----
+@pytest.fixture(scope="module")
+def logs_dir(tmp_path_factory):
+    """Two trainings with the default layout: ModelCheckpoint without dirpath saves in the logger's folder."""
+    out = tmp_path_factory.mktemp("default_layout")
+    data = dataset()
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        trainer = L.Trainer(max_steps=4, callbacks=[callbacks.ModelCheckpoint(every_n_train_steps=2, save_top_k=-1)],
+                            logger=loggers.CSVLogger(out), accelerator="cpu", devices=1, log_every_n_steps=1,
+                            val_check_interval=2, check_val_every_n_epoch=None, num_sanity_val_steps=0,
+                            enable_progress_bar=False, enable_model_summary=False)
+        trainer.fit(Net(), torch.utils.data.DataLoader(data, batch_size=16),
+                    torch.utils.data.DataLoader(data, batch_size=64))
+    return out / "lightning_logs"
+
+
+def test_a_version_folder_finds_its_checkpoints_and_metrics(logs_dir):
+    version = logs_dir / "version_1"
+    assert {p.name for p in version.iterdir()} >= {"checkpoints", "metrics.csv"}
+    traj = zoo_lightning.load_trajectory(version, model=inner, prefix="model.")
+    assert traj.steps == [2, 4] and traj.name == "version_1"
+    assert "test_loss" in traj.metrics.columns and traj.metrics.set_index("step")["test_loss"].notna().all()
+    expected = saved(next((version / "checkpoints").glob("*step=4.ckpt")))
+    assert all(torch.equal(v, expected["model." + k]) for k, v in traj.model_at(4).state_dict().items())
+    # The checkpoints folder itself reads the same metrics, from the version folder around it.
+    inside = zoo_lightning.load_trajectory(version / "checkpoints", model=inner, prefix="model.")
+    assert inside.name == "version_1" and inside.metrics.equals(traj.metrics)
+    picked = zoo_lightning.load_trajectory(logs_dir, model=inner, prefix="model.", version=0)
+    assert not torch.equal(picked.model_at(4).state_dict()["0.weight"], traj.model_at(4).state_dict()["0.weight"])
+
+
+def test_several_versions_are_refused_with_their_names(logs_dir, tmp_path):
+    with pytest.raises(TrajectoryError, match=r"2 Lightning runs \(version_0, version_1\).*version=N"):
+        zoo_lightning.load_trajectory(logs_dir, model=inner, prefix="model.")
+    with pytest.raises(CheckpointNotFoundError, match=r"no version_7.*\['version_0', 'version_1'\]"):
+        zoo_lightning.load_trajectory(logs_dir, model=inner, version=7)
+    shutil.copytree(logs_dir / "version_0", tmp_path / "lightning_logs" / "version_0")
+    assert zoo_lightning.load_trajectory(tmp_path / "lightning_logs", model=inner, prefix="model.").steps == [2, 4]
+
+
+def test_the_cli_loader_detects_the_folder_and_the_prefix(logs_dir):
+    from complexity_zoo.adapters.folders import detect_format, load_folder
+
+    assert detect_format(logs_dir / "version_0") == detect_format(logs_dir / "version_0" / "checkpoints") == "lightning"
+    inner_run = load_folder(logs_dir / "version_0", model=inner)  # keys found under the attribute "model."
+    whole_run = load_folder(logs_dir / "version_0", model=Net)  # the LightningModule: keys as saved
+    assert inner_run.steps == whole_run.steps == [2, 4]
+    assert torch.equal(inner_run.model_at(4).state_dict()["0.weight"], whole_run.model_at(4).model[0].weight)
+    with pytest.raises(TrajectoryError, match="not in the Lightning checkpoints"):
+        load_folder(logs_dir / "version_0", model=lambda: nn.Linear(2, 2))

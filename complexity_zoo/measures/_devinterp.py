@@ -35,15 +35,15 @@ def run_devinterp(measure, model: nn.Module, data: Data, seed: int,
         raise MissingDependencyError(
             "backend='devinterp' needs devinterp 2.x; install it with: pip install 'complexity-zoo[devinterp]'"
         ) from e
-    x_all, y_all = data.tensors("train")[:2]
-    n = x_all.shape[0]
+    examples = data.tensors("train")  # (x, y), or a causal LM's (input_ids[, labels[, attention_mask]])
+    n = examples[0].shape[0]
     rows = Dataset.from_dict({"input_ids": np.stack([np.arange(n), np.zeros(n, dtype=np.int64)], 1)})
     rows.set_format("torch", columns=["input_ids"])
 
     def loss_fn(model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
         idx = input_ids[:, 0].long().cpu()
         device = next(model.parameters()).device
-        return data.per_example_loss(model, (x_all[idx].to(device), y_all[idx].to(device)))[:, None]
+        return data.per_example_loss(model, tuple(e[idx].to(device) for e in examples))[:, None]
 
     device = str(next(model.parameters()).device)
     method = {}

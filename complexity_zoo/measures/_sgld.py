@@ -40,8 +40,8 @@ class _LossModule(nn.Module):
         self.model = model
         self._data = data
 
-    def forward(self, x: Tensor, y: Tensor) -> Tensor:
-        return self._data.per_example_loss(self.model, (x, y)).mean()
+    def forward(self, batch: tuple[Tensor, ...]) -> Tensor:
+        return self._data.per_example_loss(self.model, batch).mean()
 
 
 @dataclass
@@ -117,8 +117,9 @@ class Sampler:
         self.rows = rows
         chain_seeds = np.random.SeedSequence(seed).generate_state(rows, dtype=np.uint64)
         self.gens = [torch.Generator(device=self.device).manual_seed(int(s)) for s in chain_seeds]
-        self.x_all, self.y_all = (t.to(self.device) for t in data.tensors("train")[:2])
-        self.batches = _Batches(self.x_all.shape[0], batch_size, torch.Generator().manual_seed(seed))
+        # Every tensor of an example (x, y; or input_ids, labels, attention_mask) goes to the loss.
+        self.examples = tuple(t.to(self.device) for t in data.tensors("train"))
+        self.batches = _Batches(self.examples[0].shape[0], batch_size, torch.Generator().manual_seed(seed))
         centers = [center for _, center, _, _ in self.chains.groups]
         kw = dict(lr=lr, n_beta=n_beta, localization=localization, weight_decay=weight_decay)
         if rule == "rmsprop":
@@ -127,11 +128,11 @@ class Sampler:
             self.rule = SGLDRule(centers, **kw)
         self.noises = [torch.empty_like(state) for state, _, _, _ in self.chains.groups]
         self.grad_bufs = [torch.empty_like(state) for state, _, _, _ in self.chains.groups]
-        self.step_fn = vmap(grad_and_value(self._loss_of), in_dims=(0, None, None, None))
+        self.step_fn = vmap(grad_and_value(self._loss_of), in_dims=(0, None, None))
         self.vectorized, self._first = True, True
 
-    def _loss_of(self, params: dict[str, Tensor], frozen: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
-        return functional_call(self.wrapper, (params, frozen, self.buffers), (x, y))
+    def _loss_of(self, params: dict[str, Tensor], frozen: dict[str, Tensor], batch: tuple[Tensor, ...]) -> Tensor:
+        return functional_call(self.wrapper, (params, frozen, self.buffers), (batch,))
 
     def run(self, num_steps: int) -> Tensor:
         """Advance every row ``num_steps`` steps: the (rows, num_steps) float64 minibatch
@@ -139,10 +140,10 @@ class Sampler:
         batches = self.batches.take(num_steps).to(self.device)
         losses = torch.empty(self.rows, num_steps, dtype=torch.float64, device=self.device)
         for t in range(num_steps):
-            x, y = self.x_all[batches[t]], self.y_all[batches[t]]
+            batch = tuple(e[batches[t]] for e in self.examples)
             if self.vectorized:
                 try:
-                    args = (self.chains.params, self.frozen, x, y)
+                    args = (self.chains.params, self.frozen, batch)
                     if self._first:  # a torch fallback warning becomes one library warning
                         grads, loss = catch_vmap_fallback(self.step_fn, *args)
                         self._first = False
@@ -153,7 +154,7 @@ class Sampler:
                     warnings.warn(f"vmap cannot batch this model ({str(e).splitlines()[0][:200]}); the chains "
                                   "run one after another (slower, same law).", VmapFallbackWarning, stacklevel=3)
             if not self.vectorized:
-                grads, loss = _loop(self._loss_of, self.chains.params, self.frozen, x, y, self.rows)
+                grads, loss = _loop(self._loss_of, self.chains.params, self.frozen, batch, self.rows)
             with torch.no_grad():
                 losses[:, t] = loss
                 for i, ((state, center, names, mask), noise, g) in enumerate(
@@ -175,12 +176,12 @@ def sample(model: nn.Module, data: Data, *, num_chains: int, num_steps: int, **k
     return Trace(losses, ~torch.isfinite(losses).all(dim=1), sampler.vectorized, sampler.note)
 
 
-def _loop(loss_of, params: dict[str, Tensor], frozen: dict[str, Tensor], x: Tensor, y: Tensor, rows: int):
+def _loop(loss_of, params: dict[str, Tensor], frozen: dict[str, Tensor], batch: tuple[Tensor, ...], rows: int):
     grads = {n: torch.empty_like(w) for n, w in params.items()}
-    losses = torch.empty(rows, dtype=torch.float64, device=x.device)
+    losses = torch.empty(rows, dtype=torch.float64, device=batch[0].device)
     fn = grad_and_value(loss_of)
     for c in range(rows):
-        g, loss = fn({n: w[c] for n, w in params.items()}, frozen, x, y)
+        g, loss = fn({n: w[c] for n, w in params.items()}, frozen, batch)
         for n in grads:
             grads[n][c] = g[n]
         losses[c] = loss

@@ -72,6 +72,9 @@ class LocalLearningCoefficient(Measure):
     ``until_converged=True`` runs ``num_draws`` more draws at a time until split-R̂ <=
     ``target_r_hat`` and stderr / |value| <= ``target_rel_stderr`` (every component's, with
     ``per_component``), or ``max_draws`` draws are spent; extras say which rule stopped it.
+    ``max_examples``: the chains and L(w*) see a seeded subsample of at most that many training
+    examples (recorded in ``extras["sample"]``). A step's cost is set by ``batch_size``; this
+    bounds the rest: the train split held on the device and the full pass of ``init_loss``.
     """
 
     needs_data = True
@@ -80,7 +83,7 @@ class LocalLearningCoefficient(Measure):
     # The sampler runs num_burnin_steps + num_draws steps, so burn-in may be longer than the draws.
     limits = {"num_burnin_steps": at_least(0), "n_beta": above(0), "weight_decay": at_least(0),
               "localization": at_least(0), "lr": above(0), "num_chains": at_least(1), "num_draws": at_least(1),
-              "batch_size": at_least(1)}
+              "batch_size": at_least(1), "max_examples": at_least(1)}
     lr: float = 1e-4
     n_beta: float | None = None
     localization: float = 100.0
@@ -102,6 +105,7 @@ class LocalLearningCoefficient(Measure):
     target_r_hat: float = 1.01
     target_rel_stderr: float = 0.05
     max_draws: int = 5000
+    max_examples: int | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -140,6 +144,7 @@ class LocalLearningCoefficient(Measure):
 
     def compute(self, model: nn.Module, data: Data) -> MeasureResult:
         seed = 0 if self.seed is None else self.seed
+        data = data.subsample(self.max_examples, seed=seed, splits=("train",))
         blocks = self._blocks(model)
         chains, stopped, draws, note = self.num_chains, None, self.num_draws, None
         if self.backend == "devinterp":
@@ -183,6 +188,8 @@ class LocalLearningCoefficient(Measure):
             extras["per_layer_num_params"] = {label: _count(model, m) for label, m in blocks[1:]}
         if self.until_converged:
             extras["stopped_by"], extras["draws_used"] = stopped, draws
+        if data.sample is not None:
+            extras["sample"] = data.sample
         if note:
             extras["vmap_note"] = note
         return MeasureResult(main["value"], stderr=main["stderr"], diagnostics=main["diagnostics"], extras=extras)
