@@ -21,7 +21,8 @@ VOCAB, SEQ = 64, 12
 NEEDS_CLASS_LABELS = ["inverse_margin", "log_prod_frobenius_over_margin", "log_prod_spectral_over_margin",
                       "log_sum_frobenius_over_margin", "log_sum_spectral_over_margin", "spec_init", "spec_orig"]
 NEEDS_CROSS_ENTROPY_ACCURACY = ["pacbayes_flatness", "pacbayes_init", "pacbayes_mag_flatness", "pacbayes_orig",
-                                "sharpness_flatness", "sharpness_mag_flatness"]
+                                "sharpness_flatness", "sharpness_mag_flatness", "pacbayes_mag_init", "pacbayes_mag_orig",
+                                "sharpness_init", "sharpness_orig"]
 NEEDS_RELU_NET = ["path_norm", "path_norm_over_margin"]
 NEEDS_SECOND_DERIVATIVES = ["fisher_rao_norm", "hessian_top_eigenvalue", "hessian_trace"]  # sdpa attention, CPU
 NOT_FOR_LMS = NEEDS_CLASS_LABELS + NEEDS_CROSS_ENTROPY_ACCURACY + NEEDS_RELU_NET + NEEDS_SECOND_DERIVATIVES
@@ -96,7 +97,17 @@ def test_measures_that_do_not_apply_fail_with_a_library_error(lm_run, name):
     measure = cz.get_measure(name)
     with pytest.raises(ComplexityZooError) as info:
         measure(traj.model_at(4), data, **({"init": traj.model_at(2)} if measure.needs_init else {}))
-    assert name in str(info.value) or "PAC-Bayes" in str(info.value) or "path norm" in str(info.value)
+    message = str(info.value)
+    assert name in message or any(why in message for why in ("PAC-Bayes", "path norm", "for a classifier"))
+
+
+def test_margins_on_a_language_model_say_why_they_do_not_apply(lm_run):
+    from complexity_zoo.errors import DataError
+
+    traj = load_folder(lm_run / "run")
+    data = cz.Data.from_file(lm_run / "tokens.safetensors")
+    with pytest.raises(DataError, match="defined for a classifier"):
+        cz.get_measure("inverse_margin")(traj.model_at(4), data)
 
 
 def test_formats_are_told_by_file_names(lm_run, tmp_path):

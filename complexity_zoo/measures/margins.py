@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from .._settings import at_least
-from ..data import Data
+from ..data import Data, logits_of
 from ..errors import DataError, MeasureError
 from ..measure import Measure, MeasureResult
 from ..registry import register_measure
@@ -35,13 +35,23 @@ def output_margins(model: nn.Module, data: Data, split: str = "train") -> Tensor
 
     Logits (B, C) with integer labels (B,); (B, T, C) sequences contribute one margin per token.
     """
+    if data.loss_name == "causal_lm":
+        raise DataError(
+            "The output margin is defined for a classifier (one class label per example); this Data is a "
+            "causal language model's (loss 'causal_lm'), whose next-token targets are not class labels."
+        )
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     out = []
     try:
         for batch in data.batches(split, device=device):
-            logits, y = model(batch[0]), batch[1]
+            if len(batch) < 2:
+                raise DataError(
+                    f"The output margin needs (inputs, labels) batches; the {split!r} split gives "
+                    f"{len(batch)} tensor(s) per batch."
+                )
+            logits, y = logits_of(model(batch[0])), batch[1]
             if logits.ndim == 3 and y.shape == logits.shape[:2]:
                 logits, y = logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
             if logits.ndim != 2 or y.shape != logits.shape[:1] or y.is_floating_point():
