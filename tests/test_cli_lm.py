@@ -21,7 +21,8 @@ VOCAB, SEQ = 64, 12
 NEEDS_CLASS_LABELS = ["inverse_margin", "log_prod_frobenius_over_margin", "log_prod_spectral_over_margin",
                       "log_sum_frobenius_over_margin", "log_sum_spectral_over_margin", "spec_init", "spec_orig"]
 NEEDS_CROSS_ENTROPY_ACCURACY = ["pacbayes_flatness", "pacbayes_init", "pacbayes_mag_flatness", "pacbayes_orig",
-                                "sharpness_flatness", "sharpness_mag_flatness", "pacbayes_mag_init", "pacbayes_mag_orig",
+                                "sharpness_flatness", "sharpness_mag_flatness", "pacbayes_mag_init",
+                                "pacbayes_mag_orig",
                                 "sharpness_init", "sharpness_orig"]
 NEEDS_RELU_NET = ["path_norm", "path_norm_over_margin"]
 NEEDS_SECOND_DERIVATIVES = ["fisher_rao_norm", "hessian_top_eigenvalue", "hessian_trace"]  # sdpa attention, CPU
