@@ -78,10 +78,13 @@ def main() -> None:
     parser.add_argument("--checkpoints", type=int, default=20)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--small", action="store_true", help="a smoke run, not for figures")
+    parser.add_argument("--draws", type=int, default=LLC["num_draws"],
+                        help="LLC draws per chain: the cell's cost (jobs of ~0.5 s leave the fixed per-job "
+                             "cost of shipping and loading a checkpoint visible; devinterp's default is 200)")
     args = parser.parse_args()
     import distributed
 
-    llc = {"num_chains": 2, "num_draws": 10, "batch_size": 64} if args.small else LLC
+    llc = {"num_chains": 2, "num_draws": 10, "batch_size": 64} if args.small else {**LLC, "num_draws": args.draws}
     n = 3 if args.small else args.checkpoints
     traj = cz.Trajectory.from_dir(args.run or executors_run())
     data = task_data(traj.task)
