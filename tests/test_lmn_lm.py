@@ -95,23 +95,28 @@ def test_inputs_are_read_from_a_dataloader_without_loading_the_split(model_and_d
 
 
 MEMORY = textwrap.dedent("""
-    import json, resource, torch, transformers
+    import json, torch, transformers
     import complexity_zoo as cz
     torch.manual_seed(0)
     torch.set_num_threads(1)
     config = transformers.GPT2Config(n_layer=1, n_head=1, n_embd=16, vocab_size=512, n_positions=8)
     model = transformers.GPT2LMHeadModel(config).eval()
     data = cz.Data(train=(torch.randint(0, 512, (40, 8)),), loss="causal_lm")
-    def peak():
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    def status(key):  # Linux: VmRSS now, VmHWM the peak since the last reset
+        for line in open("/proc/self/status"):
+            if line.startswith(key):
+                return int(line.split()[1]) / 1024
+    def growth(max_elements):  # peak RSS growth of one call (the high-water mark reset first)
+        base = status("VmRSS:")
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        value = cz.get_measure("lmn", max_elements=max_elements, **settings)(model, data).value
+        return value, status("VmHWM:") - base
     settings = dict(num_samples=30, seed=0, layer="transformer.drop")
     cz.get_measure("lmn", num_samples=3, seed=0)(model, data)  # warm up: lazy imports, allocator
-    base = peak()
-    bounded = cz.get_measure("lmn", max_elements=2**18, **settings)(model, data).value
-    after_bounded = peak()
-    unbounded = cz.get_measure("lmn", max_elements=None, **settings)(model, data).value
-    print(json.dumps({"bounded_mb": after_bounded - base, "unbounded_mb": peak() - base,
-                      "values": [bounded, unbounded]}))
+    bounded, bounded_mb = growth(2**18)
+    unbounded, unbounded_mb = growth(None)
+    print(json.dumps({"bounded_mb": bounded_mb, "unbounded_mb": unbounded_mb, "values": [bounded, unbounded]}))
 """)
 
 
