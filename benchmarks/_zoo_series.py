@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from complexity_zoo.testing import TokenDataset
+
 # Data sizes are fixed per series and recorded in the output.
 IMG = dict(size=32, classes=10, n_train=256, n_test=128)
 LM = dict(seq=64, n_train=64, n_test=32, batch=8)
@@ -127,15 +129,6 @@ def tokens(n: int, vocab: int, seed: int) -> torch.Tensor:
     return torch.where(noise, torch.randint(0, vocab, (n, LM["seq"]), generator=g), ids)
 
 
-class _TokenSet(torch.utils.data.Dataset):
-    def __init__(self, ids: torch.Tensor) -> None:
-        self.ids = ids
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, i: int) -> dict:
-        return {"input_ids": self.ids[i], "labels": self.ids[i]}
 
 
 def _build_hf(series: Series, folder: Path, n: int) -> None:
@@ -152,8 +145,8 @@ def _build_hf(series: Series, folder: Path, n: int) -> None:
         save_only_model=True, report_to=[], use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
         dataloader_num_workers=0, seed=0, save_total_limit=None,
     )
-    trainer = Trainer(model=model, args=args, train_dataset=_TokenSet(tokens(64, vocab, seed=1)),
-                      eval_dataset=_TokenSet(tokens(16, vocab, seed=2)))
+    trainer = Trainer(model=model, args=args, train_dataset=TokenDataset(tokens(64, vocab, seed=1)),
+                      eval_dataset=TokenDataset(tokens(16, vocab, seed=2)))
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)

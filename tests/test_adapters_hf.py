@@ -14,6 +14,7 @@ import torch
 import complexity_zoo as cz
 from complexity_zoo.adapters import huggingface as hf
 from complexity_zoo.errors import CheckpointError, CheckpointNotFoundError
+from complexity_zoo.testing import TokenDataset
 
 # conftest.py sets HF_HUB_OFFLINE=1 before anything imports huggingface_hub: nothing here downloads.
 transformers = pytest.importorskip("transformers")
@@ -23,15 +24,6 @@ STEPS = [2, 4, 6]
 VOCAB, SEQ = 64, 16
 
 
-class TokenDataset(torch.utils.data.Dataset):
-    def __init__(self, ids: torch.Tensor) -> None:
-        self.ids = ids
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, i: int) -> dict:
-        return {"input_ids": self.ids[i], "labels": self.ids[i]}
 
 
 def token_ids(n: int, seed: int) -> torch.Tensor:

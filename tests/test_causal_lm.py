@@ -11,6 +11,7 @@ from torch import nn
 
 from complexity_zoo import Data
 from complexity_zoo.errors import DataError
+from complexity_zoo.testing import tiny_gpt2
 
 V = 11
 
@@ -105,10 +106,8 @@ def lambda_module(fn):
 # -- against transformers on a tiny GPT-2 built from a config (nothing downloaded) ---------------
 @pytest.fixture(scope="module")
 def gpt2():
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    config = transformers.GPT2Config(n_layer=2, n_head=2, n_embd=32, vocab_size=100, n_positions=32)
-    return transformers.GPT2LMHeadModel(config).eval()
+    pytest.importorskip("transformers")
+    return tiny_gpt2()
 
 
 def test_causal_lm_equals_transformers_loss(gpt2):

@@ -12,6 +12,7 @@ from complexity_zoo.adapters.folders import detect_format, load_folder
 from complexity_zoo.cli import main
 from complexity_zoo.comparison import Comparison
 from complexity_zoo.errors import CheckpointNotFoundError, ComplexityZooError, DataError, TrajectoryError
+from complexity_zoo.testing import TokenDataset
 
 transformers = pytest.importorskip("transformers")
 safetensors_torch = pytest.importorskip("safetensors.torch")
@@ -32,15 +33,6 @@ TINY = {"llc": {"num_chains": 2, "num_draws": 5, "batch_size": 8}, "lmn": {"num_
         "gradient_variance": {"batch_size": 8}}
 
 
-class Tokens(torch.utils.data.Dataset):
-    def __init__(self, ids):
-        self.ids = ids
-
-    def __len__(self):
-        return len(self.ids)
-
-    def __getitem__(self, i):
-        return {"input_ids": self.ids[i], "labels": self.ids[i]}
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +48,8 @@ def lm_run(tmp_path_factory):
         output_dir=str(root / "run"), max_steps=4, save_steps=2, eval_steps=2, eval_strategy="steps",
         logging_steps=1, per_device_train_batch_size=8, per_device_eval_batch_size=8, learning_rate=3e-3,
         report_to=[], use_cpu=True, disable_tqdm=True, seed=0)
-    transformers.Trainer(model=transformers.GPT2LMHeadModel(config), args=args, train_dataset=Tokens(train),
-                         eval_dataset=Tokens(test)).train()
+    transformers.Trainer(model=transformers.GPT2LMHeadModel(config), args=args, train_dataset=TokenDataset(train),
+                         eval_dataset=TokenDataset(test)).train()
     safetensors_torch.save_file({"train.input_ids": train, "test.input_ids": test}, str(root / "tokens.safetensors"))
     return root
 

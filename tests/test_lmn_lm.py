@@ -15,6 +15,7 @@ import complexity_zoo as cz
 from complexity_zoo.errors import InvalidSettingError
 from complexity_zoo.measures.lmn import linear_connectivity
 from complexity_zoo.tasks import _modular_models as modular
+from complexity_zoo.testing import tiny_gpt2
 
 
 @pytest.mark.parametrize("max_elements", [5, 40, 400, 3000])
@@ -42,10 +43,8 @@ def test_reference_values_do_not_move(model_and_data):
 
 @pytest.fixture(scope="module")
 def gpt2():
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    config = transformers.GPT2Config(n_layer=2, n_head=2, n_embd=32, vocab_size=100, n_positions=32)
-    return transformers.GPT2LMHeadModel(config).eval()
+    pytest.importorskip("transformers")
+    return tiny_gpt2()
 
 
 def test_a_transformer_is_measured_from_its_token_embedding(gpt2):
