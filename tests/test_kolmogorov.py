@@ -271,6 +271,21 @@ def test_paper_numerics_decompose_their_kernel_in_float32():
     assert grainer.ranks(0.6)["weight"] == (k if k * 11 < 28 else None)
 
 
+def test_paper_numerics_quantize_as_xla_divides():
+    # XLA (JAX 0.10, CPU) computes their x / Δ in float32 as x * (1/Δ): for this weight of the
+    # cpu-small run at Δ of its 5th probe, x / Δ is 2.5 correctly rounded (code 2, half to even)
+    # but 2.5000002 in JAX (code 3; checked against jnp.round(x / Δ) by the reference harness).
+    x, delta = np.float32(0.051369064), 0.020547625125911337
+    assert x / np.float32(delta) == np.float32(2.5)
+    lin = nn.Linear(1, 1)
+    with torch.no_grad():
+        lin.weight.fill_(float(x))
+        lin.bias.fill_(float(x))
+    codes = {st.param: int(st.codes) for st in CoarseGrainer(lin, paper_numerics=True).stored(delta, {})}
+    assert codes == {"weight": 3, "bias": 3}
+    assert {st.param: int(st.codes) for st in CoarseGrainer(lin).stored(delta, {})} == {"weight": 3, "bias": 3}
+
+
 class TwoBlocks(nn.Module):
     def __init__(self):
         super().__init__()

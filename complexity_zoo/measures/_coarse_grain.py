@@ -165,16 +165,26 @@ class CoarseGrainer:
                sides: dict[str, str] | None = None) -> list[Stored]:
         """The integer codes that a coarse-grained model stores, in parameter order."""
         out = []
+        codes = self._codes(delta)
         for name, p in self.params.items():
             k = ranks.get(name)
             if k is None:
                 x = p.float() if self.paper_numerics else p.double()
-                out.append(Stored(name, "whole", torch.round(x / delta).long()))
+                out.append(Stored(name, "whole", codes(x)))
             else:
                 left, right = self.factors(name, k, (sides or {}).get(name, "left"))
-                out.append(Stored(name, "left", torch.round(left / delta).long()))
-                out.append(Stored(name, "right", torch.round(right / delta).long()))
+                out.append(Stored(name, "left", codes(left)))
+                out.append(Stored(name, "right", codes(right)))
         return out
+
+    def _codes(self, delta: float):
+        """round(x / Δ), half to even. With ``paper_numerics`` as XLA computes their x / Δ on
+        float32: x times the float32 reciprocal 1/Δ (not a correctly rounded division; the
+        two differ in the last bit, which flips a code where x / Δ is within it of k + 1/2)."""
+        if not self.paper_numerics:
+            return lambda x: torch.round(x / delta).long()
+        recip = float(np.float32(1.0) / np.float32(delta))  # exact in float32
+        return lambda x: torch.round(x.float() * recip).long()
 
     def weights(self, delta: float, stored: list[Stored]) -> dict[str, Tensor]:
         """The coarse-grained parameters that the stored codes decode to."""
