@@ -79,7 +79,9 @@ class Kolmogorov(Measure):
 
     unit = "bits"
     needs_data = True
-    version = 4  # 2: described model's errors; 3: S side, paper's pytree coder; 4: their pickle bytes, float32
+    # 2: described model's errors; 3: S side, paper's pytree coder; 4: their pickle bytes, float32;
+    # 5: the paper preset quantizes as XLA divides, x * (1/Δ)
+    version = 5
     # SVD for s_side="paper"; max_examples as a Data.subsample with a confidence bound
     stochastic = True  # the seeded subset (max_examples) and the bayes search draw random numbers
     limits = {"num_deltas": at_least(2), "bayes_init_points": at_least(1), "bayes_iterations": at_least(0),
