@@ -42,19 +42,14 @@ def make_series(src: Path, dst: Path, n: int) -> Path:
 
 
 def largest_tensor_bytes(path: Path) -> tuple[str, int]:
-    from safetensors import safe_open
+    """The largest tensor's name and size in bytes, from the safetensors header (nothing loaded)."""
+    from complexity_zoo._stream import SafetensorsReader
 
-    best = ("", 0)
-    with safe_open(str(path), framework="pt") as f:
-        for key in f.keys():
-            sl = f.get_slice(key)
-            size = 1
-            for d in sl.get_shape():
-                size *= d
-            size *= {"F32": 4, "F16": 2, "BF16": 2, "F64": 8}.get(sl.get_dtype(), 4)
-            if size > best[1]:
-                best = (key, size)
-    return best
+    reader = SafetensorsReader(path)
+    try:
+        return max(((name, end - begin) for name, (_, _, begin, end) in reader.entries.items()), key=lambda e: e[1])
+    finally:
+        reader.close()
 
 
 def rss_anon_mib() -> float:
