@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from pathlib import Path
@@ -34,3 +35,9 @@ def machine() -> str:
     threads = torch.get_num_threads()
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
     return f"{platform.processor() or platform.machine()}, {threads} torch threads, {gpu}, torch {torch.__version__}"
+
+
+def load() -> str:
+    """The machine's load average, printed beside every timing (a shared machine slows them)."""
+    one, five, fifteen = os.getloadavg()
+    return f"{time.strftime('%H:%M:%S')} load average {one:.2f}, {five:.2f}, {fifteen:.2f} on {os.cpu_count()} cores"

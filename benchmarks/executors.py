@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import machine
+from _common import load, machine
 
 import complexity_zoo as cz
 from complexity_zoo.tasks import task_data
@@ -65,11 +65,6 @@ def largest_difference(a: cz.Comparison, b: cz.Comparison) -> float:
         if not n.endswith("_seconds") and x.dtype.kind == "f" and np.isfinite(x).any():
             worst = max(worst, float(np.nanmax(np.abs(x - y) / np.maximum(np.abs(x), 1e-300))))
     return worst
-
-
-def load() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"load average {one:.2f}, {five:.2f}, {fifteen:.2f} on {os.cpu_count()} cores"
 
 
 def main() -> None:
@@ -131,7 +126,7 @@ def main() -> None:
     diff = largest_difference(serial, parallel)
     print(f"largest relative difference to serial at {threads} torch threads: {diff:.2g}"
           f" (torch's CPU SVD and reductions differ in the last bit between thread counts)")
-    os.system("uptime")
+    print(load())
     if not same:
         raise SystemExit("the Dask result differs from the serial one")
 

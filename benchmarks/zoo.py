@@ -35,7 +35,6 @@ import json
 import math
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -44,6 +43,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _zoo_series as zs  # noqa: E402
 import _zoo_worker as zw  # noqa: E402
+from _common import load  # noqa: E402
 
 # Small settings for the expensive measures, the same at every size.
 SETTINGS: dict[str, dict] = {
@@ -194,13 +194,6 @@ def markdown(rows: list[dict], scale: list[dict], header: str) -> str:
                               "", "Settings (every size): " + json.dumps(SETTINGS)])
 
 
-def load_line() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return "uptime unavailable"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
@@ -229,7 +222,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
     header = (f"benchmarks/zoo.py ({'quick' if args.quick else 'full'}), device {args.device}; "
-              f"load at start: {load_line()}")
+              f"load at start: {load()}")
     print(header, flush=True)
 
     folders, params = {}, {}
@@ -270,7 +263,7 @@ def main() -> None:
             report.append(_zoo_memory.run(folders[big], work / f"{big}-x{n}", n, args))
             k = min(n, 5)  # the control (the model built per checkpoint): a few checkpoints show its peak
             report.append(_zoo_memory.run(folders[big], work / f"{big}-x{k}", k, args, mode="model"))
-    report.append(f"Total {time.perf_counter() - began:.0f} s; load at end: {load_line()}")
+    report.append(f"Total {time.perf_counter() - began:.0f} s; load at end: {load()}")
     text = "\n\n".join(report)
     print("\n" + text)
     if args.out:
