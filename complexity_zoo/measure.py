@@ -239,7 +239,7 @@ def init_parameters(
                 f"The {label}'s init does not fit the model: parameter {name!r} of shape "
                 f"{tuple(p.shape)} is {got} there. Pass the initial weights of this architecture."
             )
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        if t.is_floating_point() and not bool(_all_finite(t)):
             raise NonFiniteError(f"The {label}'s init has non-finite entries in {name!r}.")
         out[name] = t.detach().to(device=p.device, dtype=p.dtype)
     return out
@@ -248,7 +248,7 @@ def init_parameters(
 def check_finite_weights(model: nn.Module) -> None:
     """Raise :class:`NonFiniteError` naming the first tensor with NaN or inf entries."""
     for name, t in list(model.named_parameters()) + list(model.named_buffers()):
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        if t.is_floating_point() and not bool(_all_finite(t)):
             raise NonFiniteError(
                 f"The model's tensor {name!r} has non-finite entries (NaN or inf); measures "
                 f"on diverged weights are undefined."

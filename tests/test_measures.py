@@ -136,3 +136,15 @@ def test_streamed_compression_writes_the_one_shot_bytes(compressor):
     one_shot = {"bz2": lambda b: bz2.compress(b, compresslevel=9), "lzma": lambda b: lzma.compress(b, preset=9),
                 "zlib": lambda b: zlib.compress(b, level=9)}[compressor]
     assert compression.compressed_bytes(compression.float32_bytes(t), compressor) == len(one_shot(payload))
+
+
+def test_the_memory_light_finiteness_check_agrees_with_isfinite():
+    """Measures refuse diverged weights through a min/max reduction; it must say what isfinite says."""
+    from complexity_zoo.measure import _all_finite
+
+    nan, inf = float("nan"), float("inf")
+    cases = [torch.randn(1000), torch.tensor([1.0, nan, 2.0]), torch.full((3,), nan), torch.tensor([1.0, inf]),
+             torch.tensor([-inf, 0.0]), torch.zeros(0), torch.randn(5, 5).bfloat16(),
+             torch.tensor([nan, 1.0], dtype=torch.float16), torch.randn(4, 3).double()]
+    for t in cases:
+        assert bool(_all_finite(t)) == bool(torch.isfinite(t).all()), t
