@@ -37,6 +37,7 @@ import torch
 from _common import load, machine
 
 import complexity_zoo as cz
+from complexity_zoo._executors import DASK_CONFIG
 from complexity_zoo.tasks import task_data
 
 RUN = Path("runs/bench-executors")
@@ -76,7 +77,11 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=LLC["num_draws"],
                         help="LLC draws per chain: the cell's cost (jobs of ~0.5 s leave the fixed per-job "
                              "cost of shipping and loading a checkpoint visible; devinterp's default is 200)")
+    parser.add_argument("--dask-config", choices=["ours", "dask"], default="ours",
+                        help="the cluster's settings: those executor='dask' uses (default), or Dask's own "
+                             "(its nanny's MALLOC_TRIM_THRESHOLD_=65536 makes torch's CPU work slower)")
     args = parser.parse_args()
+    import dask
     import distributed
 
     llc = {"num_chains": 2, "num_draws": 10, "batch_size": 64} if args.small else {**LLC, "num_draws": args.draws}
@@ -103,8 +108,9 @@ def main() -> None:
     print(f"serial (1 torch thread): {t_serial1:.1f} s; {load()}", flush=True)
 
     start = time.perf_counter()
-    cluster = distributed.LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                                       dashboard_address=":0")
+    with dask.config.set(DASK_CONFIG if args.dask_config == "ours" else {}):
+        cluster = distributed.LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
+                                           dashboard_address=":0")
     client = distributed.Client(cluster)
     try:
         cz.compare(traj, measures, data=data, steps=steps[:args.workers], seed=1, executor=client, progress=False)
@@ -115,11 +121,12 @@ def main() -> None:
     finally:
         client.close()
         cluster.close()
-    print(f"dask ({args.workers} workers x 1 thread): {t_dask:.1f} s (cluster start and warm-up {t_start:.1f} s "
+    print(f"dask ({args.workers} workers x 1 thread, {args.dask_config} settings): {t_dask:.1f} s (cluster start and warm-up {t_start:.1f} s "
           f"apart); {load()}", flush=True)
-    cell = serial.dataset["llc_seconds"].values.mean()
+    cell, cell1, cell_dask = (c.dataset["llc_seconds"].values.mean() for c in (serial, serial1, parallel))
     same = identical(serial1, parallel)
-    print(f"\n{len(steps)} checkpoints x {len(measures)} measures; serial LLC cell {cell:.2f} s on average")
+    print(f"\n{len(steps)} checkpoints x {len(measures)} measures; LLC cell {cell:.2f} s on average serial "
+          f"({threads} threads), {cell1:.2f} s serial (1 thread), {cell_dask:.2f} s in a Dask worker")
     print(f"speedup serial ({threads} threads) / dask = {t_serial / t_dask:.2f}x (target >= 1.6x on 2 workers); "
           f"serial (1 thread) / dask = {t_serial1 / t_dask:.2f}x")
     print(f"bit-identical to serial at 1 torch thread (the workers' setting): {same}")

@@ -36,6 +36,13 @@ from .errors import ExecutorError, MeasureError, WorkerLostError
 
 EXECUTORS = ("serial", "threads", "processes", "dask")
 RETRIES = 2  # a job whose worker died is run again at most this many times
+# The Dask settings of the local cluster that executor="dask" starts. A worker that dies takes its
+# job with it; the scheduler reruns it RETRIES times. Dask's nanny starts workers with
+# MALLOC_TRIM_THRESHOLD_=65536, which also turns off glibc's adaptive mmap threshold: every torch
+# buffer over 128 KiB is then a fresh mmap, faulted in and unmapped again, and a CPU LLC cell runs
+# 30-45% slower (benchmarks/executors.py). None unsets it; a value in the caller's environment wins.
+DASK_CONFIG = {"distributed.scheduler.allowed-failures": RETRIES,
+               "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 
 
 def host_cores() -> int:
@@ -160,9 +167,8 @@ def _owned(name: str, workers: int | None) -> Iterator[Any]:
         distributed = _import_distributed()
         import dask
 
-        # A worker that dies takes its job with it; the scheduler reruns it RETRIES times. The
-        # scheduler always serves HTTP (metrics); ":0" picks a free port, so two comparisons coexist.
-        with dask.config.set({"distributed.scheduler.allowed-failures": RETRIES}):
+        # The scheduler always serves HTTP (metrics); ":0" picks a free port, so two comparisons coexist.
+        with dask.config.set(DASK_CONFIG):
             cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                                dashboard_address=":0")
         try:
