@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
-import copy
 import io
 import multiprocessing
 import os
@@ -61,13 +60,8 @@ def torch_threads(slots: int) -> int:
 def job_trajectory(traj, step: int, cells) -> Any:
     """``traj`` as one job ships it: the checkpoint of ``step`` (and the first one when a measure
     needs the initial weights and none were given), no metrics table."""
-    view = copy.copy(traj)
     needs_init = any(c.measure.needs_init for c in cells)
-    keep = {step: traj.checkpoint(step)}
-    if needs_init and traj.init is None:
-        keep[traj.steps[0]] = traj.checkpoint(traj.steps[0])
-    view._checkpoints = dict(sorted(keep.items()))
-    view._all_metrics = traj._all_metrics.iloc[0:0]
+    view = traj.subset({step, traj.steps[0]} if needs_init and traj.init is None else [step], metrics=False)
     if not needs_init:
         view.init = None
     return view

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import functools
 import glob
@@ -157,6 +158,19 @@ class Trajectory:
 
     def __repr__(self) -> str:
         return f"Trajectory(name={self.name!r}, steps={len(self)}, {self.steps[0]}..{self.steps[-1]})"
+
+    def subset(self, steps: Iterable[int], *, metrics: bool = True) -> Trajectory:
+        """The same run cut down to ``steps``, sharing its (lazily loaded) checkpoints: part of a
+        series, or the one checkpoint a job ships to a worker. ``metrics=False`` leaves out the
+        logged metrics table (each checkpoint keeps its own row)."""
+        keep = {integer_step(s, "subset()"): None for s in steps}
+        if not keep:
+            raise TrajectoryError(f"subset() of {self.name!r} needs at least one step.")
+        view = copy.copy(self)
+        view._checkpoints = {s: self.checkpoint(s) for s in sorted(keep)}
+        if not metrics:
+            view._all_metrics = self._all_metrics.iloc[0:0]
+        return view
 
     def model_id(self) -> str:
         """Identity of the model factory for cache keys: its code and its arguments."""

@@ -374,6 +374,36 @@ def test_max_examples_at_least_n_is_exactly_the_whole_set_check():
     assert budget.extras["verification"] is None and budget.extras["confidence"] is None
 
 
+def _error_and_loss(model, split) -> tuple[float, float]:
+    with torch.no_grad():
+        logits = model(split[0])
+    return (float((logits.argmax(1) != split[1]).float().mean()),
+            float(nn.functional.cross_entropy(logits, split[1])))
+
+
+@pytest.mark.parametrize("epsilon", [0.0, 1.0])
+def test_a_budget_holds_the_described_errors_too(epsilon):
+    """With max_examples the recorded errors (which bounds use, with n_train) are on the draw:
+    the search's train subsample and a test draw of the same size, by Data.subsample's seeds."""
+    model, data = tiny_classifier()
+    r = cz.get_measure("kolmogorov", num_deltas=8, max_examples=40, epsilon=epsilon, seed=3)(model, data)
+    draw = data.subsample(40, seed=3)
+    assert r.extras["n_train"] == 40 and r.extras["sample"] == draw.sample
+    assert r.extras["sample"]["splits"]["test"] == {"kept": 40, "total": 64}
+    if r.extras["stored_exactly"]:  # the described model is the original: errors by hand
+        err, loss = _error_and_loss(model, draw.train)
+        test_err, test_loss = _error_and_loss(model, draw.test)
+        assert r.extras["coarse_train_error"] == pytest.approx(err)
+        assert r.extras["coarse_train_loss"] == pytest.approx(loss, rel=1e-5)
+        assert r.extras["coarse_test_error"] == pytest.approx(test_err)
+        assert r.extras["coarse_test_loss"] == pytest.approx(test_loss, rel=1e-5)
+    else:  # the coarse model: the loss the search measured on the same draw
+        assert r.extras["coarse_train_loss"] == pytest.approx(r.extras["coarse_loss"], rel=1e-5)
+        assert 0 <= r.extras["coarse_train_error"] <= 1 and 0 <= r.extras["coarse_test_error"] <= 1
+    assert r.extras["data_bits"] == pytest.approx(40 * r.extras["coarse_train_loss"] / math.log(2))
+    assert epsilon == 1.0 or r.extras["stored_exactly"]  # no coarse model is within 0 with 95% confidence
+
+
 def test_a_subsample_check_records_its_draw_and_verification():
     model, data = tiny_classifier()
     n = data.n("train")

@@ -75,6 +75,33 @@ def test_loading_is_lazy():
     assert calls == {1: 1}
 
 
+def test_subset_shares_the_lazy_checkpoints_and_leaves_the_run_whole():
+    calls = collections.Counter()
+
+    def loader(step):
+        calls[step] += 1
+        return state(step)
+
+    metrics = pd.DataFrame({"step": [0, 1, 2, 3], "test_loss": [4.0, 3.0, 2.0, 1.0]})
+    traj = Trajectory([Checkpoint(s, functools.partial(loader, s)) for s in (0, 1, 2)], model=mlp,
+                      metrics=metrics, name="r")
+    part = traj.subset([2, 0])
+    assert part.steps == [0, 2] and traj.steps == [0, 1, 2] and part.name == "r" and not calls
+    assert part.metrics["test_loss"].tolist() == [4.0, 2.0]
+    assert part.checkpoint(2) is traj.checkpoint(2)
+    torch.testing.assert_close(part.model_at(2).state_dict()["0.weight"], state(2)["0.weight"])
+    assert calls == {2: 1}
+    bare = traj.subset([1], metrics=False)
+    assert bare.steps == [1] and bare.metrics["test_loss"].tolist() == [3.0]  # the checkpoint's own row
+    assert bare._all_metrics.empty and len(traj._all_metrics) == 4  # the logged table (step 3 too) stays behind
+    with pytest.raises(TrajectoryError, match="no step 5"):
+        traj.subset([0, 5])
+    with pytest.raises(TrajectoryError, match="at least one step"):
+        traj.subset([])
+    with pytest.raises(TrajectoryError, match="not an integer"):
+        traj.subset([1.5])
+
+
 def test_run_folder_round_trip(tmp_path, trajectory):
     out = trajectory.save(tmp_path / "run")
     meta = json.loads((out / "run.json").read_text())

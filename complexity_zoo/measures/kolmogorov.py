@@ -48,7 +48,9 @@ class Kolmogorov(Measure):
     S on U everywhere when that search ends smaller),
     "paper" (the authors': the input side of a Linear weight), or "left"/"right"/"split"
     (U S | V^T, U | S V^T, U sqrt(S) | sqrt(S) V^T). ``max_examples``: check ε on a seeded
-    subsample of the training set (``Data.subsample``, recorded in extras["sample"]); None = all
+    subsample of the training set (``Data.subsample``, recorded in extras["sample"]), and record
+    the described model's errors on that draw and on a draw of the test split of the same size
+    (so every pass stays in the budget; a bound then counts n_train = the draw); None = all
     of it (the exact check); "last-batch" = the authors' practice, the mean on a subset the size of
     their last minibatch (n mod min(512, n // 2), or a full one). On a subsample, ``confidence``
     makes the check honest: a candidate is feasible only if the upper confidence bound of its
@@ -81,7 +83,7 @@ class Kolmogorov(Measure):
     needs_data = True
     # 2: described model's errors; 3: S side, paper's pytree coder; 4: their pickle bytes, float32;
     # 5: the paper preset quantizes as XLA divides, x * (1/Δ)
-    version = 5
+    version = 6
     # SVD for s_side="paper"; max_examples as a Data.subsample with a confidence bound
     stochastic = True  # the seeded subset (max_examples) and the bayes search draw random numbers
     limits = {"num_deltas": at_least(2), "bayes_init_points": at_least(1), "bayes_iterations": at_least(0),
@@ -127,10 +129,10 @@ class Kolmogorov(Measure):
         """The examples (and loss) the search evaluates: a seeded subset when asked for."""
         n = data.n("train")
         loss = _log_of_softmax if self.log_of_softmax and data.loss_name == "cross_entropy" else data.loss
-        if isinstance(self.max_examples, int) and n > self.max_examples:
-            sub = data.subsample(self.max_examples, seed=self.seed or 0, splits=("train",))
-            return sub if loss is data.loss else Data(train=sub.train, loss=loss, batch_size=data.batch_size,
-                                                      sample=sub.sample)
+        if isinstance(self.max_examples, int) and self._budgeted(data):
+            sub = data.subsample(self.max_examples, seed=self.seed or 0)
+            return sub if loss is data.loss else Data(train=sub.train, test=sub.test, loss=loss,
+                                                      batch_size=data.batch_size, sample=sub.sample)
         size = None
         if self.max_examples == "last-batch":  # their get_mini_batches: the remainder, else a full batch
             batch = max(1, min(512, n // 2))
@@ -144,6 +146,11 @@ class Kolmogorov(Measure):
             idx = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed or 0))[:size]
             train = tuple(t[idx] for t in data.train)
         return Data(train=train, loss=loss, batch_size=data.batch_size)
+
+    def _budgeted(self, data: Data) -> bool:
+        """Whether ``max_examples`` cuts a split of ``data`` (then every pass runs on the draw)."""
+        return isinstance(self.max_examples, int) and any(
+            getattr(data, split) is not None and data.n(split) > self.max_examples for split in ("train", "test"))
 
     def _z(self, data: Data) -> float | None:
         """z of the confidence bound, when ε is checked on a proper subsample with a confidence."""
@@ -194,7 +201,11 @@ class Kolmogorov(Measure):
         coarse_loss = problem.base_loss if use_exact else problem.loss(best)
         naive = float(sum(naive_bits(problem.grainer.params).values()))
         value = float(min(bits, exact))
-        described = _described_errors(problem, None if use_exact else best, data)
+        # With a budget, the described model's errors are on the draw too (its train split is the
+        # search's); a bound then counts n = the draw's size, which it may: the code lengths do not
+        # depend on the data, so choosing the model on those examples leaves an Occam bound valid.
+        described = _described_errors(problem, None if use_exact else best,
+                                      problem.data if self._budgeted(data) else data)
         truncated = [] if use_exact else [k for k, v in best.ranks.items() if v is not None]
         extras = {
             "delta": None if use_exact else best.delta,
@@ -212,7 +223,7 @@ class Kolmogorov(Measure):
             "naive_ratio": naive / value,
             **described,
             # Two-part code (the paper's Fig. 4): model bits + bits of the training labels
-            # under the described model, n * mean CE / ln 2, on the whole training set.
+            # under the described model, n * mean CE / ln 2, on the training set (or its draw).
             "data_bits": described["n_train"] * described["coarse_train_loss"] / math.log(2),
             "coder": self.coder,
             "search": self.search,
@@ -243,7 +254,7 @@ def _described_errors(problem: _Problem, best: _Candidate | None, data: Data) ->
     """
     key = best.key if best is not None else "exact"
     train = None
-    if problem.data is data:
+    if problem.data is data and (best is None or problem.z is None):  # a confidence search keeps no accuracy
         train = problem.base_eval if best is None else problem.evaluation(best)
     weights = None
     if train is None or data.test is not None:
