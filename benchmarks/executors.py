@@ -121,7 +121,8 @@ def main() -> None:
     finally:
         client.close()
         cluster.close()
-    print(f"dask ({args.workers} workers x 1 thread, {args.dask_config} settings): {t_dask:.1f} s (cluster start and warm-up {t_start:.1f} s "
+    print(f"dask ({args.workers} workers x 1 thread, {args.dask_config} settings): {t_dask:.1f} s "
+          f"(cluster start and warm-up {t_start:.1f} s "
           f"apart); {load()}", flush=True)
     cell, cell1, cell_dask = (c.dataset["llc_seconds"].values.mean() for c in (serial, serial1, parallel))
     same = identical(serial1, parallel)

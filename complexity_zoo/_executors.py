@@ -25,13 +25,14 @@ import pickle
 import pickletools
 import sys
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import torch
 
-from .errors import ExecutorError, MeasureError, WorkerLostError
+from .errors import ExecutorError, ExecutorWarning, MeasureError, WorkerLostError
 
 EXECUTORS = ("serial", "threads", "processes", "dask")
 RETRIES = 2  # a job whose worker died is run again at most this many times
@@ -40,8 +41,8 @@ RETRIES = 2  # a job whose worker died is run again at most this many times
 # MALLOC_TRIM_THRESHOLD_=65536, which also turns off glibc's adaptive mmap threshold: every torch
 # buffer over 128 KiB is then a fresh mmap, faulted in and unmapped again, and a CPU LLC cell runs
 # 30-45% slower (benchmarks/executors.py). None unsets it; a value in the caller's environment wins.
-DASK_CONFIG = {"distributed.scheduler.allowed-failures": RETRIES,
-               "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+PRE_SPAWN = "distributed.nanny.pre-spawn-environ"
+DASK_CONFIG = {"distributed.scheduler.allowed-failures": RETRIES, f"{PRE_SPAWN}.MALLOC_TRIM_THRESHOLD_": None}
 
 
 def host_cores() -> int:
@@ -162,14 +163,25 @@ def _owned(name: str, workers: int | None) -> Iterator[Any]:
         import dask
 
         # The scheduler always serves HTTP (metrics); ":0" picks a free port, so two comparisons coexist.
-        with dask.config.set(DASK_CONFIG):
-            cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                               dashboard_address=":0")
+        # Dask's nanny writes its workers' variables (OMP_NUM_THREADS=1 ...) into this process's
+        # environment; they are put back as they were when the cluster closes.
+        keys = set(dask.config.get(PRE_SPAWN)) | {"PYTHONHASHSEED"}
+        before = {k: os.environ.get(k) for k in keys}
         try:
-            with distributed.Client(cluster) as client:
-                yield client
+            with dask.config.set(DASK_CONFIG):
+                cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                                   dashboard_address=":0")
+            try:
+                with distributed.Client(cluster) as client:
+                    yield client
+            finally:
+                cluster.close()
         finally:
-            cluster.close()
+            for k, v in before.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
 
 def process_pool(n: int, initializer=None, initargs=()) -> cf.ProcessPoolExecutor:
@@ -347,10 +359,35 @@ def _is_dask_client(obj) -> bool:
     return distributed is not None and isinstance(obj, distributed.Client)
 
 
+def malloc_trim_threshold() -> str | None:
+    """This process's MALLOC_TRIM_THRESHOLD_ (run on each Dask worker)."""
+    return os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+
+def _warn_if_malloc_trimmed(client, device) -> None:
+    """Say when the workers run with Dask's default MALLOC_TRIM_THRESHOLD_ (see DASK_CONFIG):
+    correct, but torch's CPU work is 30-45% slower there."""
+    if device is not None and torch.device(device).type != "cpu":
+        return
+    try:
+        seen = client.run(malloc_trim_threshold)
+    except Exception:  # a worker that cannot answer is not this check's business
+        return
+    trimmed = sorted(w for w, v in seen.items() if v is not None)
+    if trimmed:
+        warnings.warn(
+            f"{len(trimmed)} of {len(seen)} Dask workers run with MALLOC_TRIM_THRESHOLD_="
+            f"{seen[trimmed[0]]} (Dask's nanny sets 65536 by default), which turns off glibc's adaptive mmap "
+            "threshold and makes torch's CPU work 30-45% slower. The results are the same. Unset it in the "
+            "workers' Dask config: distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_: null "
+            "(README: Running at scale).", ExecutorWarning, stacklevel=2)
+
+
 def _on_dask(client, jobs, data_for, device, strict, store, record) -> None:
     """One Dask task per job. The scheduler reruns a task whose worker died (up to its
     ``distributed.scheduler.allowed-failures``); after that the job is given up."""
     distributed = _import_distributed()
+    _warn_if_malloc_trimmed(client, device)
     remote_store = SharedDiskStore(store.root) if store is not None else None
     scattered: dict[int, Any] = {}
     for d in data_for.values():  # each Data is sent to the cluster once, not once per job

@@ -114,5 +114,9 @@ class MeasureFailedWarning(ComplexityZooWarning):
     """A cell of a comparison failed and was left NaN (``compare(strict=False)``)."""
 
 
+class ExecutorWarning(ComplexityZooWarning):
+    """A back end set up so that the comparison runs slowly (its results are not affected)."""
+
+
 class PluginWarning(ComplexityZooWarning):
     """A third-party measure plugin failed to load."""

@@ -18,7 +18,7 @@ import torch
 import complexity_zoo as cz
 from complexity_zoo import _executors
 from complexity_zoo.compare import Cell
-from complexity_zoo.errors import ExecutorError, MeasureFailedWarning, WorkerLostError
+from complexity_zoo.errors import ExecutorError, ExecutorWarning, MeasureFailedWarning, WorkerLostError
 from complexity_zoo.testing import mlp
 
 distributed = pytest.importorskip("distributed")
@@ -68,7 +68,7 @@ def client(crash_module):
     """Two single-threaded worker processes; a job whose worker dies is rerun once."""
     import dask
 
-    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+    with dask.config.set({**_executors.DASK_CONFIG, "distributed.scheduler.allowed-failures": 1}):
         cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                            dashboard_address=":0")
     with distributed.Client(cluster) as c:
@@ -232,7 +232,23 @@ def test_the_dask_cluster_compare_starts_leaves_malloc_adaptive():
     import dask
 
     before = dask.config.get("distributed.nanny.pre-spawn-environ")
+    environ = dict(os.environ)
     with _executors._owned("dask", 1) as c:
         seen = c.run(lambda: (os.environ.get("MALLOC_TRIM_THRESHOLD_"), os.environ.get("OMP_NUM_THREADS")))
     assert list(seen.values()) == [(None, "1")]
     assert dask.config.get("distributed.nanny.pre-spawn-environ") == before
+    assert dict(os.environ) == environ  # the nanny's writes into this process are undone
+
+
+def test_workers_with_dasks_malloc_setting_get_a_warning_and_the_same_numbers(run, monkeypatch):
+    """A cluster started with Dask's defaults (here: the variable inherited, as Dask's nanny
+    leaves it in the environment of the process that starts a cluster)."""
+    import dask
+
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")  # removed again after the test
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": 65536}), \
+            distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as lc, \
+            distributed.Client(lc) as c:
+        with pytest.warns(ExecutorWarning, match=r"1 of 1 Dask workers run with MALLOC_TRIM_THRESHOLD_=65536"):
+            result = cz.compare(run, ["l2"], executor=c, progress=False)
+    assert_same(result, cz.compare(run, ["l2"], progress=False))

@@ -136,21 +136,24 @@ def loss_and_error(model, x, y):
 @pytest.mark.parametrize("name", ["kolmogorov", "kolmogorov.paper"])
 def test_errors_of_the_described_model_are_recorded(name, rebuild_coarse):
     model, data = tiny_classifier()
-    # The paper preset searches on a subset; the recorded errors are on the whole splits.
+    # Here the paper preset searches on a budget of 64 examples: the recorded errors are then on
+    # that draw (train) and a draw of 64 test examples, and a bound counts n = 64.
     settings = {"max_examples": 64, "bayes_init_points": 2, "bayes_iterations": 3} if name.endswith("paper") else {}
     r = cz.get_measure(name, epsilon=0.5, **settings)(model, data)
     ex = r.extras
     assert not ex["stored_exactly"]  # a coarse model, so the check below means something
     coarse = rebuild_coarse(model, ex)
-    (xtr, ytr), (xte, yte) = data.train, data.test
+    described = data.subsample(64, seed=0) if settings else data
+    (xtr, ytr), (xte, yte) = described.train, described.test
     train_loss, train_err = loss_and_error(coarse, xtr, ytr)
     test_loss, test_err = loss_and_error(coarse, xte, yte)
-    assert ex["n_train"] == 128
+    n = 64 if settings else 128
+    assert ex["n_train"] == n
     assert ex["coarse_train_loss"] == pytest.approx(train_loss, rel=1e-5)
     assert ex["coarse_train_error"] == pytest.approx(train_err, abs=1e-12)
     assert ex["coarse_test_loss"] == pytest.approx(test_loss, rel=1e-5)
     assert ex["coarse_test_error"] == pytest.approx(test_err, abs=1e-12)
-    assert ex["data_bits"] == pytest.approx(128 * train_loss / math.log(2), rel=1e-5)
+    assert ex["data_bits"] == pytest.approx(n * train_loss / math.log(2), rel=1e-5)
     assert r.value + ex["data_bits"] == pytest.approx(ex["two_part_bits"])
 
 

@@ -204,8 +204,8 @@ class Kolmogorov(Measure):
         # With a budget, the described model's errors are on the draw too (its train split is the
         # search's); a bound then counts n = the draw's size, which it may: the code lengths do not
         # depend on the data, so choosing the model on those examples leaves an Occam bound valid.
-        described = _described_errors(problem, None if use_exact else best,
-                                      problem.data if self._budgeted(data) else data)
+        draw = data.subsample(self.max_examples, seed=self.seed or 0) if self._budgeted(data) else data
+        described = _described_errors(problem, None if use_exact else best, draw)
         truncated = [] if use_exact else [k for k, v in best.ranks.items() if v is not None]
         extras = {
             "delta": None if use_exact else best.delta,
@@ -246,7 +246,8 @@ def _log_of_softmax(model: nn.Module, batch: tuple) -> torch.Tensor:
 
 
 def _described_errors(problem: _Problem, best: _Candidate | None, data: Data) -> dict:
-    """Loss and 0-1 error, on the whole train and test splits, of the model the bits describe.
+    """Loss and 0-1 error, on ``data``'s train and test splits (whole, or the budget's draw), of the
+    model the bits describe.
 
     That is the coarse-grained model, or the original one when it is stored exactly (``best``
     None); one forward pass per split gives both. The search's own evaluation is reused when
@@ -254,7 +255,7 @@ def _described_errors(problem: _Problem, best: _Candidate | None, data: Data) ->
     """
     key = best.key if best is not None else "exact"
     train = None
-    if problem.data is data and (best is None or problem.z is None):  # a confidence search keeps no accuracy
+    if problem.data is data:
         train = problem.base_eval if best is None else problem.evaluation(best)
     weights = None
     if train is None or data.test is not None:
