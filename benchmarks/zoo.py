@@ -178,8 +178,10 @@ def markdown(rows: list[dict], scale: list[dict], header: str) -> str:
     for sc in scale:
         cells = []
         for s in series:
-            r = next(r for r in rows if r["measure"] == sc["measure"] and r["series"] == s)
-            if r["status"] == "ok":
+            r = next((r for r in rows if r["measure"] == sc["measure"] and r["series"] == s), None)
+            if r is None:
+                cells.append("not run")
+            elif r["status"] == "ok":
                 cells.append(f"{r['s_per_ckpt']:.3g} ({r['measure_s']:.3g}), {r['peak_rss_mib']:.0f}"
                              + (" *" if r["error"] else ""))
             else:
@@ -192,6 +194,18 @@ def markdown(rows: list[dict], scale: list[dict], header: str) -> str:
                               "fresh process, imports included. `*`: fewer checkpoints than asked (see notes).",
                               "", "Notes:", *notes,
                               "", "Settings (every size): " + json.dumps(SETTINGS)])
+
+
+def combined(paths: list[str]) -> list[dict]:
+    """The rows of several runs' zoo.json, a later file's (series, measure) replacing an earlier's:
+    e.g. the full run plus the expensive measures rerun on the largest series with a larger cap."""
+    rows: dict[tuple[str, str], dict] = {}
+    for path in paths:
+        for row in json.loads(Path(path).read_text())["rows"]:
+            rows[(row["series"], row["measure"])] = row
+    series = sorted({r["params"]: r["series"] for r in rows.values()}.items())
+    order = {name: i for i, (_, name) in enumerate(series)}
+    return sorted(rows.values(), key=lambda r: (order[r["series"]], r["measure"]))
 
 
 def main() -> None:
@@ -212,7 +226,20 @@ def main() -> None:
     parser.add_argument("--max-mem-gb", type=float, default=8.0, help="address-space cap per child on CPU")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: measures,peers,memory")
     parser.add_argument("--memory-checkpoints", type=int, default=None, help="default 100")
+    parser.add_argument("--combine", nargs="+", metavar="ZOO_JSON", default=None,
+                        help="no benchmark: the measures table of these runs' zoo.json files together "
+                             "(a later file's series x measure replaces an earlier one's)")
     args = parser.parse_args()
+    if args.combine:
+        rows = combined(args.combine)
+        text = markdown(rows, scaling(rows), f"## Measures (benchmarks/zoo.py --combine {' '.join(args.combine)})")
+        print(text)
+        if args.out:
+            out = Path(args.out)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "zoo.md").write_text(text + "\n")
+            (out / "zoo.json").write_text(json.dumps({"rows": rows, "scaling": scaling(rows)}, indent=1))
+        return
     args.checkpoints = args.checkpoints or (2 if args.quick else 3)
     args.max_per_checkpoint = args.max_per_checkpoint or (40.0 if args.quick else 60.0)
     names = args.series.split(",") if args.series else (

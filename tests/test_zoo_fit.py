@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import sys
 from pathlib import Path
@@ -45,3 +46,24 @@ def test_scaling_extrapolates_and_applies_the_feasibility_rule(zoo):
     assert slow["hours_1b_x100"] == pytest.approx(1e6 / 3600) and slow["feasible_one_gpu"].startswith("no on CPU")
     one = zoo.scaling([row(1e7, 1.0, 40.0, "o")])[0]
     assert one["feasible_one_gpu"].startswith("unknown") and math.isnan(one["hours_1b_x100"])
+
+
+def test_combine_takes_the_later_run_of_a_series_and_measure(zoo, tmp_path):
+    def row(series, params, measure, seconds, status="ok"):
+        return {"series": series, "measure": measure, "status": status, "params": params, "s_per_ckpt": seconds,
+                "measure_s": seconds, "device": "cpu", "peak_rss_mib": 600.0, "base_rss_mib": 500.0,
+                "cuda_peak_mib": float("nan"), "error": ""}
+
+    full = [row("small", 1e6, "m", 1.0), row("big", 1e8, "m", float("nan"), "skipped"), row("small", 1e6, "k", 2.0)]
+    rerun = [row("big", 1e8, "m", 100.0)]
+    paths = []
+    for i, rows in enumerate((full, rerun)):
+        paths.append(tmp_path / f"{i}.json")
+        paths[-1].write_text(json.dumps({"rows": rows}))
+    rows = zoo.combined([str(p) for p in paths])
+    assert [(r["series"], r["measure"], r["status"]) for r in rows] == [
+        ("small", "k", "ok"), ("small", "m", "ok"), ("big", "m", "ok")]
+    scale = {s["measure"]: s for s in zoo.scaling(rows)}
+    assert scale["m"]["time_exponent"] == pytest.approx(1.0)  # 1 s at 1e6, 100 s at 1e8
+    table = zoo.markdown(rows, zoo.scaling(rows), "## t")
+    assert "| `k` | 2 (2), 600 | not run |" in table
