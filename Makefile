@@ -32,7 +32,7 @@ demo: $(STAMP)  ## the whole pipeline on a small built-in example; outputs in de
 bench: $(STAMP)  ## benchmarks (by hand; never part of the tests)
 	@for b in benchmarks/[!_]*.py; do case $$b in */zoo.py) continue;; esac; echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
-bench-zoo: $(STAMP)  ## every measure at 0.19M-124M parameters, peers, memory (estimated 35-50 min on 2 idle cores); results in benchmarks/_out/
+bench-zoo: $(STAMP)  ## every measure at 0.19M-124M parameters, peers, memory (26 min on 2 idle cores); results in benchmarks/_out/
 	$(BIN)/python benchmarks/zoo.py --out benchmarks/_out/results
 
 bench-zoo-quick: $(STAMP)  ## the same on MLP, 10M LM, ResNet-18 with 2 checkpoints (estimated 5-8 min idle)

@@ -2,7 +2,7 @@
 
 Run: ``python benchmarks/zoo.py`` (full: cpu-small MLP 0.19M, timm ResNet-18 11.2M, GPT-2-style
 LMs at 10.1M and 124.4M, 3 checkpoints each, 100-checkpoint memory check on the 124M LM;
-estimated 35-50 minutes on 2 idle CPU cores, not yet timed idle), ``--quick`` (MLP, 10M LM and
+26 minutes on 2 idle CPU cores), ``--combine`` (tables of several runs together), ``--quick`` (MLP, 10M LM and
 ResNet-18, 2 checkpoints, 13 measures, memory check on the 10M LM; 35 minutes at load 15-23 on
 2 cores, estimated 5-8 idle), ``--device cuda`` for the GPU path. ``--out DIR`` writes zoo.md / zoo.csv /
 zoo.json; the series are built once into ``--work`` (default benchmarks/_out, gitignored).
