@@ -35,7 +35,7 @@ bench: $(STAMP)  ## benchmarks (by hand; never part of the tests)
 bench-zoo: $(STAMP)  ## every measure at 0.19M-124M parameters, peers, memory (26 min on 2 idle cores); results in benchmarks/_out/
 	$(BIN)/python benchmarks/zoo.py --out benchmarks/_out/results
 
-bench-zoo-quick: $(STAMP)  ## the same on MLP, 10M LM, ResNet-18 with 2 checkpoints (estimated 5-8 min idle)
+bench-zoo-quick: $(STAMP)  ## the same on MLP, 10M LM, ResNet-18 with 2 checkpoints (344 s on 2 idle cores)
 	$(BIN)/python benchmarks/zoo.py --quick --out benchmarks/_out/results-quick
 
 clean:

@@ -4,7 +4,7 @@ Run: ``python benchmarks/zoo.py`` (full: cpu-small MLP 0.19M, timm ResNet-18 11.
 LMs at 10.1M and 124.4M, 3 checkpoints each, 100-checkpoint memory check on the 124M LM;
 26 minutes on 2 idle CPU cores), ``--combine`` (tables of several runs together), ``--quick`` (MLP, 10M LM and
 ResNet-18, 2 checkpoints, 13 measures, memory check on the 10M LM; 35 minutes at load 15-23 on
-2 cores, estimated 5-8 idle), ``--device cuda`` for the GPU path. ``--out DIR`` writes zoo.md / zoo.csv /
+2 cores, 344 s idle), ``--device cuda`` for the GPU path. ``--out DIR`` writes zoo.md / zoo.csv /
 zoo.json; the series are built once into ``--work`` (default benchmarks/_out, gitignored).
 
 Each (series, measure) runs in a fresh process (forked from a server that has only imported
@@ -203,8 +203,8 @@ def combined(paths: list[str]) -> list[dict]:
     for path in paths:
         for row in json.loads(Path(path).read_text())["rows"]:
             rows[(row["series"], row["measure"])] = row
-    series = sorted({r["params"]: r["series"] for r in rows.values()}.items())
-    order = {name: i for i, (_, name) in enumerate(series)}
+    params = {r["series"]: r["params"] for r in rows.values()}
+    order = {name: i for i, name in enumerate(sorted(params, key=params.get))}
     return sorted(rows.values(), key=lambda r: (order[r["series"]], r["measure"]))
 
 
@@ -239,6 +239,9 @@ def main() -> None:
             out.mkdir(parents=True, exist_ok=True)
             (out / "zoo.md").write_text(text + "\n")
             (out / "zoo.json").write_text(json.dumps({"rows": rows, "scaling": scaling(rows)}, indent=1))
+            import pandas as pd
+
+            pd.DataFrame(rows).to_csv(out / "zoo.csv", index=False)
         return
     args.checkpoints = args.checkpoints or (2 if args.quick else 3)
     args.max_per_checkpoint = args.max_per_checkpoint or (40.0 if args.quick else 60.0)

@@ -164,7 +164,8 @@ def _owned(name: str, workers: int | None) -> Iterator[Any]:
 
         # The scheduler always serves HTTP (metrics); ":0" picks a free port, so two comparisons coexist.
         # Dask's nanny writes its workers' variables (OMP_NUM_THREADS=1 ...) into this process's
-        # environment; they are put back as they were when the cluster closes.
+        # environment; they are put back as they were when the cluster closes (two executor="dask"
+        # calls overlapping in threads of one process would restore each other's: not supported).
         keys = set(dask.config.get(PRE_SPAWN)) | {"PYTHONHASHSEED"}
         before = {k: os.environ.get(k) for k in keys}
         try:
@@ -378,8 +379,9 @@ def _warn_if_malloc_trimmed(client, device) -> None:
         warnings.warn(
             f"{len(trimmed)} of {len(seen)} Dask workers run with MALLOC_TRIM_THRESHOLD_="
             f"{seen[trimmed[0]]} (Dask's nanny sets 65536 by default), which turns off glibc's adaptive mmap "
-            "threshold and makes torch's CPU work 30-45% slower. The results are the same. Unset it in the "
-            "workers' Dask config: distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_: null "
+            "threshold and makes torch's CPU work about 30-45% slower. The results are the same. Unset it in the "
+            "workers' Dask config (distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_: null) and in the "
+            "environment of the process that starts them, where an earlier cluster's nanny may have left it "
             "(README: Running at scale).", ExecutorWarning, stacklevel=2)
 
 
@@ -387,7 +389,8 @@ def _on_dask(client, jobs, data_for, device, strict, store, record) -> None:
     """One Dask task per job. The scheduler reruns a task whose worker died (up to its
     ``distributed.scheduler.allowed-failures``); after that the job is given up."""
     distributed = _import_distributed()
-    _warn_if_malloc_trimmed(client, device)
+    if jobs:
+        _warn_if_malloc_trimmed(client, device)
     remote_store = SharedDiskStore(store.root) if store is not None else None
     scattered: dict[int, Any] = {}
     for d in data_for.values():  # each Data is sent to the cluster once, not once per job

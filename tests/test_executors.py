@@ -63,8 +63,28 @@ def crash_module(tmp_path_factory):
     sys.modules.pop("cz_test_crash", None)
 
 
+# What Dask's nanny writes into the environment of the process that starts a cluster.
+NANNY_WRITES = ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                "PYTHONHASHSEED")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def clean_environment():
+    """Workers start without MALLOC_TRIM_THRESHOLD_ whatever the caller's environment holds (with it,
+    every Dask comparison on CPU warns, and warnings are errors here); what the nanny leaves behind
+    is removed again for the modules after this one."""
+    before = {k: os.environ.get(k) for k in NANNY_WRITES}
+    os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+    yield
+    for k, v in before.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 @pytest.fixture(scope="module")
-def client(crash_module):
+def client(crash_module, clean_environment):
     """Two single-threaded worker processes; a job whose worker dies is rerun once."""
     import dask
 
@@ -224,7 +244,6 @@ def test_the_dask_cluster_compare_starts_gives_the_serial_numbers(run):
                 cz.compare(run, ["l2", "stable_rank"], progress=False))
 
 
-@pytest.mark.skipif("MALLOC_TRIM_THRESHOLD_" in os.environ, reason="the caller's own setting wins, as it should")
 def test_the_dask_cluster_compare_starts_leaves_malloc_adaptive():
     """Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 in its workers, which makes torch's CPU
     work 30-45% slower (benchmarks/executors.py); the cluster executor="dask" starts unsets it,

@@ -407,6 +407,20 @@ def test_a_budget_holds_the_described_errors_too(epsilon):
     assert epsilon == 1.0 or r.extras["stored_exactly"]  # no coarse model is within 0 with 95% confidence
 
 
+def test_a_budget_that_cuts_only_the_test_split_leaves_the_search_exact():
+    model, data = tiny_classifier()
+    swapped = cz.Data.from_tensors(train=data.test, test=data.train, batch_size=32)  # 64 train, 128 test
+    whole = cz.get_measure("kolmogorov", num_deltas=8, seed=3)(model, swapped)
+    r = cz.get_measure("kolmogorov", num_deltas=8, max_examples=100, seed=3)(model, swapped)
+    assert r.value == whole.value and r.extras["delta"] == whole.extras["delta"]  # ε checked on all 64
+    assert r.extras["verification"] is None and r.extras["confidence"] is None
+    assert r.extras["n_train"] == 64 and r.extras["coarse_train_loss"] == whole.extras["coarse_train_loss"]
+    assert r.extras["sample"]["splits"] == {"train": {"kept": 64, "total": 64}, "test": {"kept": 100, "total": 128}}
+    if r.extras["stored_exactly"]:
+        test_err, _ = _error_and_loss(model, swapped.subsample(100, seed=3).test)
+        assert r.extras["coarse_test_error"] == pytest.approx(test_err)
+
+
 def test_a_subsample_check_records_its_draw_and_verification():
     model, data = tiny_classifier()
     n = data.n("train")

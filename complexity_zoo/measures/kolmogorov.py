@@ -82,7 +82,8 @@ class Kolmogorov(Measure):
     unit = "bits"
     needs_data = True
     # 2: described model's errors; 3: S side, paper's pytree coder; 4: their pickle bytes, float32;
-    # 5: the paper preset quantizes as XLA divides, x * (1/Δ)
+    # 5: the paper preset quantizes as XLA divides, x * (1/Δ); 6: under max_examples the described
+    # model's errors are on the draw
     version = 6
     # SVD for s_side="paper"; max_examples as a Data.subsample with a confidence bound
     stochastic = True  # the seeded subset (max_examples) and the bayes search draw random numbers
@@ -204,7 +205,10 @@ class Kolmogorov(Measure):
         # With a budget, the described model's errors are on the draw too (its train split is the
         # search's); a bound then counts n = the draw's size, which it may: the code lengths do not
         # depend on the data, so choosing the model on those examples leaves an Occam bound valid.
-        draw = data.subsample(self.max_examples, seed=self.seed or 0) if self._budgeted(data) else data
+        draw = data
+        if self._budgeted(data):  # the search's draw where it has the data's own loss, else the same draw again
+            draw = problem.data if problem.data.loss is data.loss else data.subsample(self.max_examples,
+                                                                                     seed=self.seed or 0)
         described = _described_errors(problem, None if use_exact else best, draw)
         truncated = [] if use_exact else [k for k, v in best.ranks.items() if v is not None]
         extras = {
@@ -255,7 +259,7 @@ def _described_errors(problem: _Problem, best: _Candidate | None, data: Data) ->
     """
     key = best.key if best is not None else "exact"
     train = None
-    if problem.data is data:
+    if problem.data is data and (best is None or problem.z is None):  # a confidence search keeps no accuracy
         train = problem.base_eval if best is None else problem.evaluation(best)
     weights = None
     if train is None or data.test is not None:
