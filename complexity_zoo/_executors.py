@@ -41,8 +41,12 @@ RETRIES = 2  # a job whose worker died is run again at most this many times
 # MALLOC_TRIM_THRESHOLD_=65536, which also turns off glibc's adaptive mmap threshold: every torch
 # buffer over 128 KiB is then a fresh mmap, faulted in and unmapped again, and a CPU LLC cell runs
 # 30-45% slower (benchmarks/executors.py). None unsets it; a value in the caller's environment wins.
+# worker-saturation 1.0: a worker holds only the jobs it is running (Dask's default 1.1 queues a
+# second one on a 1-thread worker, and a worker's death then counts against that innocent job too,
+# which can use up its allowed failures).
 PRE_SPAWN = "distributed.nanny.pre-spawn-environ"
-DASK_CONFIG = {"distributed.scheduler.allowed-failures": RETRIES, f"{PRE_SPAWN}.MALLOC_TRIM_THRESHOLD_": None}
+DASK_CONFIG = {"distributed.scheduler.allowed-failures": RETRIES, "distributed.scheduler.worker-saturation": 1.0,
+               f"{PRE_SPAWN}.MALLOC_TRIM_THRESHOLD_": None}
 
 
 def host_cores() -> int:
