@@ -208,6 +208,17 @@ def combined(paths: list[str]) -> list[dict]:
     return sorted(rows.values(), key=lambda r: (order[r["series"]], r["measure"]))
 
 
+def write_report(out: Path, text: str, rows: list[dict]) -> None:
+    """zoo.md (the report), zoo.json (rows and scaling) and, when measures ran, zoo.csv into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "zoo.md").write_text(text + "\n")
+    (out / "zoo.json").write_text(json.dumps({"rows": rows, "scaling": scaling(rows) if rows else []}, indent=1))
+    if rows:
+        import pandas as pd
+
+        pd.DataFrame(rows).to_csv(out / "zoo.csv", index=False)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
@@ -235,13 +246,7 @@ def main() -> None:
         text = markdown(rows, scaling(rows), f"## Measures (benchmarks/zoo.py --combine {' '.join(args.combine)})")
         print(text)
         if args.out:
-            out = Path(args.out)
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "zoo.md").write_text(text + "\n")
-            (out / "zoo.json").write_text(json.dumps({"rows": rows, "scaling": scaling(rows)}, indent=1))
-            import pandas as pd
-
-            pd.DataFrame(rows).to_csv(out / "zoo.csv", index=False)
+            write_report(Path(args.out), text, rows)
         return
     args.checkpoints = args.checkpoints or (2 if args.quick else 3)
     args.max_per_checkpoint = args.max_per_checkpoint or (40.0 if args.quick else 60.0)
@@ -297,14 +302,7 @@ def main() -> None:
     text = "\n\n".join(report)
     print("\n" + text)
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "zoo.md").write_text(text + "\n")
-        (out / "zoo.json").write_text(json.dumps({"rows": rows, "scaling": scaling(rows) if rows else []}, indent=1))
-        if rows:
-            import pandas as pd
-
-            pd.DataFrame(rows).to_csv(out / "zoo.csv", index=False)
+        write_report(Path(args.out), text, rows)
 
 
 if __name__ == "__main__":

@@ -170,9 +170,7 @@ def _owned(name: str, workers: int | None) -> Iterator[Any]:
         # Dask's nanny writes its workers' variables (OMP_NUM_THREADS=1 ...) into this process's
         # environment; they are put back as they were when the cluster closes (two executor="dask"
         # calls overlapping in threads of one process would restore each other's: not supported).
-        keys = set(dask.config.get(PRE_SPAWN)) | {"PYTHONHASHSEED"}
-        before = {k: os.environ.get(k) for k in keys}
-        try:
+        with restored_environ(set(dask.config.get(PRE_SPAWN)) | {"PYTHONHASHSEED"}):
             with dask.config.set(DASK_CONFIG):
                 cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                                    dashboard_address=":0")
@@ -181,12 +179,20 @@ def _owned(name: str, workers: int | None) -> Iterator[Any]:
                     yield client
             finally:
                 cluster.close()
-        finally:
-            for k, v in before.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+
+
+@contextlib.contextmanager
+def restored_environ(keys) -> Iterator[None]:
+    """On exit, ``keys`` of this process's environment are as they were on entry (set or absent)."""
+    before = {k: os.environ.get(k) for k in keys}
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def process_pool(n: int, initializer=None, initargs=()) -> cf.ProcessPoolExecutor:

@@ -73,14 +73,9 @@ def clean_environment():
     """Workers start without MALLOC_TRIM_THRESHOLD_ whatever the caller's environment holds (with it,
     every Dask comparison on CPU warns, and warnings are errors here); what the nanny leaves behind
     is removed again for the modules after this one."""
-    before = {k: os.environ.get(k) for k in NANNY_WRITES}
-    os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)
-    yield
-    for k, v in before.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with _executors.restored_environ(NANNY_WRITES):
+        os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+        yield
 
 
 @pytest.fixture(scope="module")

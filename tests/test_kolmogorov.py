@@ -377,13 +377,6 @@ def test_max_examples_at_least_n_is_exactly_the_whole_set_check():
     assert budget.extras["verification"] is None and budget.extras["confidence"] is None
 
 
-def _error_and_loss(model, split) -> tuple[float, float]:
-    with torch.no_grad():
-        logits = model(split[0])
-    return (float((logits.argmax(1) != split[1]).float().mean()),
-            float(nn.functional.cross_entropy(logits, split[1])))
-
-
 @pytest.mark.parametrize("epsilon", [0.0, 1.0])
 def test_a_budget_holds_the_described_errors_too(epsilon):
     """With max_examples the recorded errors (which bounds use, with n_train) are on the draw:
@@ -394,8 +387,8 @@ def test_a_budget_holds_the_described_errors_too(epsilon):
     assert r.extras["n_train"] == 40 and r.extras["sample"] == draw.sample
     assert r.extras["sample"]["splits"]["test"] == {"kept": 40, "total": 64}
     if r.extras["stored_exactly"]:  # the described model is the original: errors by hand
-        err, loss = _error_and_loss(model, draw.train)
-        test_err, test_loss = _error_and_loss(model, draw.test)
+        loss, err = loss_and_error(model, *draw.train)
+        test_loss, test_err = loss_and_error(model, *draw.test)
         assert r.extras["coarse_train_error"] == pytest.approx(err)
         assert r.extras["coarse_train_loss"] == pytest.approx(loss, rel=1e-5)
         assert r.extras["coarse_test_error"] == pytest.approx(test_err)
@@ -417,7 +410,7 @@ def test_a_budget_that_cuts_only_the_test_split_leaves_the_search_exact():
     assert r.extras["n_train"] == 64 and r.extras["coarse_train_loss"] == whole.extras["coarse_train_loss"]
     assert r.extras["sample"]["splits"] == {"train": {"kept": 64, "total": 64}, "test": {"kept": 100, "total": 128}}
     if r.extras["stored_exactly"]:
-        test_err, _ = _error_and_loss(model, swapped.subsample(100, seed=3).test)
+        _, test_err = loss_and_error(model, *swapped.subsample(100, seed=3).test)
         assert r.extras["coarse_test_error"] == pytest.approx(test_err)
 
 

@@ -130,7 +130,7 @@ class Kolmogorov(Measure):
         """The examples (and loss) the search evaluates: a seeded subset when asked for."""
         n = data.n("train")
         loss = _log_of_softmax if self.log_of_softmax and data.loss_name == "cross_entropy" else data.loss
-        if isinstance(self.max_examples, int) and self._budgeted(data):
+        if self._budgeted(data):
             sub = data.subsample(self.max_examples, seed=self.seed or 0)
             return sub if loss is data.loss else Data(train=sub.train, test=sub.test, loss=loss,
                                                       batch_size=data.batch_size, sample=sub.sample)
