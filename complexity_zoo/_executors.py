@@ -40,7 +40,7 @@ RETRIES = 2  # a job whose worker died is run again at most this many times
 # job with it; the scheduler reruns it RETRIES times. Dask's nanny starts workers with
 # MALLOC_TRIM_THRESHOLD_=65536, which also turns off glibc's adaptive mmap threshold: every torch
 # buffer over 128 KiB is then a fresh mmap, faulted in and unmapped again, and a CPU LLC cell runs
-# 30-45% slower (benchmarks/executors.py). None unsets it; a value in the caller's environment wins.
+# 30-55% slower (benchmarks/malloc_trim.py). None unsets it; a value in the caller's environment wins.
 # worker-saturation 1.0: a worker holds only the jobs it is running (Dask's default 1.1 queues a
 # second one on a 1-thread worker, and a worker's death then counts against that innocent job too,
 # which can use up its allowed failures).
@@ -377,7 +377,7 @@ def malloc_trim_threshold() -> str | None:
 
 def _warn_if_malloc_trimmed(client, device) -> None:
     """Say when the workers run with Dask's default MALLOC_TRIM_THRESHOLD_ (see DASK_CONFIG):
-    correct, but torch's CPU work is 30-45% slower there."""
+    correct, but torch's CPU work is 30-55% slower there."""
     if device is not None and torch.device(device).type != "cpu":
         return
     try:
@@ -389,7 +389,7 @@ def _warn_if_malloc_trimmed(client, device) -> None:
         warnings.warn(
             f"{len(trimmed)} of {len(seen)} Dask workers run with MALLOC_TRIM_THRESHOLD_="
             f"{seen[trimmed[0]]} (Dask's nanny sets 65536 by default), which turns off glibc's adaptive mmap "
-            "threshold and makes torch's CPU work about 30-45% slower. The results are the same. Unset it in the "
+            "threshold and makes torch's CPU work about 30-55% slower. The results are the same. Unset it in the "
             "workers' Dask config (distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_: null) and in the "
             "environment of the process that starts them, where an earlier cluster's nanny may have left it "
             "(README: Running at scale).", ExecutorWarning, stacklevel=2)

@@ -241,7 +241,7 @@ def test_the_dask_cluster_compare_starts_gives_the_serial_numbers(run):
 
 def test_the_dask_cluster_compare_starts_leaves_malloc_adaptive():
     """Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 in its workers, which makes torch's CPU
-    work 30-45% slower (benchmarks/executors.py); the cluster executor="dask" starts unsets it,
+    work 30-55% slower (benchmarks/malloc_trim.py); the cluster executor="dask" starts unsets it,
     and Dask's global configuration is left as it was."""
     import dask
 
