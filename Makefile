@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test test-slow lint demo bench bench-zoo bench-zoo-quick clean
+.PHONY: venv test test-portable test-slow lint demo bench bench-zoo bench-zoo-quick clean
 
 $(STAMP): pyproject.toml tests/plugin_dist/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ venv: $(STAMP)
 test: $(STAMP)  ## the default suite (fast; slow tests excluded)
 	$(BIN)/ruff check .
 	$(BIN)/pytest
+
+test-portable: $(STAMP)  ## the default suite with other CPU kernels and one thread (what another machine computes)
+	MKL_CBWR=COMPATIBLE ATEN_CPU_CAPABILITY=default OMP_NUM_THREADS=1 $(BIN)/pytest -p no:cacheprovider
 
 test-slow: $(STAMP)  ## only the slow tests (training runs, paper-scale checks)
 	$(BIN)/pytest -m slow

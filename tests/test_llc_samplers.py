@@ -17,15 +17,24 @@ from complexity_zoo.testing import ProductModel, least_squares, tiny_classifier
 
 def test_default_path_is_unchanged():
     """sampler='sgld' without restriction gives the numbers the sampler gave before the
-    preconditioner and restrictions were added (pinned at commit 3b3a9ee)."""
+    preconditioner and restrictions were added (pinned at commit 3b3a9ee).
+
+    A regression pin, not a known answer: the chains run in float32, so another BLAS kernel or
+    instruction set changes the low bits (measured: up to 1.8e-6 relative on an AVX-512 machine,
+    5e-7 here under MKL_CBWR=COMPATIBLE or ATEN_CPU_CAPABILITY=default). rel=1e-4 is 50x that
+    spread, while any change to the sampler's arithmetic or draws moves these values by about
+    their stderr (~1e-1). Two runs in this process must agree exactly (same kernels)."""
     model, data = tiny_classifier(0)
-    r = cz.get_measure("llc", num_draws=30, num_chains=3, seed=7)(model, data)
-    assert r.value == pytest.approx(0.16160787249411, rel=1e-9)
-    assert r.stderr == pytest.approx(0.13285960190540266, rel=1e-9)
+    measure = cz.get_measure("llc", num_draws=30, num_chains=3, seed=7)
+    r = measure(model, data)
+    assert r.value == pytest.approx(0.16160787249411, rel=1e-4)
+    assert r.stderr == pytest.approx(0.13285960190540266, rel=1e-4)
+    again = measure(model, data)
+    assert (again.value, again.stderr) == (r.value, r.stderr)
     model, data = least_squares(n=100)
     r = cz.get_measure("llc", num_draws=20, num_chains=2, seed=1, weight_decay=0.1, lr=1e-3, batch_size=32)(
         model, data)
-    assert r.value == pytest.approx(0.16328079713375668, rel=1e-9)
+    assert r.value == pytest.approx(0.16328079713375668, rel=1e-4)
 
 
 @pytest.mark.parametrize("mask", [False, True])
