@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 from collections.abc import Mapping
 from typing import Any
 
 MARKER = "<!-- catalogue -->"
+# Docstrings are rendered as Markdown: Sphinx roles (:func:`name`) become code.
+_ROLE = re.compile(r":(?:func|meth|class|mod|attr|data|exc|obj):`~?([^`]+)`")
 CATALOGUE_PAGE = "measures/index.md"
 
 # Facts shown in the overview table, or used for the section heading; not repeated in the list.
@@ -76,9 +79,12 @@ def _needs(row: Mapping[str, Any]) -> str:
     return ", ".join(k for k in ("data", "init") if row[f"needs_{k}"])
 
 
+def _doc(cls: type) -> str:
+    return _ROLE.sub(r"`\1`", inspect.getdoc(cls) or "")
+
+
 def _first_paragraph(cls: type) -> str:
-    doc = inspect.getdoc(cls) or ""
-    return " ".join(doc.split("\n\n", 1)[0].split())
+    return " ".join(_doc(cls).split("\n\n", 1)[0].split())
 
 
 def _settings(cls: type) -> list[str]:
@@ -113,7 +119,7 @@ def _section(row: Mapping[str, Any], cls: type) -> list[str]:
         if not _empty(value):
             facts.append(f"- **{fact.replace('_', ' ')}**: {_render(value)}")
     lines += facts + ["", *_settings(cls), ""]
-    doc = inspect.getdoc(cls) or ""
+    doc = _doc(cls)
     if doc:
         lines += ['??? note "Docstring"', ""]
         lines += [("    " + line).rstrip() for line in doc.splitlines()] + [""]

@@ -1,12 +1,17 @@
-"""A griffe extension: document ``adapters/`` under its installed name, ``complexity_zoo.adapters``.
+"""Griffe extensions for the API reference.
 
-The repository keeps the adapters at its top level and setuptools maps them into the package
+``AdaptersAsSubpackage`` documents ``adapters/`` under its installed name, ``complexity_zoo.adapters``:
+the repository keeps the adapters at its top level and setuptools maps them into the package
 (``package-dir``), which Python's import system follows but griffe's static finder does not. When
-griffe loads ``complexity_zoo``, this visits each ``adapters/*.py`` file as a submodule of it.
+griffe loads ``complexity_zoo``, it visits each ``adapters/*.py`` file as a submodule of it.
+
+``SphinxRoles`` renders the docstrings' Sphinx roles (``:func:`name```) as code, since the
+docstrings are read as Markdown.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -44,3 +49,14 @@ class AdaptersAsSubpackage(griffe.Extension):
         )
         parent.set_member(name, module)
         return module
+
+
+_ROLE = re.compile(r":(?:func|meth|class|mod|attr|data|exc|obj):`~?([^`]+)`")
+
+
+class SphinxRoles(griffe.Extension):
+    """``:func:`name``` -> ```name```, in every docstring griffe reads."""
+
+    def on_instance(self, *, obj: griffe.Object, **kwargs: Any) -> None:
+        if obj.docstring is not None:
+            obj.docstring.value = _ROLE.sub(r"`\1`", obj.docstring.value)
