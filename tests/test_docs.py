@@ -39,6 +39,7 @@ def test_a_new_measure_and_its_declared_facts_appear_without_an_edit(scratch_reg
 
         unit = "bits"
         caveats = "only ever seen by test_docs"
+        a_fact_nobody_declared_yet = ("one", "two")
         scale: float = 2.5
 
         def compute(self, model, data=None):
@@ -48,6 +49,7 @@ def test_a_new_measure_and_its_declared_facts_appear_without_an_edit(scratch_reg
     assert "docs_probe_measure" in _sections(markdown)
     section = markdown.split("### `docs_probe_measure`", 1)[1].split("\n### ", 1)[0]
     assert "**caveats**: only ever seen by test_docs" in section
+    assert "**a fact nobody declared yet**: one, two" in section
     assert "| `scale` | `2.5` |" in section
     assert "**unit**: bits" in section
 

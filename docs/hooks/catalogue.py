@@ -4,9 +4,11 @@
 table of every registered measure (built-ins and installed plugins, through
 ``complexity_zoo.list_measures()``) and one section per measure with its declared facts, its
 settings and their defaults, and its docstring. Declared facts are read from the class: every
-``ClassVar`` the ``Measure`` base declares, and a few optional attributes a measure may declare
-(``reference``, ``conventions``, ``caveats``, ...), looked up with ``getattr`` so a fact added
-later shows up without an edit here. A new measure appears without an edit anywhere.
+``ClassVar`` the ``Measure`` base declares, a few optional attributes a measure may declare
+(``reference``, ``conventions``, ``caveats``, ...) looked up with ``getattr``, and any other
+public, non-callable class attribute a measure class (or a base between it and ``Measure``)
+defines, so a fact added later shows up without an edit here. A new measure appears without an
+edit anywhere.
 """
 
 from __future__ import annotations
@@ -50,6 +52,24 @@ def fact_names() -> list[str]:
     """Every fact the catalogue lists per measure, beyond the overview table's columns."""
     facts = [f for f in _base_facts() if f not in _SHOWN and f not in _INTERNAL]
     return facts + [f for f in _OPTIONAL if f not in facts]
+
+
+def _own_facts(cls: type) -> list[str]:
+    """Public, non-callable class attributes defined below ``Measure`` that are not settings."""
+    from complexity_zoo import Measure
+
+    settings = {f.name for f in dataclasses.fields(cls)}
+    names: list[str] = []
+    for klass in reversed(cls.__mro__):
+        if klass is Measure or not issubclass(klass, Measure):
+            continue
+        for key, value in vars(klass).items():
+            if key.startswith("_") or key in settings or key in names or callable(value):
+                continue
+            if isinstance(value, classmethod | staticmethod | property):
+                continue
+            names.append(key)
+    return names
 
 
 def _empty(value: Any) -> bool:
@@ -114,7 +134,9 @@ def _section(row: Mapping[str, Any], cls: type) -> list[str]:
     ]
     for tag, settings in sorted(getattr(cls, "presets", {}).items()):
         facts.append(f"- **preset** `{name}.{tag}`: {_render(settings) if settings else 'the defaults'}")
-    for fact in fact_names():
+    listed = fact_names()
+    extra = [f for f in _own_facts(cls) if f not in listed and f not in _SHOWN and f not in _INTERNAL]
+    for fact in listed + extra:
         value = getattr(cls, fact, None)
         if not _empty(value):
             facts.append(f"- **{fact.replace('_', ' ')}**: {_render(value)}")
