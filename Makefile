@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+DOCS_STAMP := $(VENV)/.installed-docs
 
-.PHONY: venv test test-portable test-slow lint demo bench bench-zoo bench-zoo-quick clean
+.PHONY: venv test test-portable test-slow lint demo docs bench bench-zoo bench-zoo-quick clean
 
 $(STAMP): pyproject.toml tests/plugin_dist/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +33,13 @@ lint: $(STAMP)
 demo: $(STAMP)  ## the whole pipeline on a small built-in example; outputs in demo_out/
 	$(BIN)/complexity-zoo demo --out demo_out
 
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e ".[docs]"
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)  ## the documentation site, built with --strict (broken links, missing references fail); output in site/
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 bench: $(STAMP)  ## benchmarks (by hand; never part of the tests)
 	@for b in benchmarks/[!_]*.py; do case $$b in */zoo.py) continue;; esac; echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
@@ -42,4 +50,4 @@ bench-zoo-quick: $(STAMP)  ## the same on MLP, 10M LM, ResNet-18 with 2 checkpoi
 	$(BIN)/python benchmarks/zoo.py --quick --out benchmarks/_out/results-quick
 
 clean:
-	rm -rf $(VENV) demo_out .pytest_cache .ruff_cache
+	rm -rf $(VENV) demo_out site .pytest_cache .ruff_cache
