@@ -1,0 +1,112 @@
+"""Hub checkpoint suites offline: revisions by pattern from a huggingface_hub cache the test builds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from complexity_zoo.errors import CheckpointNotFoundError, TrajectoryError
+
+transformers = pytest.importorskip("transformers")
+huggingface_hub = pytest.importorskip("huggingface_hub")
+
+from complexity_zoo.adapters import _hub  # noqa: E402
+from complexity_zoo.adapters import huggingface as hf  # noqa: E402
+from complexity_zoo.testing import hub_cache_suite  # noqa: E402
+
+REPO = "org/tiny-pythia"
+STEPS = [0, 10, 20, 40, 80]
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    """A GPT-NeoX suite as branches step0 ... step80 (and main) of a Hub cache; its tokens."""
+    cache = tmp_path_factory.mktemp("hub")
+    tokens = hub_cache_suite(cache, REPO, STEPS)
+    return cache, tokens
+
+
+@pytest.fixture
+def offline(suite, monkeypatch):
+    cache, _ = suite
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    return cache
+
+
+def test_a_pattern_gives_every_step_sorted(offline):
+    traj = hf.load_trajectory(REPO, revisions="step*")
+    assert traj.steps == STEPS and traj.name == "tiny-pythia"
+    model = traj.model_at(80)
+    assert type(model).__name__ == "GPTNeoXForCausalLM"
+    stored = huggingface_hub.try_to_load_from_cache(REPO, "model.safetensors", revision="step80")
+    reference = transformers.GPTNeoXForCausalLM.from_pretrained(str(Path(stored).parent)).state_dict()
+    ours = model.state_dict()  # transformers' own loader, with its renames (embed_out -> lm_head)
+    assert ours.keys() == reference.keys() and all(torch.equal(ours[k], reference[k]) for k in ours)
+
+
+def test_patterns_filters_lists_and_mappings_agree(offline):
+    assert hf.load_trajectory(REPO, revisions="step[24]0").steps == [20, 40]
+    assert hf.load_trajectory(REPO, revisions=lambda r: r.startswith("step") and int(r[4:]) >= 20).steps == [20, 40, 80]
+    assert hf.load_trajectory(REPO, revisions=["step10", "step0"]).steps == [0, 10]
+    by_map = hf.load_trajectory(REPO, revisions={7: "step40"})
+    assert by_map.steps == [7]
+    a, b = by_map.model_at(7).state_dict(), hf.load_trajectory(REPO, revisions="step40").model_at(40).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_string_is_never_iterated_and_misses_are_named(offline):
+    with pytest.raises(TrajectoryError, match=r"No revision matches the pattern 'ckpt\*'; the revisions are: main, "):
+        hf.load_trajectory(REPO, revisions="ckpt*")
+    with pytest.raises(TrajectoryError, match="'main' has no step number"):
+        hf.load_trajectory(REPO, revisions="*")
+    with pytest.raises(CheckpointNotFoundError, match="has no revision 'step5'"):
+        hf.load_trajectory(REPO, revisions=["step5"])
+    with pytest.raises(CheckpointNotFoundError, match="records no revisions of 'org/absent'"):
+        hf.load_trajectory("org/absent", revisions="step*")
+
+
+def test_fingerprints_are_commits_and_nothing_is_read_before_a_load(offline, monkeypatch):
+    reads = []
+    real = _hub.load_state_dict_file
+    monkeypatch.setattr(_hub, "load_state_dict_file", lambda p: reads.append(p) or real(p))
+    traj = hf.load_trajectory(REPO, revisions="step*")
+    prints = [traj.checkpoint(s).fingerprint() for s in STEPS]
+    assert reads == [] and len(set(prints)) == 5
+    assert prints[0] == f"hf:{REPO}@{_hub.cached_refs(REPO)['step0']}"
+    traj.model_at(20)
+    assert len(reads) == 1
+
+
+def test_keep_false_deletes_only_what_a_load_fetched(offline, tmp_path, monkeypatch):
+    """Offline nothing is fetched, so nothing is deleted; a fetch (simulated by a copy of the
+    suite whose files count as fetched) is deleted after the read, shared blobs kept."""
+    cache = tmp_path / "cache"
+    hub_cache_suite(cache, REPO, [0, 10])
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    repo_dir = _hub.repo_cache(REPO)
+    traj = hf.load_trajectory(REPO, revisions="step*", keep=False)
+    traj.model_at(10)
+    assert len(list((repo_dir / "snapshots").glob("*/model.safetensors"))) == 2  # offline: not fetched, kept
+
+    real_get = _hub.Source.get
+    monkeypatch.setattr(_hub.Source, "get", lambda self, name, commit: (real_get(self, name, commit)[0], True))
+    blobs_before = set((repo_dir / "blobs").iterdir())
+    state = hf.load_trajectory(REPO, revisions="step*", keep=False).model_at(10).state_dict()
+    assert all(torch.isfinite(v).all() for v in state.values())
+    left = list((repo_dir / "snapshots").glob("*/model.safetensors"))
+    assert len(left) == 1 and left[0].parent.name == _hub.cached_refs(REPO)["step0"]
+    gone = blobs_before - set((repo_dir / "blobs").iterdir())
+    assert len(gone) == 1  # step10's weights; the config blobs both snapshots link stay
+    assert (repo_dir / "snapshots" / _hub.cached_refs(REPO)["step10"] / "config.json").is_file()
+
+
+def test_local_mirrors_take_patterns_too(suite, tmp_path):
+    cache, _ = suite
+    repo_dir = _hub.repo_cache(REPO, cache)
+    for rev, commit in _hub.cached_refs(REPO, cache).items():
+        if rev != "main":
+            (tmp_path / rev).symlink_to(repo_dir / "snapshots" / commit, target_is_directory=True)
+    assert hf.load_trajectory(tmp_path, revisions="step*").steps == STEPS
