@@ -110,3 +110,42 @@ def test_local_mirrors_take_patterns_too(suite, tmp_path):
         if rev != "main":
             (tmp_path / rev).symlink_to(repo_dir / "snapshots" / commit, target_is_directory=True)
     assert hf.load_trajectory(tmp_path, revisions="step*").steps == STEPS
+
+
+# -- the command line --------------------------------------------------------------------------
+def test_compare_a_hub_suite_by_pattern_writes_every_step(offline, tmp_path, capsys):
+    from complexity_zoo.cli import main
+    from complexity_zoo.comparison import Comparison
+
+    out = tmp_path / "x.nc"
+    rc = main(["compare", f"hf://{REPO}", "--revisions", "step*", "--measures", "l2,stable_rank",
+               "--out", str(out), "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    frame = Comparison.load(out).to_dataframe()
+    assert sorted(set(frame["step"])) == STEPS and set(frame["measure"]) == {"l2", "stable_rank"}
+    assert frame["value"].notna().all()
+
+
+def test_steps_log_n_loads_only_the_subset(offline, tmp_path, capsys, monkeypatch):
+    from complexity_zoo.cli import main
+    from complexity_zoo.comparison import Comparison
+
+    loaded = []
+    real = _hub.load_revision
+    monkeypatch.setattr(_hub, "load_revision", lambda *a: loaded.append(a[2]) or real(*a))
+    rc = main(["compare", f"hf://{REPO}", "--revisions", "step*", "--steps", "log:3", "--measures", "l2",
+               "--out", str(tmp_path / "y.nc"), "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    assert sorted(set(Comparison.load(tmp_path / "y.nc").to_dataframe()["step"])) == [0, 10, 80]
+    assert sorted(loaded) == ["step0", "step10", "step80"]
+
+
+def test_hub_runs_say_what_they_need(offline, tmp_path, capsys):
+    from complexity_zoo.cli import main
+
+    for argv, why in [([f"hf://{REPO}"], "needs --revisions"), (["hf://tiny-pythia", "--revisions", "step*"],
+                                                                "hf://ORG/NAME"),
+                      ([f"hf://{REPO}", "--revisions", "step*", "--steps", "log:x"], "log:N takes"),
+                      ([str(tmp_path), "--revisions", "step*"], "is a folder")]:
+        rc = main(["compare", *argv, "--measures", "l2", "--out", str(tmp_path / "z.nc"), "--quiet"])
+        assert rc == 2 and why in capsys.readouterr().err, argv
