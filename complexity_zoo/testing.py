@@ -133,7 +133,7 @@ def check_measure(
         raise _fail(name, f"the registry holds {registered!r} under its name, not {cls!r}.")
     if cls.unit not in UNITS:
         raise _fail(name, f"unit {cls.unit!r} is not one of {UNITS}.")
-    for attr in ("needs_data", "needs_init", "stochastic"):
+    for attr in ("needs_data", "needs_init", "stochastic", "causal_lm"):
         if not isinstance(getattr(cls, attr), bool):
             raise _fail(name, f"{attr} must be a bool class attribute.")
     if not dataclasses.is_dataclass(cls) or not cls.summary():
