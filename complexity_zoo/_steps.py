@@ -75,7 +75,8 @@ def step_from_filename(path: str | os.PathLike) -> int:
 
 
 def log_spaced(steps: list[int], n: int) -> list[int]:
-    """``n`` of ``steps`` spread evenly in log(step + 1), first and last included (all if fewer).
+    """``n`` of ``steps`` spread evenly in log(step + 1), first and last included (all if fewer;
+    the last alone for n = 1).
 
     Each target of ``geomspace(first + 1, last + 1, n)`` takes the nearest step not yet taken
     (in log(step + 1)), so the subset has exactly ``min(n, len(steps))`` distinct steps.

@@ -17,7 +17,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._lm_testing import TokenDataset, hub_cache_suite, tiny_gpt2, tiny_gpt_neox, tiny_llama, train_lm  # noqa: F401
+from ._lm_testing import (  # noqa: F401
+    TokenDataset,
+    hub_cache_suite,
+    lm_tokens,
+    tiny_gpt2,
+    tiny_gpt_neox,
+    tiny_llama,
+    train_lm,
+)
 from .data import Data
 from .errors import MissingDataError, MissingInitError, NonFiniteError, UndefinedMeasureError, UnknownSettingError
 from .measure import UNITS, Measure, MeasureResult

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -149,3 +150,18 @@ def test_hub_runs_say_what_they_need(offline, tmp_path, capsys):
                       ([str(tmp_path), "--revisions", "step*"], "is a folder")]:
         rc = main(["compare", *argv, "--measures", "l2", "--out", str(tmp_path / "z.nc"), "--quiet"])
         assert rc == 2 and why in capsys.readouterr().err, argv
+
+
+def test_log_spaced_subsets_of_pythias_154_steps():
+    from complexity_zoo._steps import log_spaced
+
+    pythia = [0] + [2**i for i in range(10)] + list(range(1000, 143001, 1000))
+    assert len(pythia) == 154
+    picked = log_spaced(pythia, 20)
+    assert len(picked) == 20 == len(set(picked)) and picked[0] == 0 and picked[-1] == 143000
+    assert set(picked) <= set(pythia) and picked == sorted(picked)
+    gaps = [math.log(b + 1) - math.log(a + 1) for a, b in zip(picked, picked[1:])]
+    assert max(gaps) < 2 * math.log(143001) / 19  # no gap much wider than even log spacing
+    assert log_spaced(STEPS, 9) == STEPS and log_spaced(STEPS, 1) == [80]  # one step: the last
+    with pytest.raises(TrajectoryError, match="at least one step"):
+        log_spaced(STEPS, 0)
