@@ -62,6 +62,9 @@ def settings(names):
 def test_every_measure_that_applies_runs_through_the_cli(lm_run, capsys):
     table = cz.list_measures()
     assert sorted(table.loc[~table["causal_lm"], "name"]) == NOT_FOR_LMS
+    assert main(["measures", "path_*", "--short"]) == 0  # the command line shows the declared fact
+    shown = capsys.readouterr().out.splitlines()
+    assert "causal_lm" in shown[0] and all(row.split()[6] == "False" for row in shown[1:])
     names = list(table.loc[table["causal_lm"], "name"])
     assert {"lmn", "llc", "kolmogorov", "l2", "stable_rank"} <= set(names)
     out = lm_run / "all.nc"
