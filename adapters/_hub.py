@@ -23,6 +23,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import os
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,19 +202,33 @@ def release(files: Iterable[Path], repo_dir: Path) -> None:
             blob.unlink(missing_ok=True)
 
 
+_LAST: dict[tuple, dict[str, Tensor]] = {}  # keep=False: the one revision last read, by (repo, cache, commit)
+_LOCK = threading.Lock()
+
+
 def load_revision(source: Source, commit: str, rev: str, preferred: tuple[str, ...], keep: bool,
                   fix: Callable[[dict[str, Tensor]], dict[str, Tensor]]) -> dict[str, Tensor]:
-    """One revision's state dict; with ``keep=False`` the files this load fetched are deleted after reading."""
-    files, fetched = source.weight_files(commit, rev, preferred)
-    try:
-        state: dict[str, Tensor] = {}
-        for path in files:
-            if not path.name.endswith(".index.json"):
-                state.update(load_state_dict_file(path))
-    finally:
+    """One revision's state dict; with ``keep=False`` the files this load fetched are deleted after
+    reading, and the tensors are held in memory until another revision is read, so the cells of
+    one checkpoint (each streamed measure opens it anew) fetch it once."""
+    key = (source.repo, source.cache_dir, commit)
+    with _LOCK:
+        if not keep and key in _LAST:
+            return dict(_LAST[key])
+        files, fetched = source.weight_files(commit, rev, preferred)
+        try:
+            state: dict[str, Tensor] = {}
+            for path in files:
+                if not path.name.endswith(".index.json"):
+                    state.update(load_state_dict_file(path))
+        finally:
+            if not keep:
+                release(fetched, repo_cache(source.repo, source.cache_dir))
+        state = fix(state)
         if not keep:
-            release(fetched, repo_cache(source.repo, source.cache_dir))
-    return fix(state)
+            _LAST.clear()
+            _LAST[key] = state
+        return dict(state)
 
 
 @dataclass

@@ -92,6 +92,7 @@ def test_keep_false_deletes_only_what_a_load_fetched(offline, tmp_path, monkeypa
     traj.model_at(10)
     assert len(list((repo_dir / "snapshots").glob("*/model.safetensors"))) == 2  # offline: not fetched, kept
 
+    _hub._LAST.clear()  # the revision last read stays in memory: forget it, so the next load reads files
     real_get = _hub.Source.get
     monkeypatch.setattr(_hub.Source, "get", lambda self, name, commit: (real_get(self, name, commit)[0], True))
     blobs_before = set((repo_dir / "blobs").iterdir())
@@ -165,3 +166,23 @@ def test_log_spaced_subsets_of_pythias_154_steps():
     assert log_spaced(STEPS, 9) == STEPS and log_spaced(STEPS, 1) == [80]  # one step: the last
     with pytest.raises(TrajectoryError, match="at least one step"):
         log_spaced(STEPS, 0)
+
+
+def test_keep_false_fetches_a_revision_once_for_all_its_cells_and_pickles(offline, tmp_path, monkeypatch):
+    import pickle
+
+    import complexity_zoo as cz
+
+    cache = tmp_path / "cache"
+    hub_cache_suite(cache, REPO, [0, 10])
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    calls = []
+    real_files = _hub.Source.weight_files
+    monkeypatch.setattr(_hub.Source, "weight_files",
+                        lambda self, commit, rev, pref: calls.append(rev) or real_files(self, commit, rev, pref))
+    traj = hf.load_trajectory(REPO, revisions="step*", keep=False)
+    result = cz.compare(traj, ["l2", "stable_rank", "param_count"], progress=False)
+    assert result.errors.empty and calls == ["step0", "step10"]  # three streamed cells each, one read
+    again = pickle.loads(pickle.dumps(traj))  # what a process pool ships
+    a, b = again.model_at(0).state_dict(), traj.model_at(0).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
