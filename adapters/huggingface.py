@@ -5,7 +5,7 @@ with ``config.json``, ``trainer_state.json`` and the weights (``model.safetensor
 ``model.safetensors.index.json``, or the legacy ``pytorch_model.bin`` read with
 ``torch.load(weights_only=True)``). N, the Trainer's ``global_step``, is the step.
 ``load_trajectory("EleutherAI/pythia-70m", revisions=["step1000", "step2000"])`` reads hub
-revisions instead (online, through ``from_pretrained``).
+revisions instead, e.g. ``revisions="step*"`` (see :func:`load_trajectory`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import pandas as pd
+import torch
 from torch import Tensor, nn
 
 from complexity_zoo._io import load_state_dict_file
@@ -27,11 +28,11 @@ from complexity_zoo.errors import (
     CheckpointError,
     CheckpointNotFoundError,
     ModelError,
-    TrajectoryError,
     UntrustedCodeError,
 )
-from complexity_zoo.trajectory import Checkpoint, Trajectory, step_from_filename
+from complexity_zoo.trajectory import Checkpoint, Trajectory
 
+from . import _hub
 from ._common import aliased_keys, as_float, existing_dir, rename_metric, require
 from ._lm_data import lm_data
 
@@ -161,7 +162,9 @@ class _TiedWeights:
     """Fills the keys a checkpoint leaves out because the model ties them to another tensor.
 
     HF safetensors files store a tied tensor once (GPT-2 keeps ``transformer.wte.weight`` and
-    omits ``lm_head.weight``); strict loading needs both names. Keys the model declares safe to
+    omits ``lm_head.weight``); strict loading needs both names. Keys stored under the names
+    transformers renames when it loads (its ``WeightRenaming`` rules: GPT-NeoX's ``embed_out``
+    is ``lm_head``, old ``LayerNorm.gamma`` is ``.weight``) are renamed the same way. Keys the model declares safe to
     ignore (``_keys_to_ignore_on_load_unexpected``, e.g. old attention-mask buffers) are dropped.
     Anything else that is missing stays missing, and ``load_into`` names it.
     """
@@ -171,11 +174,19 @@ class _TiedWeights:
         self._groups: list[list[str]] | None = None
         self._keys: set[str] = set()
         self._ignore: list[str] = []
+        self._renames: list[tuple[re.Pattern, str]] = []
 
     def __call__(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
         if self._groups is None:
             self._groups, self._keys, model_cls = aliased_keys(self.factory)
             self._ignore = list(getattr(model_cls, "_keys_to_ignore_on_load_unexpected", None) or [])
+            self._renames = _renames(self.factory)
+        for key in [k for k in state if k not in self._keys]:
+            for pattern, target in self._renames:
+                new = pattern.sub(target, key)
+                if new != key and new in self._keys and new not in state:
+                    state[new] = state.pop(key)
+                    break
         for group in self._groups:
             present = [k for k in group if k in state]
             for key in group:
@@ -187,18 +198,25 @@ class _TiedWeights:
         return state
 
 
+def _renames(factory: Callable[[], nn.Module]) -> list[tuple[re.Pattern, str]]:
+    """The plain key renames transformers applies when it loads this model (none for other models)."""
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import WeightRenaming
+    except ImportError:  # transformers < 5 renames nothing this way
+        return []
+    with torch.device("meta"):
+        model = factory()
+    try:
+        rules = get_model_conversion_mapping(model)
+    except Exception:  # not a transformers model
+        return []
+    return [(re.compile(src), rule.target_patterns[0]) for rule in rules if type(rule) is WeightRenaming
+            for src in rule.source_patterns if len(rule.target_patterns) == 1]
+
+
 def _load_checkpoint(path: str, fix: _TiedWeights) -> dict[str, Tensor]:
     return fix(load_weights(path))
-
-
-def _load_pretrained(source: str, revision: str | None, fix: _TiedWeights) -> dict[str, Tensor]:
-    cls, _ = _architecture(source, revision)
-    try:
-        model = cls.from_pretrained(source, trust_remote_code=False, **({"revision": revision} if revision else {}))
-    except OSError as e:
-        at = f"{source!r}" + (f" at revision {revision!r}" if revision else "")
-        raise CheckpointNotFoundError(f"Cannot load the checkpoint {at}: {e}") from e
-    return fix({k: v.detach() for k, v in model.state_dict().items()})
 
 
 # -- metrics ---------------------------------------------------------------------------------
@@ -256,11 +274,13 @@ def _read_json(path: Path) -> dict:
 # -- trajectories ----------------------------------------------------------------------------
 def load_trajectory(
     path_or_repo: str | os.PathLike,
-    revisions: Iterable[str] | Mapping[int, str] | None = None,
+    revisions: _hub.Revisions | None = None,
     *,
     model: Callable[[], nn.Module] | None = None,
     metrics: pd.DataFrame | str | os.PathLike | None = None,
     name: str | None = None,
+    keep: bool = True,
+    cache_dir: str | os.PathLike | None = None,
 ) -> Trajectory:
     """A Trainer output folder, or hub revisions of one repository, as a Trajectory.
 
@@ -268,17 +288,25 @@ def load_trajectory(
     step N, the metrics come from the newest ``trainer_state.json`` (every logged row is kept,
     also those between checkpoints), and the model is built from ``config.json`` with no download.
 
-    With ``revisions`` (e.g. Pythia's ``["step1000", "step2000"]``, or ``{1000: "step1000"}``):
-    each revision is a checkpoint, loaded lazily with ``from_pretrained(repo, revision=...)``; the
-    step is the last number in the revision's name unless given as a mapping. If
+    With ``revisions``, each revision of a Hub repository is a checkpoint: a glob pattern
+    (``"step*"``, every Pythia checkpoint; a string is always a pattern), a callable filter on
+    revision names, a list (``["step1000", "step2000"]``) or a mapping ``{1000: "step1000"}``.
+    The revisions that exist are the repository's branches and tags (``list_repo_refs``), or
+    offline (``HF_HUB_OFFLINE=1``) those the cache's ``refs/`` records; the step is the last
+    number in a name unless given as a mapping. Nothing is fetched until a checkpoint is
+    loaded: then its weights alone, through huggingface_hub's cache (``cache_dir``, default
+    the usual one), read with safetensors or ``torch.load(weights_only=True)``. ``keep=False``
+    deletes the weight files a load fetched once they are read (never files that were already
+    cached), so one revision is on disk at a time. The model is built from the last revision's
+    ``config.json`` (fetched at once; transformers' classes only, no remote code). If
     ``path_or_repo`` is a local folder, each revision is one of its subfolders instead (a local
-    mirror of the revisions, e.g. made with ``huggingface_hub.snapshot_download(local_dir=...)``).
+    mirror, e.g. made with ``huggingface_hub.snapshot_download(local_dir=...)``).
     Hub metrics are not known: pass ``metrics`` (a DataFrame or CSV with a ``step`` column).
 
     ``model`` overrides the factory built from the config.
     """
     if revisions is not None:
-        return _revisions_trajectory(str(path_or_repo), revisions, model, metrics, name)
+        return _revisions_trajectory(str(path_or_repo), revisions, model, metrics, name, keep, cache_dir)
     root = existing_dir(path_or_repo, "The Trainer output folder")
     folders = sorted(
         (p for p in root.iterdir() if p.is_dir() and _CHECKPOINT_DIR.fullmatch(p.name)),
@@ -313,46 +341,36 @@ def load_trajectory(
 
 def _revisions_trajectory(
     repo: str,
-    revisions: Iterable[str] | Mapping[int, str],
+    revisions: _hub.Revisions,
     model: Callable[[], nn.Module] | None,
     metrics: pd.DataFrame | str | os.PathLike | None,
     name: str | None,
+    keep: bool = True,
+    cache_dir: str | os.PathLike | None = None,
 ) -> Trajectory:
-    if isinstance(revisions, Mapping):
-        by_step = {int(step): str(rev) for step, rev in revisions.items()}
-    else:
-        by_step = {}
-        for rev in revisions:
-            try:
-                step = step_from_filename(str(rev))
-            except TrajectoryError:
-                raise TrajectoryError(
-                    f"The revision {rev!r} has no step number in its name: pass revisions as a "
-                    f"mapping {{step: revision}}."
-                ) from None
-            if step in by_step:
-                raise TrajectoryError(f"The revisions {by_step[step]!r} and {rev!r} both read as step {step}.")
-            by_step[step] = str(rev)
-    if not by_step:
-        raise TrajectoryError("revisions is empty: name at least one revision.")
-    local = Path(repo).is_dir()
-    if local:
+    if Path(repo).is_dir():  # a local mirror: one subfolder per revision
+        root = Path(repo)
+        by_step = _hub.steps_of(_hub.choose(revisions, [p.name for p in root.iterdir() if p.is_dir()]))
         for rev in by_step.values():
-            existing_dir(Path(repo) / rev, "The revision folder")
-
-    def where(rev: str) -> tuple[str, str | None]:
-        return (str(Path(repo).resolve() / rev), None) if local else (repo, rev)
-
-    if model is None:
-        config, revision = where(by_step[max(by_step)])
-        model = functools.partial(model_from_config, config=config, revision=revision)
-    fix = _TiedWeights(model)
-    ckpts = []
-    for step, rev in sorted(by_step.items()):
-        source, revision = where(rev)
-        file = _weights_file(Path(source)) if local else None
-        ckpts.append(Checkpoint(step, functools.partial(_load_pretrained, source, revision, fix),
-                                source=str(file) if file else None,
-                                files=functools.partial(weight_files, str(file)) if file else None))
-    label = name or (Path(repo).resolve().name if local else repo.rsplit("/", 1)[-1])
-    return Trajectory(ckpts, model, metrics, name=label)
+            existing_dir(root / rev, "The revision folder")
+        folders = {step: root.resolve() / rev for step, rev in by_step.items()}
+        if model is None:
+            model = functools.partial(model_from_config, config=str(folders[max(folders)]))
+        fix = _TiedWeights(model)
+        ckpts = []
+        for step, folder in sorted(folders.items()):
+            file = str(_weights_file(folder))
+            ckpts.append(Checkpoint(step, functools.partial(_load_checkpoint, file, fix), source=file,
+                                    files=functools.partial(weight_files, file),
+                                    reader=functools.partial(open_tensors, file)))
+        return Trajectory(ckpts, model, metrics, name=name or root.resolve().name)
+    source = _hub.Source(repo, None if cache_dir is None else str(cache_dir))
+    available = _hub.available_revisions(repo, cache_dir)
+    by_step = _hub.steps_of(_hub.choose(revisions, available))
+    commits = _hub.resolve(repo, by_step.values(), available)
+    if model is None:  # the config of the last revision: one small file, fetched now
+        last = by_step[max(by_step)]
+        config, _ = source.need("config.json", commits[last], last)
+        model = functools.partial(model_from_config, config=str(config.parent))
+    ckpts = _hub.hub_checkpoints(source, by_step, commits, keep, WEIGHT_FILES, _TiedWeights(model))
+    return Trajectory(ckpts, model, metrics, name=name or repo.rsplit("/", 1)[-1])

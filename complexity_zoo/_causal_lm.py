@@ -16,6 +16,11 @@ the two agree when every example counts as many tokens.
 
 from __future__ import annotations
 
+import contextlib
+import math
+from collections.abc import Iterator
+
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -113,3 +118,30 @@ def check_split(split: str, tensors: tuple[Tensor, ...]) -> None:
             f"Example {first} of the {split!r} split has no token to predict (every label after the first is "
             f"-100 or masked): its loss is undefined. Drop such examples."
         )
+
+
+def token_margins(logits: Tensor, target: Tensor) -> Tensor:
+    """Per counted token, the output margin of the next-token prediction, float64:
+    logit of the true next token − the largest other logit (positions labelled -100 left out)."""
+    counted = target != IGNORE_INDEX
+    scores, y = logits[counted].double(), target[counted]
+    idx = torch.arange(len(y), device=scores.device)
+    correct = scores[idx, y].clone()
+    scores[idx, y] = -math.inf
+    return correct - scores.max(dim=1).values
+
+
+@contextlib.contextmanager
+def double_backward_attention() -> Iterator[None]:
+    """Scaled-dot-product attention through its math backend for the duration, then as before.
+
+    torch's fused SDPA kernels (flash, memory-efficient; on the CPU the flash kernel transformers
+    picks by default) have no double backward and no forward-mode derivative, which Hessian-vector
+    products and JVPs need; the math backend is plain differentiable tensor algebra, equal to them
+    up to float rounding. The setting is process-wide while it lasts (torch keeps one), so other
+    threads' attention also takes the math path meanwhile: slower, not different.
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel([SDPBackend.MATH]):
+        yield

@@ -72,3 +72,24 @@ def step_from_filename(path: str | os.PathLike) -> int:
     if not numbers:
         raise TrajectoryError(f"No step number in the file name {str(path)!r}.")
     return integer_step(numbers[-1], f"the file name {str(path)!r}")
+
+
+def log_spaced(steps: list[int], n: int) -> list[int]:
+    """``n`` of ``steps`` spread evenly in log(step + 1), first and last included (all if fewer;
+    the last alone for n = 1).
+
+    Each target of ``geomspace(first + 1, last + 1, n)`` takes the nearest step not yet taken
+    (in log(step + 1)), so the subset has exactly ``min(n, len(steps))`` distinct steps.
+    """
+    pool = sorted(set(int(s) for s in steps))
+    if n < 1:
+        raise TrajectoryError(f"A log-spaced subset needs at least one step; got n={n}.")
+    if n >= len(pool):
+        return pool
+    logs = {s: math.log(s + 1) for s in pool}
+    lo, hi = logs[pool[0]], logs[pool[-1]]
+    chosen: list[int] = []
+    for i in range(n):
+        target = lo + (hi - lo) * i / (n - 1) if n > 1 else hi
+        chosen.append(min((s for s in pool if s not in chosen), key=lambda s: abs(logs[s] - target)))
+    return sorted(chosen)

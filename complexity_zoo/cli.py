@@ -56,15 +56,57 @@ def _data_for(trajectory, needed: list[str]):
     return task_data(trajectory.task)
 
 
-def _parse_steps(text: str | None) -> list[int] | None:
+def _parse_steps(text: str | None) -> list[int] | str | None:
+    """``--steps``: comma-separated steps, or ``log:N`` (N log-spaced steps of each run, see ``_pick_steps``)."""
     if not text:
         return None
+    if text.strip().startswith("log:"):
+        n = text.strip()[4:]
+        if not n.isdigit() or int(n) < 1:
+            raise InvalidSettingError(f"--steps log:N takes a positive integer N; got {text!r}.")
+        return text.strip()
     steps = []
     for item in text.split(","):
         if not re.fullmatch(r"\s*\d+\s*", item):
             raise InvalidSettingError(f"--steps takes comma-separated non-negative integers; got {item!r} in {text!r}.")
         steps.append(int(item))
     return steps
+
+
+def _pick_steps(steps: list[int] | str | None, runs: list) -> list[int] | None:
+    """``log:N``: the union over runs of N log-spaced steps of each (nothing else is loaded or fetched)."""
+    if not isinstance(steps, str):
+        return steps
+    from ._steps import log_spaced
+
+    n = int(steps[4:])
+    return sorted({s for t in runs for s in log_spaced(t.steps, n)})
+
+
+HUB = "hf://"
+
+
+def _load_run(path: str, args: argparse.Namespace, model):
+    """A run folder, or ``hf://ORG/NAME``: the Hub revisions ``--revisions`` picks, through the HF cache."""
+    if not path.startswith(HUB):
+        if args.revisions is not None:
+            raise InvalidSettingError(f"--revisions picks revisions of hf://ORG/NAME runs; {path!r} is a folder.")
+        from .adapters.folders import load_folder
+
+        return load_folder(path, args.format, model=model, trust=args.trust)
+    repo = path[len(HUB):]
+    if repo.count("/") != 1 or not all(repo.split("/")):
+        raise InvalidSettingError(f"A Hub run is hf://ORG/NAME; got {path!r}.")
+    if args.revisions is None:
+        raise InvalidSettingError(
+            f"{path} needs --revisions: a glob pattern such as 'step*' (quoted, so the shell leaves it alone) "
+            f"or comma-separated revision names."
+        )
+    from .adapters import huggingface
+
+    pattern = args.revisions
+    revisions = pattern if any(c in pattern for c in "*?[") else [r.strip() for r in pattern.split(",") if r.strip()]
+    return huggingface.load_trajectory(repo, revisions=revisions, model=model, keep=not args.delete_fetched)
 
 
 def _model_factory(target: str | None, runs: Sequence[str]):
@@ -110,7 +152,6 @@ def _executor(args: argparse.Namespace):
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from .adapters.folders import load_folder
     from .compare import compare, resolve_measures
     from .data import Data
 
@@ -125,9 +166,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         )
     specs = [(n, settings.get(n.partition(".")[0], {})) for n in names]
     measures = resolve_measures(specs)
-    steps = _parse_steps(args.steps)
     models = _model_factory(args.model, args.runs)
-    runs = [load_folder(p, args.format, model=models[p] if models else None, trust=args.trust) for p in args.runs]
+    runs = [_load_run(p, args, models.get(p) if models else None) for p in args.runs]
+    steps = _pick_steps(_parse_steps(args.steps), runs)
     needed = [label for label, m in measures.items() if m.needs_data]
     if args.loss and not args.data:
         raise InvalidSettingError("--loss is the loss of --data FILE; pass --data too.")
@@ -195,12 +236,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_measures)
 
     p = sub.add_parser("compare", help="run measures over the checkpoints of run folders")
-    p.add_argument("runs", nargs="+", help="run folders (run.json, metrics.csv, checkpoints/), or Trainer, "
-                   "timm or Lightning output folders (see --format)")
+    p.add_argument("runs", nargs="+", help="run folders (run.json, metrics.csv, checkpoints/), Trainer, "
+                   "timm or Lightning output folders (see --format), or hf://ORG/NAME: a Hub repository's "
+                   "revisions (see --revisions)")
     p.add_argument("--measures", required=True, help="comma-separated names, e.g. l2,effective_rank")
     p.add_argument("--out", required=True, help="result file (.nc)")
     p.add_argument("--set", action="append", metavar="MEASURE.SETTING=VALUE", help="a measure setting")
-    p.add_argument("--steps", help="comma-separated steps (default: all)")
+    p.add_argument("--steps", help="comma-separated steps, or log:N for N log-spaced steps of each run "
+                   "(default: all); only these are loaded, or fetched from the Hub")
+    p.add_argument("--revisions", metavar="PATTERN", default=None,
+                   help="for hf://ORG/NAME: a glob on its branches and tags, e.g. 'step*' (Pythia's 154 "
+                        "checkpoints), or comma-separated revisions; offline (HF_HUB_OFFLINE=1) from the cache")
+    p.add_argument("--delete-fetched", action="store_true",
+                   help="for hf:// runs: delete each revision's weights that this command downloaded once they "
+                        "are read (files already in the cache stay), so one revision is on disk at a time")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ...")
     p.add_argument("--cache", default=None, help="folder of finished cells; re-runs compute only the rest")
     p.add_argument("--seed", type=int, default=0)

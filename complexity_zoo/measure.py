@@ -60,6 +60,7 @@ class Measure:
     (bits that describe the given model exactly), ``requires``
     (importable modules) with ``extra`` (the pip extra that installs them), ``presets``
     (tag -> settings) and ``version`` (bump it when results change, to invalidate caches).
+    ``causal_lm``: it applies to causal language models (False: its error says why not).
     ``tensors_only``: the measure is a function of the named parameter tensors alone; it
     implements ``compute_tensors`` (the model path feeds it ``named_parameters()``), and
     :meth:`on_tensors` / compare() can stream the tensors from checkpoint files instead.
@@ -75,6 +76,10 @@ class Measure:
     lossless: ClassVar[bool] = False
     # A function of the named parameter tensors alone (no module, no buffers): compute_tensors().
     tensors_only: ClassVar[bool] = False
+    # The measure has a reading on a causal language model (transformers' *ForCausalLM with
+    # loss="causal_lm" data: next-token losses, accuracies and margins); False where it cannot
+    # apply, and then its error on such a model says why.
+    causal_lm: ClassVar[bool] = True
     requires: ClassVar[tuple[str, ...]] = ()
     extra: ClassVar[str | None] = None
     presets: ClassVar[dict[str, dict[str, Any]]] = {}

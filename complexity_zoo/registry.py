@@ -142,8 +142,8 @@ def get_measure(name: str, **settings: Any) -> Measure:
 
 
 def list_measures(pattern: str = "*") -> pd.DataFrame:
-    """The registry as a table: name, family, unit, needs_data, needs_init, tensors_only, stochastic,
-    available, presets, summary."""
+    """The registry as a table: name, family, unit, needs_data, needs_init, tensors_only, causal_lm
+    (it applies to causal language models), stochastic, available, presets, summary."""
     _load_builtins()
     _load_plugins()
     rows = [
@@ -154,6 +154,7 @@ def list_measures(pattern: str = "*") -> pd.DataFrame:
             "needs_data": cls.needs_data,
             "needs_init": cls.needs_init,
             "tensors_only": cls.tensors_only,
+            "causal_lm": cls.causal_lm,
             "stochastic": cls.stochastic,
             "available": cls.available(),
             "presets": ", ".join(sorted(cls.presets)),
@@ -162,6 +163,7 @@ def list_measures(pattern: str = "*") -> pd.DataFrame:
         for name, cls in sorted(_REGISTRY.items())
         if fnmatch.fnmatch(name, pattern)
     ]
-    columns = ["name", "family", "unit", "needs_data", "needs_init", "tensors_only", "stochastic", "available",
+    columns = ["name", "family", "unit", "needs_data", "needs_init", "tensors_only", "causal_lm", "stochastic",
+               "available",
                "presets", "summary"]
     return pd.DataFrame(rows, columns=columns)

@@ -17,6 +17,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._lm_testing import (  # noqa: F401
+    TokenDataset,
+    hub_cache_suite,
+    lm_tokens,
+    tiny_gpt2,
+    tiny_gpt_neox,
+    tiny_llama,
+    train_lm,
+)
 from .data import Data
 from .errors import MissingDataError, MissingInitError, NonFiniteError, UndefinedMeasureError, UnknownSettingError
 from .measure import UNITS, Measure, MeasureResult
@@ -53,29 +62,6 @@ def tiny_classifier(seed: int = 0, activation: str = "tanh", in_features: int = 
         opt.step()
     model.zero_grad(set_to_none=True)
     return model, Data.from_tensors(train=(x[:128], y[:128]), test=(x[128:], y[128:]), batch_size=32)
-
-
-class TokenDataset(torch.utils.data.Dataset):
-    """Token sequences as ``transformers.Trainer`` takes them: ``{"input_ids", "labels"}`` per row."""
-
-    def __init__(self, ids: torch.Tensor) -> None:
-        self.ids = ids
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, i: int) -> dict:
-        return {"input_ids": self.ids[i], "labels": self.ids[i]}
-
-
-def tiny_gpt2(seed: int = 0, **config: int) -> nn.Module:
-    """A randomly initialized GPT-2 built from a config (2 layers, 32 wide, vocabulary 100 unless
-    ``config`` says otherwise), in eval mode: nothing is downloaded. Needs ``transformers``."""
-    import transformers
-
-    torch.manual_seed(seed)
-    sizes = {"n_layer": 2, "n_head": 2, "n_embd": 32, "vocab_size": 100, "n_positions": 32, **config}
-    return transformers.GPT2LMHeadModel(transformers.GPT2Config(**sizes)).eval()
 
 
 def least_squares(n: int = 500, d: int = 5, seed: int = 0) -> tuple[nn.Module, Data]:
@@ -155,7 +141,7 @@ def check_measure(
         raise _fail(name, f"the registry holds {registered!r} under its name, not {cls!r}.")
     if cls.unit not in UNITS:
         raise _fail(name, f"unit {cls.unit!r} is not one of {UNITS}.")
-    for attr in ("needs_data", "needs_init", "stochastic"):
+    for attr in ("needs_data", "needs_init", "stochastic", "causal_lm"):
         if not isinstance(getattr(cls, attr), bool):
             raise _fail(name, f"{attr} must be a bool class attribute.")
     if not dataclasses.is_dataclass(cls) or not cls.summary():

@@ -91,13 +91,14 @@ def test_missing_dependency_names_the_extra(scratch_registry, model_and_data):
 def test_list_measures_columns():
     table = cz.list_measures()
     assert list(table.columns) == [
-        "name", "family", "unit", "needs_data", "needs_init", "tensors_only", "stochastic", "available", "presets",
-        "summary"]
+        "name", "family", "unit", "needs_data", "needs_init", "tensors_only", "causal_lm", "stochastic", "available",
+        "presets", "summary"]
     assert {"l2", "param_count", "effective_rank", "spectral_entropy", "stable_rank",
             "naive_compression"} <= set(table["name"])
     assert table.set_index("name").loc["naive_compression", "unit"] == "bits"
     assert table.set_index("name").loc["stable_rank", "tensors_only"]
     assert not table.set_index("name").loc["path_norm", "tensors_only"]
+    assert not table.set_index("name").loc["path_norm", "causal_lm"] and table.set_index("name").loc["lmn", "causal_lm"]
 
 
 def test_installed_plugin_registers_through_its_entry_point(model_and_data):

@@ -1,7 +1,9 @@
 """Curvature of the training loss at a checkpoint: Hessian trace, top eigenvalue, Fisher–Rao norm.
 
 The loss is the mean per-example loss of the data's ``loss`` over the training split (all of it,
-or ``num_examples`` drawn with ``seed``), with the model in eval mode. Hessian-vector products
+or ``num_examples`` drawn with ``seed``), with the model in eval mode; for a causal language
+model the mean next-token cross-entropy per sequence, its attention through torch's math SDPA
+backend while the measure runs (the fused kernels have no second derivatives). Hessian-vector products
 are exact (double backward through ``torch.func.functional_call``), batch by batch.
 
 Device-agnostic: probes and start vectors are drawn by a generator on the parameters' device
@@ -22,6 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jvp
 
+from .._causal_lm import double_backward_attention
 from .._settings import above, at_least
 from ..data import Batch, Data
 from ..errors import InvalidSettingError
@@ -37,18 +40,20 @@ class _Functional:
     def __init__(self, model: nn.Module, params: Params) -> None:
         self.model, self.params = model, params
 
-    def __call__(self, *args):
-        return functional_call(self.model, self.params, args)
+    def __call__(self, *args, **kwargs):
+        return functional_call(self.model, self.params, args, kwargs)
 
 
 @contextlib.contextmanager
 def _eval(model: nn.Module) -> Iterator[None]:
-    """Eval mode for the duration; torch's forward-mode AD loads its decompositions through the
-    deprecated ``torch.jit.script`` on first use, a FutureWarning of torch's own, silenced here."""
+    """Eval mode for the duration, attention through a twice-differentiable path (transformers'
+    default fused SDPA has no double backward: see ``_causal_lm.double_backward_attention``);
+    torch's forward-mode AD loads its decompositions through the deprecated ``torch.jit.script``
+    on first use, a FutureWarning of torch's own, silenced here."""
     was_training = model.training
     model.eval()
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), double_backward_attention():
             warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
             yield
     finally:

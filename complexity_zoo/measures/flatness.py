@@ -7,6 +7,8 @@ Jiang et al.'s): bisection on [0, 2] for ``search_depth`` = 15 steps, ``montecar
 = 10 draws per step, stopping early when the deviation is within ``tolerance`` = 0.01 of the
 target. The magnitude-aware perturbation of parameter θ_i has variance σ'² θ_i² + ε², ε = 1e-3
 (the paper's definition; the reference code passes that variance as the standard deviation).
+For a causal language model (``loss="causal_lm"``) the accuracy is next-token accuracy per
+sequence (the share of its counted tokens predicted by the argmax), averaged over sequences.
 From σ: flatness 1/σ² and the PAC-Bayes bound term ‖w − w_ref‖²/(4σ²) + log(m/σ) + 10 (w the
 layer weights, biases out, as in the code; m training examples); from σ' the magnitude-aware
 bound terms (eqs. 56/57, as the reference code computes them). These are stochastic: a
@@ -28,11 +30,13 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from .. import _causal_lm
 from .._settings import at_least
 from ..data import Data
 from ..errors import DataError
 from ..measure import Measure, MeasureResult
 from ..registry import register_measure
+from .curvature import _Functional
 
 
 def generator(seed: int, device: torch.device) -> torch.Generator:
@@ -54,11 +58,17 @@ def layer_weights(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
 @torch.no_grad()
 def accuracy_tensor(model: nn.Module, data: Data, params: dict[str, Tensor] | None = None) -> Tensor:
     """Training accuracy as a float64 tensor on the model's device (no host read)."""
-    if data.loss_name != "cross_entropy":
-        raise DataError("PAC-Bayes σ is defined here through training accuracy: it needs cross-entropy data.")
+    if data.loss_name not in ("cross_entropy", "causal_lm"):
+        raise DataError("PAC-Bayes σ is defined here through training accuracy: it needs cross-entropy or "
+                        f"causal_lm data, not {data.loss_name!r}.")
     device = next(model.parameters()).device
     correct, n = torch.zeros((), dtype=torch.float64, device=device), 0
     for batch in data.batches("train", device=device):
+        if data.loss_name == "causal_lm":  # next-token accuracy per sequence, masked positions out
+            fn = model if params is None else _Functional(model, params)
+            correct += _causal_lm.accuracy(*_causal_lm.forward(fn, batch)).sum()
+            n += batch[0].shape[0]
+            continue
         logits = model(batch[0]) if params is None else functional_call(model, params, (batch[0],))
         hits = (logits.argmax(-1) == batch[1]).double()
         correct += hits.reshape(hits.shape[0], -1).mean(1).sum()

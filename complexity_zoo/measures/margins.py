@@ -6,6 +6,8 @@ with k = ⌊m·quantile⌋ (at least 1), then its absolute value (github nitarsh
 generalization-measures, ``measures.py``: ``kthvalue(m // 10)`` and ``.abs()``). "Over margin"
 divides the squared norms by γ², i.e. subtracts 2 log γ from the log forms. Sums and logs
 are as in :mod:`.norms` (squared norms over layers, before the papers' size adjustment).
+For a causal language model the margins are per token: one for each counted next-token
+prediction (logit of the true next token − the largest other), and m counts tokens.
 ``max_examples`` takes the margin over a seeded subsample of the training split
 (``Data.subsample``, recorded in ``extras["sample"]``); the margins stay on the model's device
 and the host reads only γ.
@@ -18,6 +20,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .. import _causal_lm
 from .._settings import at_least
 from ..data import Data, logits_of
 from ..errors import DataError, MeasureError
@@ -33,19 +36,18 @@ MARGIN_QUANTILE = 0.1
 def output_margins(model: nn.Module, data: Data, split: str = "train") -> Tensor:
     """f(x)_y − max_{j≠y} f(x)_j for every example of a classification split (float64).
 
-    Logits (B, C) with integer labels (B,); (B, T, C) sequences contribute one margin per token.
+    Logits (B, C) with integer labels (B,); (B, T, C) sequences contribute one margin per token,
+    as does a causal language model's data (``loss="causal_lm"``): one per counted next token.
     """
-    if data.loss_name == "causal_lm":
-        raise DataError(
-            "The output margin is defined for a classifier (one class label per example); this Data is a "
-            "causal language model's (loss 'causal_lm'), whose next-token targets are not class labels."
-        )
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     out = []
     try:
         for batch in data.batches(split, device=device):
+            if data.loss_name == "causal_lm":  # one margin per counted next-token prediction
+                out.append(_causal_lm.token_margins(*_causal_lm.forward(model, batch)))
+                continue
             if len(batch) < 2:
                 raise DataError(
                     f"The output margin needs (inputs, labels) batches; the {split!r} split gives "
@@ -199,6 +201,8 @@ class SpecInit(_MarginMeasure):
 @register_measure("path_norm_over_margin")
 class PathNormOverMargin(_MarginMeasure):
     """Squared path norm / γ² (Jiang et al. 2020, eq. 43); defined where ``path_norm`` is."""
+
+    causal_lm = False  # the path norm has no reading on attention models
 
     def compute(self, model: nn.Module, data: Data) -> MeasureResult:
         pn = path_norm_sq(model)

@@ -274,10 +274,13 @@ class LogSumFrobenius(_LogNorm):
 class PathNorm(Measure):
     """Squared ℓ2 path norm Σ_paths Π w² = Σ_k f_{w²}(1)_k (Neyshabur et al. 2015; Jiang et al.
     2020, eq. 44, as their code computes it: every parameter squared, biases included).
+    Not for language models: attention, GELU and normalization have no path decomposition.
 
     Defined for ReLU/linear networks (see :func:`path_norm_sq`); others raise
     :class:`~complexity_zoo.errors.UndefinedMeasureError`.
     """
+
+    causal_lm = False
 
     def compute(self, model: nn.Module, data=None) -> float:
         return path_norm_sq(model)
