@@ -5,12 +5,16 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TypeVar
 
 import pandas as pd
 
 from ._io import SAFETENSORS_SUFFIXES, TORCH_SUFFIXES
 from .errors import TrajectoryError
+
+T = TypeVar("T")
 
 
 def read_metrics(metrics: pd.DataFrame | str | os.PathLike | None) -> pd.DataFrame:
@@ -68,7 +72,23 @@ def step_from_filename(path: str | os.PathLike) -> int:
     name = Path(path).name
     for suffix in SAFETENSORS_SUFFIXES + TORCH_SUFFIXES:
         name = name.removesuffix(suffix)
-    numbers = re.findall(r"\d+", name)
+    # A '-' right before the digits is a minus sign unless it follows a letter or digit
+    # (``step_-5`` is -5 and refused; ``checkpoint-5`` is 5).
+    numbers = re.findall(r"(?:(?<![A-Za-z0-9])-)?\d+", name)
     if not numbers:
         raise TrajectoryError(f"No step number in the file name {str(path)!r}.")
     return integer_step(numbers[-1], f"the file name {str(path)!r}")
+
+
+def unique_steps(pairs: Iterable[tuple[int, T]], what: str) -> dict[int, T]:
+    """``{step: item}`` sorted by step, refusing two items of one step (``checkpoint-40`` and
+    ``checkpoint-040``) with an error that names both: which one is meant cannot be told."""
+    out: dict[int, T] = {}
+    for step, item in pairs:
+        if step in out:
+            raise TrajectoryError(
+                f"{what} {str(out[step])!r} and {str(item)!r} are both step {step}; one step must be one "
+                f"checkpoint: remove or rename one of them."
+            )
+        out[step] = item
+    return dict(sorted(out.items()))

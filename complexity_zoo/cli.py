@@ -67,24 +67,30 @@ def _parse_steps(text: str | None) -> list[int] | None:
     return steps
 
 
-def _model_factory(target: str | None, runs: Sequence[str]):
-    """``--model pkg.module:factory``: the user's factory, called with each run's recorded kwargs."""
+def _model_factory(target: str | None, runs: Sequence[str], trust: bool = False):
+    """``--model pkg.module:factory``: the user's factory, called with each run's recorded kwargs
+    (without ``--trust``, none that could make it read a file or the network)."""
     if target is None:
         return None
     import functools
     import inspect
     from pathlib import Path
 
-    from ._trust import import_target
+    from ._trust import check_file_kwargs, confine, import_target
 
     obj = import_target(target)  # named by the user on the command line: allowed
     factories = {}
     for run in runs:
+        meta_path = Path(run) / "run.json"
+        if meta_path.is_symlink() or meta_path.exists():
+            confine(run, meta_path, "The run's run.json")
         try:
-            meta = json.loads((Path(run) / "run.json").read_text())
+            meta = json.loads(meta_path.read_text())
             kwargs = dict(meta["model"].get("kwargs") or {})
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             kwargs = {}
+        if not trust:
+            kwargs = check_file_kwargs(kwargs, f"{str(meta_path)!r} (for --model {target})")
         try:
             inspect.signature(obj).bind(**kwargs)
         except TypeError:
@@ -126,7 +132,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     specs = [(n, settings.get(n.partition(".")[0], {})) for n in names]
     measures = resolve_measures(specs)
     steps = _parse_steps(args.steps)
-    models = _model_factory(args.model, args.runs)
+    models = _model_factory(args.model, args.runs, args.trust)
     runs = [load_folder(p, args.format, model=models[p] if models else None, trust=args.trust) for p in args.runs]
     needed = [label for label, m in measures.items() if m.needs_data]
     if args.loss and not args.data:

@@ -90,6 +90,14 @@ class UntrustedCodeError(ComplexityZooError, PermissionError):
     """Loading would import or run code that a file names, and the caller did not allow it."""
 
 
+class OutsideFolderError(UntrustedCodeError):
+    """A path a folder yields (a file, a link, a name in a file) that leads outside that folder."""
+
+
+class LimitExceededError(ComplexityZooError, ValueError):
+    """Untrusted input that would cost more than the library's bound (memory, time) to read."""
+
+
 class ExecutorError(ComplexityZooError, RuntimeError):
     """An execution back end that cannot run a comparison's jobs (unknown, or a job it cannot send)."""
 
@@ -116,6 +124,10 @@ class MeasureFailedWarning(ComplexityZooWarning):
 
 class ExecutorWarning(ComplexityZooWarning):
     """A back end set up so that the comparison runs slowly (its results are not affected)."""
+
+
+class CacheWarning(ComplexityZooWarning):
+    """A cache cell that failed verification (recomputed), or a cache that cannot be written."""
 
 
 class PluginWarning(ComplexityZooWarning):

@@ -21,7 +21,7 @@ from ._io import file_digest, load_state_dict_file, save_state_dict_file
 from ._params import ParameterPlan, parameter_plan
 from ._steps import integer_step, read_metrics, step_from_filename
 from ._stream import MappingReader, TensorReader, open_tensors
-from ._trust import factory_from_spec, identity_digest
+from ._trust import confine, factory_from_spec, identity_digest, localize_spec
 from .errors import CheckpointError, CheckpointNotFoundError, ModelError, TrajectoryError
 
 __all__ = ["Checkpoint", "RunWriter", "Trajectory", "factory_from_spec", "integer_step", "load_into",
@@ -265,6 +265,8 @@ class Trajectory:
         """
         root = Path(path)
         meta_path = root / "run.json"
+        if meta_path.is_symlink() or meta_path.exists():
+            confine(root, meta_path, "The run's run.json")
         if not meta_path.is_file():
             raise CheckpointNotFoundError(
                 f"{str(root)!r} is not a run folder: it has no run.json. Use Trajectory.from_files "
@@ -289,11 +291,18 @@ class Trajectory:
         if model is not None:
             factory = model
         else:
-            factory = factory_from_spec(spec or {}, trust=trust, where=repr(str(meta_path)))
+            factory = factory_from_spec(spec or {}, trust=trust, where=repr(str(meta_path)), root=root)
+            # The spec as it reads from anywhere: declared paths resolved (a save copies their files).
+            spec = {**spec, "kwargs": dict(factory.keywords)}
+        confine(root, root / "checkpoints", "The run's checkpoints folder")
         files = sorted((root / "checkpoints").glob("step_*.safetensors"))
         if not files:
             raise CheckpointNotFoundError(f"Run folder {str(root)!r} has no checkpoints/step_*.safetensors.")
+        for file in files:
+            confine(root, file, "The checkpoint")
         metrics_path = root / "metrics.csv"
+        if metrics_path.is_symlink() or metrics_path.exists():
+            confine(root, metrics_path, "The run's metrics")
         return cls.from_files(
             files,
             model=factory,
@@ -358,6 +367,7 @@ class RunWriter:
     ) -> None:
         self.root = Path(path)
         factory_from_spec(model, trust=True)  # fail now, not when someone reads the run
+        model = localize_spec(model, self.root)
         meta = {"format": RUN_FORMAT, "model": model, "task": task}
         meta_path = self.root / "run.json"
         if meta_path.exists() and not overwrite:
