@@ -30,8 +30,32 @@ def _parse_settings(items: Sequence[str]) -> dict[str, dict]:
             value = json.loads(raw)
         except json.JSONDecodeError:
             value = raw
-        out.setdefault(name, {})[setting] = value
+        given = out.setdefault(name, {})
+        if setting in given and given[setting] != value:
+            raise InvalidSettingError(
+                f"--set gives {name}.{setting} twice ({given[setting]!r} and {value!r}); give each setting once."
+            )
+        given[setting] = value
     return out
+
+
+def _check_writable(path: str, flag: str = "--out") -> None:
+    """Refuse an output path that cannot be written, before any work: a folder, or a place
+    where a file cannot be created (the result would be lost after the whole comparison)."""
+    import os
+    from pathlib import Path
+
+    out = Path(path)
+    if out.is_dir():
+        raise InvalidSettingError(f"{flag} {path!r} is a folder; name a file in it (e.g. {str(out / 'result.nc')!r}).")
+    probe = out.parent / f".{out.name}.{os.getpid()}.probe"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise InvalidSettingError(f"{flag} {path!r} cannot be written ({type(e).__name__}: {e}); choose a "
+                                  f"writable place (checked before the comparison runs).") from None
 
 
 def _cmd_measures(args: argparse.Namespace) -> int:
@@ -121,6 +145,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from .data import Data
 
     settings = _parse_settings(args.set or [])
+    _check_writable(args.out)
     names = [n.strip() for n in args.measures.split(",") if n.strip()]
     bases = {n.partition(".")[0] for n in names}
     stray = sorted(set(settings) - bases)
