@@ -131,3 +131,15 @@ def test_a_modulus_too_large_for_the_task_is_refused_at_once():
     with pytest.raises(InvalidSettingError, match="parameters, over the bound"):
         modular.mlp(p=113, d_hidden=2**40)
     assert modular.dataset(p=97, op="/").n("train") == int(0.3 * 97 * 96)
+
+
+def test_metrics_with_thousands_of_columns_are_refused_before_any_work(tmp_path):
+    root = cz.Trajectory.from_state_dicts({0: mlp().state_dict()}, model=mlp).save(tmp_path / "run")
+    columns = [f"m{i}" for i in range(20_000)]
+    (root / "metrics.csv").write_text("step," + ",".join(columns) + "\n0," + ",".join("1" for _ in columns) + "\n")
+    with pytest.raises(cz.errors.TrajectoryError, match=r"metrics.csv' have 20000 columns.*bound of 1000"):
+        cz.Trajectory.from_dir(root)
+    import pandas as pd
+
+    wide = pd.DataFrame({"step": [0], **{f"m{i}": [1.0] for i in range(1000)}})
+    assert len(cz.Trajectory.from_state_dicts({0: mlp().state_dict()}, model=mlp, metrics=wide).metrics.columns) == 1001
