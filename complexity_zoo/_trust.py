@@ -128,15 +128,16 @@ def localize_spec(spec: Mapping, root: str | os.PathLike) -> dict:
                 shutil.copyfile(Path(source) / name, target / name)
         kwargs[key] = rel
     return {**spec, "kwargs": kwargs} if declared else dict(spec)
-# Names of arguments that commonly make a callee read a file, fetch a URL or download weights.
-_FILE_WORDS = ("path", "file", "url", "uri", "dir", "hub", "pretrained", "checkpoint", "cache",
-               "revision", "repo", "download", "token")
+# Words of argument names (split at '_') that commonly make a callee read a file, fetch a URL
+# or download weights: checkpoint_path, cache_dir, pretrained_cfg, hf_hub_id, weights, revision.
+_FILE_WORDS = {"path", "paths", "file", "files", "filename", "filepath", "url", "urls", "uri", "dir", "dirname",
+               "folder", "hub", "pretrained", "revision", "repo", "download", "weights", "location"}
 
 
 def names_a_file(key: str) -> bool:
-    """Whether an argument's name says it names a file, a URL or a download (``checkpoint_path``)."""
-    low = key.lower()
-    return any(w in low for w in _FILE_WORDS)
+    """Whether an argument's name says it names a file, a URL or a download (``checkpoint_path``,
+    ``pretrained``, ``cache_dir``; not ``bidirectional`` or ``use_cache``)."""
+    return any(part in _FILE_WORDS for part in key.lower().replace("-", "_").split("_"))
 
 
 def _looks_like_a_location(value: object) -> bool:

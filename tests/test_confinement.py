@@ -341,3 +341,16 @@ def test_every_step_parse_names_its_file(tmp_path, value):
     (root / "checkpoint-2" / "trainer_state.json").write_text(json.dumps({"global_step": parsed}))
     with pytest.raises(TrajectoryError, match="trainer_state.json"):
         hf.load_trajectory(root, model=mlp)
+
+
+def test_python_m_from_inside_a_run_folder_imports_nothing_shipped_there(tmp_path):
+    import subprocess
+
+    root = run_folder(tmp_path)
+    marker = tmp_path / "PWNED"
+    for name in ("pandas", "numpy"):
+        (root / f"{name}.py").write_text(f"import pathlib\npathlib.Path({str(marker)!r}).touch()\n")
+    done = subprocess.run([sys.executable, "-m", "complexity_zoo.cli", "measures", "l2", "--short"], cwd=root,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "l2" in done.stdout and not marker.exists()
