@@ -101,12 +101,6 @@ def check_record(record: object, key: str, measure_name: str) -> str | None:
     return None
 
 
-def valid_record(record: object, key: str, measure_name: str | None = None) -> bool:
-    """A complete, untouched cell of this cache format, written under ``key``."""
-    name = record.get("measure") if measure_name is None and isinstance(record, dict) else measure_name
-    return check_record(record, key, str(name)) is None
-
-
 class ResultCache:
     """A folder of finished cells; each is written atomically the moment it is computed.
 
