@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 from torch import Tensor, nn
 
-from complexity_zoo._io import load_state_dict_file
+from complexity_zoo._io import load_state_dict_file, read_json
 from complexity_zoo._steps import integer_step, unique_steps
 from complexity_zoo._stream import open_tensors
 from complexity_zoo._trust import confine, resolve_inside
@@ -130,7 +130,7 @@ def weight_files(path: str | os.PathLike) -> list[str]:
     if not path.name.endswith(".index.json"):
         return [str(path)]
     try:
-        shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
+        shards = sorted(set(read_json(path)["weight_map"].values()))
     except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{str(path)!r} is not a shard index with a 'weight_map': {e!r}") from e
     where = f"The shard index {str(path)!r}"
@@ -145,7 +145,7 @@ def load_weights(path: str | os.PathLike) -> dict[str, Tensor]:
     if not path.is_file():
         raise CheckpointNotFoundError(f"Checkpoint index {str(path)!r} does not exist.")
     try:
-        weight_map = json.loads(path.read_text())["weight_map"]
+        weight_map = read_json(path)["weight_map"]
         shards = sorted(set(weight_map.values()))
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{str(path)!r} is not a shard index with a 'weight_map': {e!r}") from e
@@ -247,7 +247,7 @@ def _trainer_state(root: Path, folders: list[Path]) -> Path | None:
 
 def _read_json(path: Path) -> dict:
     try:
-        value = json.loads(path.read_text())
+        value = read_json(path)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{str(path)!r} is not readable JSON: {e}") from e
     if not isinstance(value, dict):

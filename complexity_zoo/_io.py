@@ -106,6 +106,22 @@ MAX_HEADER_BYTES = 100 << 20
 MAX_TENSORS = 1 << 18
 
 
+# JSON files a folder holds (run.json, shard indexes, config.json, trainer_state.json) are read
+# whole and parsed: bounded first. The largest real ones (a long trainer_state.json) are a few MB.
+MAX_JSON_BYTES = 128 << 20
+
+
+def read_json(path: str | os.PathLike) -> object:
+    """The JSON value in a file, refusing a file over :data:`MAX_JSON_BYTES` before reading it whole
+    (decoding and parsing errors propagate as ``UnicodeDecodeError`` / ``json.JSONDecodeError``)."""
+    with open(path, "rb") as f:
+        raw = f.read(MAX_JSON_BYTES + 1)
+    if len(raw) > MAX_JSON_BYTES:
+        raise LimitExceededError(f"Refusing to read {str(path)!r}: it is over {MAX_JSON_BYTES} bytes "
+                                 f"(complexity_zoo._io.MAX_JSON_BYTES), far more than any such JSON file holds.")
+    return json.loads(raw.decode("utf-8"))
+
+
 def check_safetensors_header(raw: bytes, where: str) -> None:
     """Refuse a safetensors JSON header with more objects (tensors) or values than bounded, before parsing it."""
     objects, values = raw.count(b"{"), raw.count(b",")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from torch import Tensor
 
-from ._io import save_state_dict_file
-from ._trust import factory_from_spec, localize_spec
+from ._io import read_json, save_state_dict_file
+from ._trust import confine, factory_from_spec, localize_spec
 from .errors import TrajectoryError
 
 RUN_FORMAT = 1
@@ -33,8 +33,11 @@ class RunWriter:
         model = localize_spec(model, self.root)
         meta = {"format": RUN_FORMAT, "model": model, "task": task}
         meta_path = self.root / "run.json"
+        for p in (meta_path, self.root / "checkpoints", self.root / "metrics.csv"):  # never write through a link
+            if p.is_symlink() or p.exists():
+                confine(self.root, p, "The run folder's")
         if meta_path.exists() and not overwrite:
-            old = json.loads(meta_path.read_text())
+            old = read_json(meta_path)
             if old != json.loads(json.dumps(meta)):
                 raise TrajectoryError(
                     f"{str(self.root)!r} already holds a different run; pass overwrite=True or "

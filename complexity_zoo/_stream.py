@@ -21,6 +21,7 @@ from ._io import (
     TORCH_SUFFIXES,
     check_safetensors_header,
     check_torch_file,
+    read_json,
     state_dict_from_object,
     torch_load_weights_only,
 )
@@ -208,7 +209,7 @@ class ShardedReader(TensorReader):
 
         self.where = str(path)
         try:
-            weight_map = json.loads(path.read_text())["weight_map"]
+            weight_map = read_json(path)["weight_map"]
             if not isinstance(weight_map, dict):
                 raise TypeError("weight_map is not an object")
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:

@@ -100,6 +100,7 @@ def _model_factory(target: str | None, runs: Sequence[str], trust: bool = False)
     import inspect
     from pathlib import Path
 
+    from ._io import read_json
     from ._trust import check_file_kwargs, confine, import_target
 
     obj = import_target(target)  # named by the user on the command line: allowed
@@ -109,7 +110,7 @@ def _model_factory(target: str | None, runs: Sequence[str], trust: bool = False)
         if meta_path.is_symlink() or meta_path.exists():
             confine(run, meta_path, "The run's run.json")
         try:
-            meta = json.loads(meta_path.read_text())
+            meta = read_json(meta_path)
             kwargs = dict(meta["model"].get("kwargs") or {})
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             kwargs = {}

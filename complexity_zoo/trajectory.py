@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from ._io import file_digest, load_state_dict_file
+from ._io import file_digest, load_state_dict_file, read_json
 from ._params import ParameterPlan, parameter_plan
 from ._run_writer import RUN_FORMAT, RunWriter
 from ._steps import integer_step, read_metrics, step_from_filename
@@ -273,7 +273,7 @@ class Trajectory:
                 f"for a folder of plain checkpoint files."
             )
         try:
-            meta = json.loads(meta_path.read_text())
+            meta = read_json(meta_path)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise TrajectoryError(f"{str(meta_path)!r} is not valid JSON: {e}") from e
         if not isinstance(meta, dict):

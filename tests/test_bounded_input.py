@@ -143,3 +143,10 @@ def test_metrics_with_thousands_of_columns_are_refused_before_any_work(tmp_path)
 
     wide = pd.DataFrame({"step": [0], **{f"m{i}": [1.0] for i in range(1000)}})
     assert len(cz.Trajectory.from_state_dicts({0: mlp().state_dict()}, model=mlp, metrics=wide).metrics.columns) == 1001
+
+
+def test_json_files_of_a_folder_are_bounded_before_reading(tmp_path, monkeypatch):
+    root = cz.Trajectory.from_state_dicts({0: mlp().state_dict()}, model=mlp).save(tmp_path / "run")
+    monkeypatch.setattr(_io, "MAX_JSON_BYTES", 64)
+    with pytest.raises(LimitExceededError, match="run.json.*over 64 bytes"):
+        cz.Trajectory.from_dir(root)
