@@ -102,7 +102,7 @@ def _model_kwargs(path: Path, header: Mapping, state: Mapping[str, Tensor], num_
     if in_chans is None and isinstance(input_size, (list, tuple)) and input_size:
         in_chans = input_size[0]
     if in_chans is not None:
-        kwargs["in_chans"] = int(in_chans)
+        kwargs["in_chans"] = _size_arg(in_chans, "in_chans", path, 1 << 12)
     if _namespace_value(args, "gp") is not None:
         kwargs["global_pool"] = _namespace_value(args, "gp")
     extra = _namespace_value(args, "model_kwargs")
@@ -110,8 +110,17 @@ def _model_kwargs(path: Path, header: Mapping, state: Mapping[str, Tensor], num_
         kwargs.update(_inert_kwargs(extra))
     if num_classes is None:
         num_classes = _namespace_value(args, "num_classes")  # type: ignore[assignment]
-    kwargs["num_classes"] = int(num_classes) if num_classes is not None else _classes_from_weights(arch, state, path)
+    kwargs["num_classes"] = (_size_arg(num_classes, "num_classes", path, 1 << 22) if num_classes is not None
+                             else _classes_from_weights(arch, state, path))
     return kwargs
+
+
+def _size_arg(value: object, name: str, path: Path, limit: int) -> int:
+    """A size stored in a checkpoint's args (``num_classes``, ``in_chans``), checked before it sizes a model."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
+        raise CheckpointError(f"{str(path)!r} stores {name}={value!r}; expected an integer in 1..{limit}. "
+                              f"Pass model=factory (or num_classes=...) to build the model yourself.")
+    return value
 
 
 def _classes_from_weights(arch: str, state: Mapping[str, Tensor], path: Path) -> int:

@@ -226,5 +226,9 @@ def save_state_dict_file(path: str | os.PathLike, state_dict: Mapping[str, Tenso
     # Copies break shared storage (tied weights), which safetensors refuses.
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
     tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp))
-    os.replace(tmp, path)
+    try:
+        save_file(tensors, str(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk or Ctrl-C leaves no half-written .tmp
+        raise

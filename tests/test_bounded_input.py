@@ -150,3 +150,15 @@ def test_json_files_of_a_folder_are_bounded_before_reading(tmp_path, monkeypatch
     monkeypatch.setattr(_io, "MAX_JSON_BYTES", 64)
     with pytest.raises(LimitExceededError, match="run.json.*over 64 bytes"):
         cz.Trajectory.from_dir(root)
+
+
+@pytest.mark.parametrize("args", [{"num_classes": 10**12}, {"num_classes": "ten"}, {"num_classes": 0},
+                                  {"num_classes": 3, "in_chans": 10**9}, {"num_classes": 3, "in_chans": True}])
+def test_timm_sizes_stored_in_a_checkpoint_are_bounded(tmp_path, args):
+    import argparse
+
+    from complexity_zoo.adapters import timm as zoo_timm
+
+    header = {"arch": "resnet18", "args": argparse.Namespace(**args)}
+    with pytest.raises(cz.errors.CheckpointError, match=r"c.pth.tar.*stores (num_classes|in_chans)=.*expected"):
+        zoo_timm._model_kwargs(tmp_path / "c.pth.tar", header, {}, None)
