@@ -145,11 +145,18 @@ class ResultCache:
     def _path(self, measure_name: str, key: str) -> Path:
         return self.root / measure_name / f"{key}.json"
 
+    def _outside(self, path: Path) -> bool:
+        """Whether a cell's folder leads out of the cache (a link): such a cell is neither read nor written."""
+        base, folder = os.path.realpath(self.root), os.path.realpath(path.parent)
+        return folder != base and not folder.startswith(base + os.sep)
+
     def get(self, measure_name: str, key: str) -> dict | None:
         """The finished cell under ``key``, or None: absent, or failing :func:`check_record` (warned)."""
         path = self._path(measure_name, key)
-        try:
-            with open(path, "rb") as f:
+        if self._outside(path):
+            return self._bad(path, "its folder is a link out of the cache")
+        try:  # O_NOFOLLOW: a cell that is a link is not followed (it is recomputed, and the link replaced)
+            with os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)), "rb") as f:
                 raw = f.read(MAX_CELL_BYTES + 1)
         except (FileNotFoundError, NotADirectoryError):  # nothing there
             return None
@@ -189,6 +196,8 @@ class ResultCache:
         payload = json.dumps({**body, "checksum": _checksum(body)}, allow_nan=False)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            if self._outside(path):
+                raise OSError(f"{str(path.parent)!r} is a link out of the cache")
             with open(tmp, "w", encoding="utf-8") as f:
                 f.write(payload)
                 f.flush()

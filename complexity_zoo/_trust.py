@@ -128,6 +128,8 @@ def localize_spec(spec: Mapping, root: str | os.PathLike) -> dict:
                 shutil.copyfile(Path(source) / name, target / name)
         kwargs[key] = rel
     return {**spec, "kwargs": kwargs} if declared else dict(spec)
+
+
 # Words of argument names (split at '_') that commonly make a callee read a file, fetch a URL
 # or download weights: checkpoint_path, cache_dir, pretrained_cfg, hf_hub_id, weights, revision.
 _FILE_WORDS = {"path", "paths", "file", "files", "filename", "filepath", "url", "urls", "uri", "dir", "dirname",

@@ -151,3 +151,29 @@ def test_a_cache_path_taken_by_a_file_degrades_to_no_caching(tmp_path, traj):
         result = cz.compare(traj, ["l2"], cache=tmp_path / "c", progress=False)
     assert np.isfinite(result.dataset["l2"].values).all() and len(caught) == 1
     assert (tmp_path / "c").read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("what", ["cell", "folder"])
+def test_a_cell_or_folder_linked_out_of_the_cache_is_not_followed(tmp_path, traj, what):
+    cache, outside = tmp_path / "c", tmp_path / "outside"
+    cz.compare(traj, ["l2"], cache=cache, progress=False)
+    outside.mkdir()
+    cell = _cells(cache)[0]
+    if what == "cell":  # a valid cell, moved out and linked back: still not read through the link
+        (outside / cell.name).write_bytes(cell.read_bytes())
+        cell.unlink()
+        cell.symlink_to(outside / cell.name)
+    else:
+        for p in _cells(cache):
+            (outside / p.name).write_bytes(p.read_bytes())
+        for p in _cells(cache):
+            p.unlink()
+        (cache / "l2").rmdir()
+        (cache / "l2").symlink_to(outside, target_is_directory=True)
+    before = {p.name: p.read_bytes() for p in outside.iterdir()}
+    with pytest.warns(CacheWarning, match="link|symbolic"):
+        result = cz.compare(traj, ["l2"], cache=cache, progress=False)
+    assert np.isfinite(result.dataset["l2"].values).all()
+    assert {p.name: p.read_bytes() for p in outside.iterdir()} == before  # nothing written outside
+    if what == "cell":
+        assert not cell.is_symlink() and json.loads(cell.read_text())["key"] == cell.stem
