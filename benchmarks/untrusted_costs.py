@@ -7,6 +7,8 @@ Run: ``python benchmarks/untrusted_costs.py [--gib 1]`` (about 1 minute on 2 idl
   loaded by the timm adapter: peak RSS with the pickle bounds (``_pickle_bounds.LIMITS``), and
   with them raised out of the way; and the peak RSS of importing the adapter alone (the baseline).
 - ``modular``: seconds until ``tasks.modular.dataset(p=2**61 - 1, op="/")`` is refused.
+- ``--save-columns 500,1000,2000``: seconds ``Comparison.save`` takes for a result with that many
+  metric columns (why ``read_metrics`` refuses more than ``_steps.MAX_METRICS``).
 """
 
 from __future__ import annotations
@@ -50,13 +52,36 @@ def child(mode: str, path: str) -> None:
     print(f"{mode:10s} {outcome:22s} {time.perf_counter() - start:6.1f} s  peak RSS {peak:.2f} GiB", flush=True)
 
 
+def save_columns(counts: list[int]) -> None:
+    import pandas as pd
+
+    import complexity_zoo as cz
+    from complexity_zoo import _steps
+    from complexity_zoo.testing import mlp
+
+    _steps.MAX_METRICS = max(counts)  # the bound is what is measured here
+    for n in counts:
+        metrics = pd.DataFrame({"step": [0, 10], **{f"m{i}": [1.0, 2.0] for i in range(n)}})
+        traj = cz.Trajectory.from_state_dicts({0: mlp().state_dict(), 10: mlp().state_dict()}, model=mlp,
+                                              metrics=metrics)
+        result = cz.compare(traj, ["l2"], progress=False)
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            result.save(Path(tmp) / "r.nc")
+            print(f"{n:6d} metric columns: save {time.perf_counter() - start:6.2f} s", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--gib", type=float, default=1.0)
     parser.add_argument("--child", nargs=2)
+    parser.add_argument("--save-columns", default="")
     args = parser.parse_args()
     if args.child:
         child(*args.child)
+        return
+    if args.save_columns:
+        save_columns([int(n) for n in args.save_columns.split(",")])
         return
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "checkpoint-0.pth.tar"
