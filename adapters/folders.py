@@ -41,7 +41,11 @@ def detect_format(path: str | os.PathLike) -> str:
         found.append("hf")
     if any(re.fullmatch(r"checkpoint-\d+\.pth\.tar", n) for n in names):
         found.append("timm")
-    if any(any(root.glob(g)) for g in ("*.ckpt", "checkpoints/*.ckpt", "version_*/checkpoints/*.ckpt")):
+    # Only folders that stay inside the one named are listed (a linked checkpoints/ is not).
+    base = root.resolve()
+    folders = [root, root / "checkpoints", *(p / "checkpoints" for p in root.glob("version_*"))]
+    inside = [d for d in folders if d.is_dir() and (d.resolve() == base or base in d.resolve().parents)]
+    if any(any(d.glob("*.ckpt")) for d in inside):
         found.append("lightning")
     if len(found) == 1:
         return found[0]

@@ -21,9 +21,10 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from complexity_zoo._io import load_state_dict_file
+from complexity_zoo._io import load_state_dict_file, read_json
+from complexity_zoo._steps import integer_step, unique_steps
 from complexity_zoo._stream import open_tensors
-from complexity_zoo._trust import resolve_inside
+from complexity_zoo._trust import confine, resolve_inside
 from complexity_zoo.errors import (
     CheckpointError,
     CheckpointNotFoundError,
@@ -130,7 +131,7 @@ def weight_files(path: str | os.PathLike) -> list[str]:
     if not path.name.endswith(".index.json"):
         return [str(path)]
     try:
-        shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
+        shards = sorted(set(read_json(path)["weight_map"].values()))
     except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{str(path)!r} is not a shard index with a 'weight_map': {e!r}") from e
     where = f"The shard index {str(path)!r}"
@@ -145,7 +146,7 @@ def load_weights(path: str | os.PathLike) -> dict[str, Tensor]:
     if not path.is_file():
         raise CheckpointNotFoundError(f"Checkpoint index {str(path)!r} does not exist.")
     try:
-        weight_map = json.loads(path.read_text())["weight_map"]
+        weight_map = read_json(path)["weight_map"]
         shards = sorted(set(weight_map.values()))
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{str(path)!r} is not a shard index with a 'weight_map': {e!r}") from e
@@ -236,7 +237,7 @@ def metrics_from_log_history(log_history: Iterable[Mapping]) -> pd.DataFrame:
     for entry in log_history:
         if not isinstance(entry, Mapping) or "step" not in entry or "train_runtime" in entry:
             continue
-        step = int(entry["step"])
+        step = integer_step(entry["step"], "Trainer's log_history")
         row = rows.setdefault(step, {})
         for key, value in entry.items():
             name, number = _metric_name(str(key)), as_float(value)
@@ -253,7 +254,8 @@ def _trainer_state(root: Path, folders: list[Path]) -> Path | None:
     for path in candidates:
         if not path.is_file():
             continue
-        step = int(_read_json(path).get("global_step", -1))
+        step = _read_json(path).get("global_step")
+        step = -1 if step is None else integer_step(step, f"the global_step of {str(path)!r}")
         if step > best_step:
             best, best_step = path, step
         if path.parent != root:  # the newest checkpoint's state holds all that came before it
@@ -263,7 +265,7 @@ def _trainer_state(root: Path, folders: list[Path]) -> Path | None:
 
 def _read_json(path: Path) -> dict:
     try:
-        value = json.loads(path.read_text())
+        value = read_json(path)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{str(path)!r} is not readable JSON: {e}") from e
     if not isinstance(value, dict):
@@ -308,16 +310,19 @@ def load_trajectory(
     if revisions is not None:
         return _revisions_trajectory(str(path_or_repo), revisions, model, metrics, name, keep, cache_dir)
     root = existing_dir(path_or_repo, "The Trainer output folder")
-    folders = sorted(
-        (p for p in root.iterdir() if p.is_dir() and _CHECKPOINT_DIR.fullmatch(p.name)),
-        key=lambda p: int(p.name.split("-")[1]),
-    )
+    found = unique_steps(((integer_step(m.group(1), f"the folder name {str(p)!r}"), p) for p in root.iterdir()
+                          if (m := _CHECKPOINT_DIR.fullmatch(p.name)) and p.is_dir()), "The checkpoint folders")
+    folders = list(found.values())
+    weights = {step: _weights_file(p) for step, p in found.items()}
+    for p in [*folders, *weights.values(), root / "trainer_state.json",
+              *(f / n for f in folders for n in ("config.json", "trainer_state.json"))]:
+        if p.is_symlink() or p.exists():
+            confine(root, p, "The Trainer output folder's")
     if not folders:
         raise CheckpointNotFoundError(
             f"{str(root)!r} has no checkpoint-N folders, so it is not a Trainer output folder. For "
             f"hub revisions pass revisions=[...]."
         )
-    weights = {int(p.name.split("-")[1]): _weights_file(p) for p in folders}
     if model is None:
         config = next((p for p in reversed(folders) if (p / "config.json").is_file()), None)
         if config is None:

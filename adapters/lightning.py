@@ -24,7 +24,9 @@ import pandas as pd
 from torch import Tensor, nn
 
 from complexity_zoo._io import torch_load_weights_only
+from complexity_zoo._steps import integer_step
 from complexity_zoo._stream import open_tensors
+from complexity_zoo._trust import confine
 from complexity_zoo.errors import CheckpointError, CheckpointNotFoundError, TrajectoryError
 from complexity_zoo.trajectory import Checkpoint, Trajectory
 
@@ -93,7 +95,7 @@ def metrics_from_csv(path: str | os.PathLike) -> pd.DataFrame:
                 continue
             name = rename_metric(str(column), {}, _EVAL_PREFIXES)
             shift = 1 if str(column).startswith(_EVAL_PREFIXES) or str(column).endswith("_epoch") else 0
-            cells.setdefault(int(step) + shift, {})[name] = number
+            cells.setdefault(integer_step(step, f"the Lightning metrics {str(path)!r}") + shift, {})[name] = number
     frame = pd.DataFrame([{"step": s, **row} for s, row in sorted(cells.items())])
     return frame if len(frame) else pd.DataFrame({"step": pd.Series([], dtype="int64")})
 
@@ -105,6 +107,8 @@ def _ckpt_files(source: str | os.PathLike | Iterable[str | os.PathLike]) -> list
             files = sorted(p for p in path.glob("*.ckpt") if not p.name.startswith("last"))
             if not files:
                 raise CheckpointNotFoundError(f"The folder {str(path)!r} has no .ckpt files (last*.ckpt aside).")
+            for p in files:
+                confine(path, p, "The Lightning checkpoint")
             return files
         if path.is_file():
             return [path]
@@ -128,9 +132,17 @@ def resolve_run_folder(path: str | os.PathLike, version: int | None = None) -> t
     as Lightning writes it: ``lightning_logs/`` (one ``version_N`` inside, or ``version`` given),
     ``lightning_logs/version_N/`` (``checkpoints/`` and ``metrics.csv``), or a folder of ``.ckpt``
     files (with ``metrics.csv`` taken from its parent when it is a version's ``checkpoints/``)."""
-    root = Path(path)
+    named = root = Path(path)
     if not root.is_dir():
         raise CheckpointNotFoundError(f"The Lightning folder {str(root)!r} does not exist or is not a folder.")
+    folder, metrics, name = _run_folder(root, version)
+    confine(named, folder, "The Lightning checkpoints folder")
+    if metrics is not None:  # beside the folder named when that is a version's checkpoints/
+        confine(named.parent if metrics.parent == named.parent else named, metrics, "The Lightning metrics")
+    return folder, metrics, name
+
+
+def _run_folder(root: Path, version: int | None) -> tuple[Path, Path | None, str]:
     versions = _version_dirs(root)
     if version is not None:
         chosen = root / f"version_{int(version)}"
@@ -193,6 +205,7 @@ def load_trajectory(
         step = header.get("global_step")
         if isinstance(step, bool) or not isinstance(step, int):
             raise CheckpointError(f"{str(path)!r} has no integer 'global_step' (got {step!r}).")
+        step = integer_step(step, f"the global_step of {str(path)!r}")
         extra = {"epoch": float(header["epoch"])} if isinstance(header.get("epoch"), int) else {}
         load = functools.partial(load_checkpoint_file, str(path), prefix, tuple(safe_globals))
         reader = functools.partial(open_tensors, str(path), "state_dict", prefix, tuple(safe_globals))

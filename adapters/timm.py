@@ -25,8 +25,10 @@ import torch
 from torch import Tensor, nn
 
 from complexity_zoo._io import state_dict_from_object, torch_load_weights_only
+from complexity_zoo._steps import integer_step, unique_steps
 from complexity_zoo._stream import open_tensors
-from complexity_zoo.errors import CheckpointError, CheckpointNotFoundError, ModelError
+from complexity_zoo._trust import confine, names_a_file
+from complexity_zoo.errors import CheckpointError, CheckpointNotFoundError, ModelError, UntrustedCodeError
 from complexity_zoo.trajectory import Checkpoint, Trajectory
 
 from ._common import as_float, existing_dir, rename_metric, require, tensor_mapping
@@ -39,16 +41,9 @@ SAFE_GLOBALS = (argparse.Namespace,)
 _PERCENT = {"eval_top1": "test_acc", "eval_top5": "test_top5_acc"}
 
 
-# create_model arguments that name files or downloads: never taken from a checkpoint or run.json.
-_FILE_KWARGS = ("checkpoint_path", "pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "cache_dir",
-                "pretrained_strict", "file", "url", "hf_hub_id")
-
-
 def _inert_kwargs(kwargs: Mapping) -> dict:
-    """Stored model kwargs without those that name files, URLs or downloads."""
-    def names_a_file(key: str) -> bool:
-        return key in _FILE_KWARGS or any(w in key for w in ("path", "file", "url", "dir", "hub"))
-
+    """Stored model kwargs without those that name files, URLs or downloads (``checkpoint_path``,
+    ``pretrained_cfg_overlay``, ``cache_dir``, ...)."""
     return {k: v for k, v in kwargs.items() if isinstance(k, str) and not names_a_file(k)}
 
 
@@ -58,6 +53,12 @@ def model_from_arch(arch: str, num_classes: int, **kwargs) -> nn.Module:
     Arguments that name files or downloads (``checkpoint_path``, ``pretrained_cfg_overlay``, ...)
     are dropped: the weights come from the checkpoints, never from a file a checkpoint names.
     """
+    if not isinstance(arch, str) or ":" in arch or "/" in arch or "\\" in arch:
+        raise UntrustedCodeError(
+            f"Refusing the timm architecture {arch!r}: a name with a source prefix (hf-hub:, local-dir:) or a "
+            f"path makes timm read the network or a file. Name a registered architecture (e.g. 'resnet18'), or "
+            f"build the model yourself and pass model=factory."
+        )
     timm = require("timm", "timm", "The timm adapter")
     kwargs = _inert_kwargs(kwargs)
     try:
@@ -101,7 +102,7 @@ def _model_kwargs(path: Path, header: Mapping, state: Mapping[str, Tensor], num_
     if in_chans is None and isinstance(input_size, (list, tuple)) and input_size:
         in_chans = input_size[0]
     if in_chans is not None:
-        kwargs["in_chans"] = int(in_chans)
+        kwargs["in_chans"] = _size_arg(in_chans, "in_chans", path, 1 << 12)
     if _namespace_value(args, "gp") is not None:
         kwargs["global_pool"] = _namespace_value(args, "gp")
     extra = _namespace_value(args, "model_kwargs")
@@ -109,8 +110,17 @@ def _model_kwargs(path: Path, header: Mapping, state: Mapping[str, Tensor], num_
         kwargs.update(_inert_kwargs(extra))
     if num_classes is None:
         num_classes = _namespace_value(args, "num_classes")  # type: ignore[assignment]
-    kwargs["num_classes"] = int(num_classes) if num_classes is not None else _classes_from_weights(arch, state, path)
+    kwargs["num_classes"] = (_size_arg(num_classes, "num_classes", path, 1 << 22) if num_classes is not None
+                             else _classes_from_weights(arch, state, path))
     return kwargs
+
+
+def _size_arg(value: object, name: str, path: Path, limit: int) -> int:
+    """A size stored in a checkpoint's args (``num_classes``, ``in_chans``), checked before it sizes a model."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
+        raise CheckpointError(f"{str(path)!r} stores {name}={value!r}; expected an integer in 1..{limit}. "
+                              f"Pass model=factory (or num_classes=...) to build the model yourself.")
+    return value
 
 
 def _classes_from_weights(arch: str, state: Mapping[str, Tensor], path: Path) -> int:
@@ -148,7 +158,8 @@ def metrics_from_summary(path: str | os.PathLike) -> pd.DataFrame:
         epoch = as_float(row[0])
         if epoch is None:
             raise CheckpointError(f"The timm summary {str(path)!r} has a row with no epoch: {row}.")
-        record = {"step": int(epoch), "epoch": int(epoch)}
+        step = integer_step(epoch, f"the timm summary {str(path)!r}")
+        record = {"step": step, "epoch": step}
         for key, value in zip(header[1:], row[1:]):
             number = as_float(value)
             if number is None:
@@ -182,7 +193,11 @@ def load_trajectory(
     """
     root = existing_dir(output_dir, "The timm output folder")
     pattern = re.compile(re.escape(prefix) + r"-(\d+)\.pth\.tar")
-    files = {int(m.group(1)): p for p in root.iterdir() if (m := pattern.fullmatch(p.name)) and p.is_file()}
+    files = unique_steps(((integer_step(m.group(1), f"the file name {str(p)!r}"), p) for p in root.iterdir()
+                          if (m := pattern.fullmatch(p.name)) and p.is_file()), "The timm checkpoints")
+    for p in [*files.values(), root / "summary.csv"]:
+        if p.is_symlink() or p.exists():
+            confine(root, p, "The timm output folder's")
     if not files:
         raise CheckpointNotFoundError(
             f"{str(root)!r} has no {prefix}-<epoch>.pth.tar files, so it is not a timm output folder "

@@ -1,6 +1,6 @@
 """complexity_zoo: complexity measures over checkpoint series, and what they say about generalization."""
 
-from . import regularizers, tasks
+from . import _main_guard, regularizers, tasks  # noqa: F401 (_main_guard first: before anything imports)
 from ._trust import allow_factory, allowed_factories, disallow_factory
 from .compare import compare
 from .comparison import Comparison

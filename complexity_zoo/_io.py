@@ -14,7 +14,14 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .errors import CheckpointError, CheckpointNotFoundError, NotACheckpointError, UnsafeCheckpointError
+from ._pickle_bounds import check_torch_payloads
+from .errors import (
+    CheckpointError,
+    CheckpointNotFoundError,
+    LimitExceededError,
+    NotACheckpointError,
+    UnsafeCheckpointError,
+)
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
@@ -84,20 +91,62 @@ def check_torch_file(path: Path) -> None:
                 f"{str(path)!r} is not a checkpoint: it is a zip archive without data.pkl (it holds "
                 f"{names[:5]}{'...' if len(names) > 5 else ''})."
             )
+        check_torch_payloads(str(path), head)
         return
     if head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5:  # a pickle protocol 2-5 header
+        check_torch_payloads(str(path), head)
         return
     raise NotACheckpointError(f"{str(path)!r} is not a checkpoint: it holds {_what_is(head)}.")
 
 
+# A safetensors header is parsed whole (JSON), so its size and the number of objects and values in
+# it are bounded first: 100 MB is the safetensors library's own limit; 2**18 tensors in one file is
+# several times the largest checkpoints' (a shard holds hundreds to a few thousand).
+MAX_HEADER_BYTES = 100 << 20
+MAX_TENSORS = 1 << 18
+
+
+# JSON files a folder holds (run.json, shard indexes, config.json, trainer_state.json) are read
+# whole and parsed: bounded first. The largest real ones (a long trainer_state.json) are a few MB.
+MAX_JSON_BYTES = 128 << 20
+
+
+def read_json(path: str | os.PathLike) -> object:
+    """The JSON value in a file, refusing a file over :data:`MAX_JSON_BYTES` before reading it whole
+    (decoding and parsing errors propagate as ``UnicodeDecodeError`` / ``json.JSONDecodeError``)."""
+    with open(path, "rb") as f:
+        raw = f.read(MAX_JSON_BYTES + 1)
+    if len(raw) > MAX_JSON_BYTES:
+        raise LimitExceededError(f"Refusing to read {str(path)!r}: it is over {MAX_JSON_BYTES} bytes "
+                                 f"(complexity_zoo._io.MAX_JSON_BYTES), far more than any such JSON file holds.")
+    return json.loads(raw.decode("utf-8"))
+
+
+def check_safetensors_header(raw: bytes, where: str) -> None:
+    """Refuse a safetensors JSON header with more objects (tensors) or values than bounded, before parsing it."""
+    objects, values = raw.count(b"{"), raw.count(b",")
+    if objects > MAX_TENSORS + 2 or values > 16 * MAX_TENSORS + (1 << 20):
+        raise LimitExceededError(
+            f"Refusing to read {where}: its safetensors header lists {objects} objects and {values} values, over "
+            f"the bound of {MAX_TENSORS} tensors (complexity_zoo._io.MAX_TENSORS); parsing it would allocate that "
+            f"much first."
+        )
+
+
 def check_safetensors_file(path: Path) -> None:
-    """Refuse a file whose first bytes are not a safetensors header (length, then a JSON object)."""
+    """Refuse a file whose first bytes are not a safetensors header (length, then a JSON object),
+    or whose header is over the bounds of :func:`check_safetensors_header`."""
     with open(path, "rb") as f:
         head = f.read(512)
-    size = os.path.getsize(path)
-    n = int.from_bytes(head[:8], "little") if len(head) >= 8 else -1
-    if not (0 < n <= size - 8 and head[8:9] == b"{"):
-        raise NotACheckpointError(f"{str(path)!r} is not a safetensors checkpoint: it holds {_what_is(head)}.")
+        size = os.fstat(f.fileno()).st_size
+        n = int.from_bytes(head[:8], "little") if len(head) >= 8 else -1
+        if not (0 < n <= size - 8 and head[8:9] == b"{"):
+            raise NotACheckpointError(f"{str(path)!r} is not a safetensors checkpoint: it holds {_what_is(head)}.")
+        if n > MAX_HEADER_BYTES:
+            raise LimitExceededError(f"Refusing to read {str(path)!r}: its safetensors header is {n} bytes, over "
+                                     f"the bound of {MAX_HEADER_BYTES}.")
+        f.seek(8)
+        check_safetensors_header(f.read(n), repr(str(path)))
 
 
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, Tensor]:
@@ -177,5 +226,9 @@ def save_state_dict_file(path: str | os.PathLike, state_dict: Mapping[str, Tenso
     # Copies break shared storage (tied weights), which safetensors refuses.
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
     tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp))
-    os.replace(tmp, path)
+    try:
+        save_file(tensors, str(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk or Ctrl-C leaves no half-written .tmp
+        raise

@@ -5,12 +5,16 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TypeVar
 
 import pandas as pd
 
 from ._io import SAFETENSORS_SUFFIXES, TORCH_SUFFIXES
 from .errors import TrajectoryError
+
+T = TypeVar("T")
 
 
 def read_metrics(metrics: pd.DataFrame | str | os.PathLike | None) -> pd.DataFrame:
@@ -31,7 +35,14 @@ def read_metrics(metrics: pd.DataFrame | str | os.PathLike | None) -> pd.DataFra
         raise TrajectoryError(f"metrics must be a DataFrame or a CSV/JSON path; got {metrics!r}.")
     where = f"the metrics {str(metrics)!r}" if isinstance(metrics, (str, os.PathLike)) else "the metrics"
     if "step" not in df.columns:
-        raise TrajectoryError(f"Metrics need a 'step' column; the columns are {list(df.columns)}.")
+        raise TrajectoryError(f"Metrics need a 'step' column; the columns are {list(df.columns)[:20]}.")
+    if len(df.columns) > MAX_METRICS + 1:
+        raise TrajectoryError(
+            f"{where[0].upper()}{where[1:]} have {len(df.columns) - 1} columns besides 'step', over the bound of "
+            f"{MAX_METRICS}: a result stores one netCDF variable per metric, and writing them takes time that grows "
+            f"about 3x per doubling (measured: 7 s for 2,000, 22 s for 4,000, over 400 s for 20,000). Keep the metrics "
+            f"you need, e.g. metrics=df[['step', 'train_loss', 'test_loss']]."
+        )
     df["step"] = [integer_step(v, where) for v in df["step"]]
     df["step"] = df["step"].astype("int64")
     # A step logged twice (e.g. a resumed run) keeps its last row.
@@ -39,6 +50,8 @@ def read_metrics(metrics: pd.DataFrame | str | os.PathLike | None) -> pd.DataFra
 
 
 INT64_MAX = 2**63 - 1
+# Metric columns a run may carry (each is one variable of the saved result; see read_metrics).
+MAX_METRICS = 1000
 
 
 def integer_step(value: object, where: str) -> int:
@@ -68,7 +81,9 @@ def step_from_filename(path: str | os.PathLike) -> int:
     name = Path(path).name
     for suffix in SAFETENSORS_SUFFIXES + TORCH_SUFFIXES:
         name = name.removesuffix(suffix)
-    numbers = re.findall(r"\d+", name)
+    # A '-' right before the digits is a minus sign unless it follows a letter or digit
+    # (``step_-5`` is -5 and refused; ``checkpoint-5`` is 5).
+    numbers = re.findall(r"(?:(?<![A-Za-z0-9])-)?\d+", name)
     if not numbers:
         raise TrajectoryError(f"No step number in the file name {str(path)!r}.")
     return integer_step(numbers[-1], f"the file name {str(path)!r}")
@@ -93,3 +108,17 @@ def log_spaced(steps: list[int], n: int) -> list[int]:
         target = lo + (hi - lo) * i / (n - 1) if n > 1 else hi
         chosen.append(min((s for s in pool if s not in chosen), key=lambda s: abs(logs[s] - target)))
     return sorted(chosen)
+
+
+def unique_steps(pairs: Iterable[tuple[int, T]], what: str) -> dict[int, T]:
+    """``{step: item}`` sorted by step, refusing two items of one step (``checkpoint-40`` and
+    ``checkpoint-040``) with an error that names both: which one is meant cannot be told."""
+    out: dict[int, T] = {}
+    for step, item in pairs:
+        if step in out:
+            raise TrajectoryError(
+                f"{what} {str(out[step])!r} and {str(item)!r} are both step {step}; one step must be one "
+                f"checkpoint: remove or rename one of them."
+            )
+        out[step] = item
+    return dict(sorted(out.items()))

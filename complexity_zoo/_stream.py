@@ -16,9 +16,12 @@ import torch
 from torch import Tensor
 
 from ._io import (
+    MAX_HEADER_BYTES,
     SAFETENSORS_SUFFIXES,
     TORCH_SUFFIXES,
+    check_safetensors_header,
     check_torch_file,
+    read_json,
     state_dict_from_object,
     torch_load_weights_only,
 )
@@ -104,7 +107,6 @@ _ST_DTYPES = {
     "U64": getattr(torch, "uint64", None), "F8_E4M3": getattr(torch, "float8_e4m3fn", None),
     "F8_E5M2": getattr(torch, "float8_e5m2", None), "F8_E8M0": getattr(torch, "float8_e8m0fnu", None),
 }
-_MAX_HEADER = 100 << 20  # the safetensors library's own limit on the JSON header
 
 
 class SafetensorsReader(TensorReader):
@@ -131,10 +133,12 @@ class SafetensorsReader(TensorReader):
         if len(head) < 8:
             raise self._bad("it is shorter than the 8-byte header length")
         n = int.from_bytes(head, "little")
-        if not 0 < n <= min(size - 8, _MAX_HEADER):
-            raise self._bad(f"its header length {n} does not fit the file ({size} bytes)")
+        if not 0 < n <= min(size - 8, MAX_HEADER_BYTES):
+            raise self._bad(f"its header length {n} does not fit the file ({size} bytes) or is over {MAX_HEADER_BYTES}")
+        raw = self._file.read(n)
+        check_safetensors_header(raw, repr(self.where))
         try:
-            header = json.loads(self._file.read(n))
+            header = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise self._bad(f"its header is not JSON ({e})") from e
         if not isinstance(header, dict):
@@ -205,7 +209,7 @@ class ShardedReader(TensorReader):
 
         self.where = str(path)
         try:
-            weight_map = json.loads(path.read_text())["weight_map"]
+            weight_map = read_json(path)["weight_map"]
             if not isinstance(weight_map, dict):
                 raise TypeError("weight_map is not an object")
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:

@@ -14,6 +14,7 @@ import importlib
 import inspect
 import json
 import os
+import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import FactoryArgumentsError, TrajectoryError, UntrustedCodeError
+from .errors import FactoryArgumentsError, OutsideFolderError, TrajectoryError, UntrustedCodeError
 
 # Factories that build a model from JSON settings and run nothing else: the built-in tasks',
 # the test helper's, and the adapters' (which never run code shipped with a checkpoint).
@@ -66,11 +67,15 @@ def import_target(target: str) -> Callable:
     return obj
 
 
-def factory_from_spec(spec: Mapping, *, trust: bool = False, where: str = "the model spec") -> Callable[[], nn.Module]:
+def factory_from_spec(spec: Mapping, *, trust: bool = False, where: str = "the model spec",
+                      root: str | os.PathLike | None = None) -> Callable[[], nn.Module]:
     """``{"factory": "pkg.module:callable", "kwargs": {...}}`` as a factory, if it is allowed.
 
     The factory is imported only when it is on the allow-list or ``trust=True``; its kwargs must
-    be a JSON object that the factory's signature takes. Nothing is called here.
+    be a JSON object that the factory's signature takes. Without ``trust``, kwargs that could
+    make the factory read a file or the network are refused (:func:`check_file_kwargs`), except
+    the declared path arguments of the library's own factories (:data:`PATH_KWARGS`), which
+    must name a file inside ``root`` (the folder the spec came from). Nothing is called here.
     """
     target = spec.get("factory") if isinstance(spec, Mapping) else None
     if not isinstance(target, str) or target.count(":") != 1 or not all(target.split(":")):
@@ -86,6 +91,8 @@ def factory_from_spec(spec: Mapping, *, trust: bool = False, where: str = "the m
             f"yourself with model=factory (CLI: --model pkg.module:factory), or allow this one "
             f"factory with complexity_zoo.allow_factory({target!r})."
         )
+    if not trust:
+        kwargs = check_file_kwargs(kwargs, where, paths=tuple(PATH_KWARGS.get(target, ())), root=root)
     obj = import_target(target)
     try:
         inspect.signature(obj).bind(**kwargs)
@@ -97,24 +104,114 @@ def factory_from_spec(spec: Mapping, *, trust: bool = False, where: str = "the m
     return functools.partial(obj, **dict(kwargs))
 
 
+# Arguments of the library's allowed factories that name a local folder, with the files the
+# factory reads there: taken from a file only as a relative path inside the folder that file is
+# in (never absolute, never a hub id); a run folder that is written copies those files in.
+PATH_KWARGS = {"complexity_zoo.adapters.huggingface:model_from_config": {"config": ("config.json",)}}
+
+
+def localize_spec(spec: Mapping, root: str | os.PathLike) -> dict:
+    """``spec`` with each declared path argument (:data:`PATH_KWARGS`) made a folder inside ``root``:
+    the files the factory reads are copied to ``root/model_files/NAME/`` and the argument
+    becomes ``model_files/NAME``, so the run folder is whole without reading outside itself."""
+    declared = PATH_KWARGS.get(spec.get("factory"), {}) if isinstance(spec, Mapping) else {}
+    kwargs = dict(spec.get("kwargs") or {}) if declared else {}
+    for key, files in declared.items():
+        source = kwargs.get(key)
+        if not isinstance(source, str) or not Path(source).is_absolute() or not Path(source).is_dir():
+            continue
+        rel = f"model_files/{key}"
+        target = Path(root) / rel
+        target.mkdir(parents=True, exist_ok=True)
+        for name in files:
+            if (Path(source) / name).is_file():
+                shutil.copyfile(Path(source) / name, target / name)
+        kwargs[key] = rel
+    return {**spec, "kwargs": kwargs} if declared else dict(spec)
+
+
+# Words of argument names (split at '_') that commonly make a callee read a file, fetch a URL
+# or download weights: checkpoint_path, cache_dir, pretrained_cfg, hf_hub_id, weights, revision.
+_FILE_WORDS = {"path", "paths", "file", "files", "filename", "filepath", "url", "urls", "uri", "dir", "dirname",
+               "folder", "hub", "pretrained", "revision", "repo", "download", "weights", "location"}
+
+
+def names_a_file(key: str) -> bool:
+    """Whether an argument's name says it names a file, a URL or a download (``checkpoint_path``,
+    ``pretrained``, ``cache_dir``; not ``bidirectional`` or ``use_cache``)."""
+    return any(part in _FILE_WORDS for part in key.lower().replace("-", "_").split("_"))
+
+
+def _looks_like_a_location(value: object) -> bool:
+    """A string that a callee could take for a path, a URL or a hub id (``/x``, ``a/b``, ``hf-hub:``)."""
+    if not isinstance(value, str):
+        return False
+    return ("/" in value or "\\" in value or value.startswith(("~", ".")) or "://" in value
+            or value.split(":", 1)[0] in ("hf-hub", "hf_hub", "local-dir", "file"))
+
+
+def check_file_kwargs(kwargs: Mapping, where: str, *, paths: tuple[str, ...] = (),
+                      root: str | os.PathLike | None = None) -> dict:
+    """``kwargs`` read from a file, refused where they could make a factory read a file or the
+    network: a name like ``checkpoint_path`` or ``pretrained``, or a value like a path, URL or
+    hub id (nested values included). ``paths`` are the arguments that are paths by declaration:
+    each must be a relative path inside ``root``, and is replaced by the resolved path."""
+    out = dict(kwargs)
+    for key, value in kwargs.items():
+        if key in paths:
+            if root is None:
+                raise OutsideFolderError(f"{where} names the path {key}={value!r}, and there is no folder to "
+                                         f"read it inside; pass trust=True (CLI: --trust) or model=factory.")
+            out[key] = str(resolve_inside(root, value, f"{where} (its {key!r})"))
+            if not Path(out[key]).exists():
+                raise OutsideFolderError(
+                    f"{where} names {key}={value!r}, which does not exist inside {str(root)!r}; a name that is not "
+                    f"a local file could be read from the network, which a file is never allowed to cause.")
+            continue
+        bad = names_a_file(str(key)) and value not in (None, False)
+        stack = [value]
+        while stack and not bad:
+            v = stack.pop()
+            if isinstance(v, Mapping):
+                bad = any(names_a_file(str(k)) and x not in (None, False) for k, x in v.items())
+                stack.extend(v.values())
+            elif isinstance(v, (list, tuple)):
+                stack.extend(v)
+            else:
+                bad = _looks_like_a_location(v)
+        if bad:
+            raise UntrustedCodeError(
+                f"Refusing the model argument {key}={value!r} of {where}: it could make the factory read a "
+                f"file or the network, which a file is never allowed to cause. If you trust this folder, "
+                f"pass trust=True (CLI: --trust), or build the model yourself with model=factory."
+            )
+    return out
+
+
+def confine(root: str | os.PathLike, path: str | os.PathLike, what: str = "The file") -> Path:
+    """``path``, found in the folder ``root``, resolved (symlinks followed); an error naming the
+    link if it leads outside ``root`` (``root`` itself may be a link)."""
+    base = Path(root).resolve()
+    real = Path(path).resolve()
+    if real != base and base not in real.parents:
+        raise OutsideFolderError(
+            f"{what} {str(path)!r} is a link to {str(real)!r}, outside the folder {str(base)!r}; nothing outside "
+            f"the folder you named is read. Copy the file into the folder if you trust it."
+        )
+    return real
+
+
 def resolve_inside(root: str | os.PathLike, name: object, where: str) -> Path:
     """``root / name`` for a relative ``name`` that stays inside ``root``, symlinks followed."""
     if not isinstance(name, str) or not name:
         raise UntrustedCodeError(f"{where} names the file {name!r}, which is not a relative path.")
     rel = Path(name)
     if rel.is_absolute() or ".." in rel.parts or name.startswith(("/", "\\")) or ":" in rel.parts[0]:
-        raise UntrustedCodeError(
+        raise OutsideFolderError(
             f"{where} names the file {name!r}, outside its folder; only plain relative paths inside "
             f"{str(root)!r} are read."
         )
-    base = Path(root).resolve()
-    path = (base / rel).resolve()
-    if path != base and base not in path.parents:
-        raise UntrustedCodeError(
-            f"{where} names the file {name!r}, a link to {str(path)!r} outside {str(base)!r}; files "
-            f"outside the folder are not read."
-        )
-    return path
+    return confine(root, Path(root) / rel, f"{where} names the file {name!r}:")
 
 
 # -- identities of code and values, for cache keys -------------------------------------------

@@ -30,8 +30,32 @@ def _parse_settings(items: Sequence[str]) -> dict[str, dict]:
             value = json.loads(raw)
         except json.JSONDecodeError:
             value = raw
-        out.setdefault(name, {})[setting] = value
+        given = out.setdefault(name, {})
+        if setting in given and given[setting] != value:
+            raise InvalidSettingError(
+                f"--set gives {name}.{setting} twice ({given[setting]!r} and {value!r}); give each setting once."
+            )
+        given[setting] = value
     return out
+
+
+def _check_writable(path: str, flag: str = "--out") -> None:
+    """Refuse an output path that cannot be written, before any work: a folder, or a place
+    where a file cannot be created (the result would be lost after the whole comparison)."""
+    import os
+    from pathlib import Path
+
+    out = Path(path)
+    if out.is_dir():
+        raise InvalidSettingError(f"{flag} {path!r} is a folder; name a file in it (e.g. {str(out / 'result.nc')!r}).")
+    probe = out.parent / f".{out.name}.{os.getpid()}.probe"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise InvalidSettingError(f"{flag} {path!r} cannot be written ({type(e).__name__}: {e}); choose a "
+                                  f"writable place (checked before the comparison runs).") from None
 
 
 def _cmd_measures(args: argparse.Namespace) -> int:
@@ -109,24 +133,31 @@ def _load_run(path: str, args: argparse.Namespace, model):
     return huggingface.load_trajectory(repo, revisions=revisions, model=model, keep=not args.delete_fetched)
 
 
-def _model_factory(target: str | None, runs: Sequence[str]):
-    """``--model pkg.module:factory``: the user's factory, called with each run's recorded kwargs."""
+def _model_factory(target: str | None, runs: Sequence[str], trust: bool = False):
+    """``--model pkg.module:factory``: the user's factory, called with each run's recorded kwargs
+    (without ``--trust``, none that could make it read a file or the network)."""
     if target is None:
         return None
     import functools
     import inspect
     from pathlib import Path
 
-    from ._trust import import_target
+    from ._io import read_json
+    from ._trust import check_file_kwargs, confine, import_target
 
     obj = import_target(target)  # named by the user on the command line: allowed
     factories = {}
     for run in runs:
+        meta_path = Path(run) / "run.json"
+        if meta_path.is_symlink() or meta_path.exists():
+            confine(run, meta_path, "The run's run.json")
         try:
-            meta = json.loads((Path(run) / "run.json").read_text())
+            meta = read_json(meta_path)
             kwargs = dict(meta["model"].get("kwargs") or {})
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             kwargs = {}
+        if not trust:
+            kwargs = check_file_kwargs(kwargs, f"{str(meta_path)!r} (for --model {target})")
         try:
             inspect.signature(obj).bind(**kwargs)
         except TypeError:
@@ -156,6 +187,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from .data import Data
 
     settings = _parse_settings(args.set or [])
+    _check_writable(args.out)
     names = [n.strip() for n in args.measures.split(",") if n.strip()]
     bases = {n.partition(".")[0] for n in names}
     stray = sorted(set(settings) - bases)
@@ -166,9 +198,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         )
     specs = [(n, settings.get(n.partition(".")[0], {})) for n in names]
     measures = resolve_measures(specs)
-    models = _model_factory(args.model, args.runs)
+    steps = _parse_steps(args.steps)
+    models = _model_factory(args.model, args.runs, args.trust)
     runs = [_load_run(p, args, models.get(p) if models else None) for p in args.runs]
-    steps = _pick_steps(_parse_steps(args.steps), runs)
+    steps = _pick_steps(steps, runs)
     needed = [label for label, m in measures.items() if m.needs_data]
     if args.loss and not args.data:
         raise InvalidSettingError("--loss is the loss of --data FILE; pass --data too.")

@@ -26,6 +26,7 @@ from .comparison import Comparison
 from .data import Data
 from .errors import (
     ComparisonInterrupted,
+    ComplexityZooError,
     InvalidSettingError,
     MeasureFailedWarning,
     MissingDataError,
@@ -153,6 +154,23 @@ def run_checkpoint(trajectory: Trajectory, step: int, cells: list[Cell], data: D
     When every cell is ``tensors_only``, the model is not built: each cell streams the
     checkpoint's parameter tensors one at a time (memory: about the largest tensor).
     """
+    try:
+        return _run_checkpoint(trajectory, step, cells, data, device, strict, store, on_cell)
+    except ComplexityZooError as e:  # strict: say where
+        raise _located(e, trajectory, step) from e
+
+
+def _located(error: ComplexityZooError, trajectory: Trajectory, step: int) -> ComplexityZooError:
+    """``error`` with the step, run and file at fault added to its message (as strict mode raises it)."""
+    source = trajectory.checkpoint(step).source
+    where = f"at step {step} of run {trajectory.name!r}" + (f", {source!r}" if source else "")
+    try:
+        return type(error)(f"{error} ({where})")
+    except Exception:  # an error class that takes other arguments: unchanged
+        return error
+
+
+def _run_checkpoint(trajectory, step, cells, data, device, strict, store, on_cell):
     if all(cell.measure.tensors_only for cell in cells):
         streamer, out = _streamer(trajectory, step, device), []
         for cell in cells:

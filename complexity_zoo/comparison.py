@@ -326,8 +326,12 @@ class Comparison:
         ds = self.dataset.copy()
         ds.attrs["errors"] = self.errors.to_json(orient="records")
         tmp = path.with_name(path.name + ".tmp")
-        ds.to_netcdf(tmp, engine="netcdf4")
-        os.replace(tmp, path)
+        try:
+            ds.to_netcdf(tmp, engine="netcdf4")
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a failed write leaves no half-written .tmp
+            raise
         return path
 
     @classmethod

@@ -86,8 +86,17 @@ class NotACheckpointError(CheckpointError):
     """A file named like a checkpoint that holds something else (text, HTML, a git-lfs pointer)."""
 
 
+class LimitExceededError(CheckpointError):
+    """A file that would cost more than the library's bound to read (a pickle payload, a header),
+    refused before the memory is allocated."""
+
+
 class UntrustedCodeError(ComplexityZooError, PermissionError):
     """Loading would import or run code that a file names, and the caller did not allow it."""
+
+
+class OutsideFolderError(UntrustedCodeError):
+    """A path a folder yields (a file, a link, a name in a file) that leads outside that folder."""
 
 
 class ExecutorError(ComplexityZooError, RuntimeError):
@@ -116,6 +125,10 @@ class MeasureFailedWarning(ComplexityZooWarning):
 
 class ExecutorWarning(ComplexityZooWarning):
     """A back end set up so that the comparison runs slowly (its results are not affected)."""
+
+
+class CacheWarning(ComplexityZooWarning):
+    """A cache cell that failed verification (recomputed), or a cache that cannot be written."""
 
 
 class PluginWarning(ComplexityZooWarning):

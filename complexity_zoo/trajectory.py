@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import csv
 import functools
 import glob
 import hashlib
@@ -17,17 +16,17 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from ._io import file_digest, load_state_dict_file, save_state_dict_file
+from ._io import file_digest, load_state_dict_file, read_json
 from ._params import ParameterPlan, parameter_plan
+from ._run_writer import RUN_FORMAT, RunWriter
 from ._steps import integer_step, read_metrics, step_from_filename
 from ._stream import MappingReader, TensorReader, open_tensors
-from ._trust import factory_from_spec, identity_digest
+from ._trust import confine, factory_from_spec, identity_digest
 from .errors import CheckpointError, CheckpointNotFoundError, ModelError, TrajectoryError
 
 __all__ = ["Checkpoint", "RunWriter", "Trajectory", "factory_from_spec", "integer_step", "load_into",
            "spec_from_factory", "step_from_filename"]
 
-RUN_FORMAT = 1
 ModelFactory = Callable[[], nn.Module]
 
 
@@ -265,13 +264,16 @@ class Trajectory:
         """
         root = Path(path)
         meta_path = root / "run.json"
+        for p in (meta_path, root / "checkpoints", root / "metrics.csv"):  # none may lead outside
+            if p.is_symlink() or p.exists():
+                confine(root, p, "The run folder's")
         if not meta_path.is_file():
             raise CheckpointNotFoundError(
                 f"{str(root)!r} is not a run folder: it has no run.json. Use Trajectory.from_files "
                 f"for a folder of plain checkpoint files."
             )
         try:
-            meta = json.loads(meta_path.read_text())
+            meta = read_json(meta_path)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise TrajectoryError(f"{str(meta_path)!r} is not valid JSON: {e}") from e
         if not isinstance(meta, dict):
@@ -289,10 +291,14 @@ class Trajectory:
         if model is not None:
             factory = model
         else:
-            factory = factory_from_spec(spec or {}, trust=trust, where=repr(str(meta_path)))
+            factory = factory_from_spec(spec or {}, trust=trust, where=repr(str(meta_path)), root=root)
+            # The spec as it reads from anywhere: declared paths resolved (a save copies their files).
+            spec = {**spec, "kwargs": dict(factory.keywords)}
         files = sorted((root / "checkpoints").glob("step_*.safetensors"))
         if not files:
             raise CheckpointNotFoundError(f"Run folder {str(root)!r} has no checkpoints/step_*.safetensors.")
+        for file in files:
+            confine(root, file, "The checkpoint")
         metrics_path = root / "metrics.csv"
         return cls.from_files(
             files,
@@ -343,68 +349,3 @@ def load_into(model: nn.Module, state_dict: Mapping[str, Tensor], where: str) ->
 def _short(items: list[str], limit: int = 8) -> str:
     more = f" and {len(items) - limit} more" if len(items) > limit else ""
     return "[" + ", ".join(items[:limit]) + "]" + more
-
-
-class RunWriter:
-    """Writes a run folder incrementally: each checkpoint and metrics row lands on disk at once."""
-
-    def __init__(
-        self,
-        path: str | os.PathLike,
-        *,
-        model: dict,
-        task: dict | None = None,
-        overwrite: bool = False,
-    ) -> None:
-        self.root = Path(path)
-        factory_from_spec(model, trust=True)  # fail now, not when someone reads the run
-        meta = {"format": RUN_FORMAT, "model": model, "task": task}
-        meta_path = self.root / "run.json"
-        if meta_path.exists() and not overwrite:
-            old = json.loads(meta_path.read_text())
-            if old != json.loads(json.dumps(meta)):
-                raise TrajectoryError(
-                    f"{str(self.root)!r} already holds a different run; pass overwrite=True or "
-                    f"choose another folder."
-                )
-        (self.root / "checkpoints").mkdir(parents=True, exist_ok=True)
-        meta_path.write_text(json.dumps(meta, indent=2) + "\n")
-        self._metrics_path = self.root / "metrics.csv"
-        if overwrite and self._metrics_path.exists():
-            self._metrics_path.unlink()
-
-    def write_checkpoint(
-        self, step: int, state_dict: Mapping[str, Tensor], metrics: Mapping[str, float] | None = None
-    ) -> Path:
-        """Write ``checkpoints/step_{step:08d}.safetensors`` and its metrics row."""
-        if int(step) < 0:
-            raise TrajectoryError(f"Steps are non-negative integers; got {step!r}.")
-        path = self.root / "checkpoints" / f"step_{int(step):08d}.safetensors"
-        save_state_dict_file(path, state_dict)
-        if metrics:
-            self.write_metrics(step, metrics)
-        return path
-
-    def write_metrics(self, step: int, metrics: Mapping[str, float]) -> None:
-        """Append one row to ``metrics.csv``; a row with new columns rewrites the file wider."""
-        row = {"step": int(step), **{k: float(v) for k, v in metrics.items()}}
-        header: list[str] = []
-        if self._metrics_path.exists():
-            with self._metrics_path.open(newline="") as f:
-                header = next(csv.reader(f), [])
-        if header and set(row) <= set(header):
-            with self._metrics_path.open("a", newline="") as f:
-                csv.DictWriter(f, fieldnames=header, restval="").writerow(row)
-            return
-        rows: list[dict] = []
-        if header:
-            with self._metrics_path.open(newline="") as f:
-                rows = list(csv.DictReader(f))
-        rows.append(row)
-        columns = ["step"] + sorted({k for r in rows for k in r} - {"step"})
-        tmp = self._metrics_path.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=columns, restval="")
-            w.writeheader()
-            w.writerows(rows)
-        os.replace(tmp, self._metrics_path)

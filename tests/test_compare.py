@@ -12,6 +12,7 @@ import torch
 import xarray as xr
 
 import complexity_zoo as cz
+from complexity_zoo._cache import CACHE_FORMAT
 from complexity_zoo.errors import MeasureFailedWarning, MissingDataError, NonFiniteError
 from complexity_zoo.testing import mlp
 
@@ -253,7 +254,8 @@ def test_a_damaged_cache_cell_is_recomputed(tmp_path, trajectory, damage):
     text = {"WRONG_KEY": json.dumps({**good, "key": "0" * 40}), "OLD_FORMAT": json.dumps({**good, "format": 1}),
             "NO_VALUE": json.dumps({k: v for k, v in good.items() if k != "value"})}.get(damage, damage)
     files[0].write_bytes(text.encode("utf-8", "surrogateescape") if damage != "\xff\xfe" else b"\xff\xfe")
-    again = cz.compare(trajectory, ["l2"], cache=cache, progress=False).dataset["l2"].values
+    with pytest.warns(cz.errors.CacheWarning, match=f"{files[0].name}.*is not used.*computed again"):
+        again = cz.compare(trajectory, ["l2"], cache=cache, progress=False).dataset["l2"].values
     np.testing.assert_array_equal(first, again)
     assert json.loads(files[0].read_text())["value"] == good["value"]  # rewritten whole
 
@@ -298,7 +300,7 @@ def _cache_state(cache) -> dict[str, bytes]:
     files = {str(p): p.read_bytes() for p in cache.rglob("*.json")} if cache.exists() else {}
     for path, raw in files.items():
         record = json.loads(raw)
-        assert record["value"] is not None and record["format"] == 2, path
+        assert record["value"] is not None and record["format"] == CACHE_FORMAT, path
     return files
 
 

@@ -25,6 +25,24 @@ from torch import Tensor, nn
 
 from ..errors import DataError, InvalidSettingError
 
+# The task holds all p^2 pairs as int64 token tensors (4 per pair): p <= 8192 keeps them <= 2 GiB.
+MAX_P = 8192
+# A model a run folder's settings may ask for: 2**31 float32 parameters (8 GiB), checked before allocation.
+MAX_PARAMETERS = 2**31
+
+
+def _check_sizes(what: str, sizes: dict, count) -> None:
+    """Positive integer sizes, p within the task's bound, and ``count()`` parameters within bound."""
+    for name, v in sizes.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise InvalidSettingError(f"{what}: '{name}' must be a positive integer; got {v!r}.")
+    if sizes["p"] > MAX_P:
+        raise InvalidSettingError(f"{what}: p={sizes['p']} is over the modular task's bound {MAX_P}.")
+    parameters = count()
+    if parameters > MAX_PARAMETERS:
+        raise InvalidSettingError(f"{what}: the sizes {sizes} make {parameters:.3g} parameters, over the bound "
+                                  f"{MAX_PARAMETERS} (checked before allocating).")
+
 # Flax's lecun_normal draws a normal truncated at +-2 sd and rescales by this constant so
 # that the truncated draw has variance 1/fan_in (jax.nn.initializers.variance_scaling).
 _TRUNC_STD_CORRECTION = 0.87962566103423978
@@ -105,10 +123,10 @@ class ModularTransformer(nn.Module):
         n_positions: int | None = None,
     ) -> None:
         super().__init__()
-        for name, v in dict(p=p, n_layers=n_layers, d_model=d_model, n_heads=n_heads,
-                            d_head=d_head, d_mlp=d_mlp).items():
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise InvalidSettingError(f"transformer: '{name}' must be a positive integer; got {v!r}.")
+        sizes = dict(p=p, n_layers=n_layers, d_model=d_model, n_heads=n_heads, d_head=d_head, d_mlp=d_mlp,
+                     n_positions=p + 2 if n_positions is None else n_positions)
+        _check_sizes("transformer", sizes, lambda: (2 * (p + 2) + sizes["n_positions"]) * d_model + n_layers * (
+            4 * d_model * n_heads * d_head + 2 * d_model * d_mlp))
         self.vocab_size = p + 2
         self.n_positions = self.vocab_size if n_positions is None else int(n_positions)
         self.embed = _flax_embed(self.vocab_size, d_model)
@@ -137,9 +155,8 @@ class ModularMLP(nn.Module):
 
     def __init__(self, p: int = 97, d_embed: int = 128, d_hidden: int = 512) -> None:
         super().__init__()
-        for name, v in dict(p=p, d_embed=d_embed, d_hidden=d_hidden).items():
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise InvalidSettingError(f"mlp: '{name}' must be a positive integer; got {v!r}.")
+        sizes = dict(p=p, d_embed=d_embed, d_hidden=d_hidden)
+        _check_sizes("mlp", sizes, lambda: p * d_embed + 2 * d_embed * d_hidden + d_hidden * p)
         self.p = p
         self.embed = nn.Embedding(p, d_embed)
         self.hidden = nn.Linear(2 * d_embed, d_hidden)

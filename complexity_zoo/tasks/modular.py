@@ -18,7 +18,7 @@ import torch
 
 from ..data import Data
 from ..errors import DataError
-from ._modular_models import ModularMLP, ModularTransformer, mlp, transformer
+from ._modular_models import MAX_P, ModularMLP, ModularTransformer, mlp, transformer
 from ._modular_train import checkpoint_steps, train
 from .presets import PRESETS, from_preset
 
@@ -67,15 +67,36 @@ def normalize_op(op: str) -> str:
     )
 
 
+# Deterministic Miller-Rabin: these bases decide every n < 3.3e24 (Sorenson & Webster 2015).
+_MR_BASES = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41)
+_MR_LIMIT = 3_317_044_064_679_887_385_961_981
+
+
 def is_prime(n: int) -> bool:
-    """Trial division; enough for the moduli of these tasks."""
+    """Whether ``n`` is prime: deterministic Miller-Rabin (exact for n < 3.3e24, in microseconds;
+    larger n are refused rather than answered by chance)."""
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise DataError(f"is_prime takes an integer; got {n!r}.")
     if n < 2:
         return False
-    i = 2
-    while i * i <= n:
-        if n % i == 0:
+    for q in _MR_BASES:
+        if n % q == 0:
+            return n == q
+    if n >= _MR_LIMIT:
+        raise DataError(f"is_prime is exact below {_MR_LIMIT}; got {n}.")
+    d, r = n - 1, 0
+    while d % 2 == 0:
+        d, r = d // 2, r + 1
+    for a in _MR_BASES:
+        x = pow(a, d, n)
+        if x in (1, n - 1):
+            continue
+        for _ in range(r - 1):
+            x = x * x % n
+            if x == n - 1:
+                break
+        else:
             return False
-        i += 1
     return True
 
 
@@ -101,6 +122,11 @@ def _check(p: int, op: str, train_frac: float, seed: int) -> str:
     op = normalize_op(op)
     if isinstance(p, bool) or not isinstance(p, int):
         raise DataError(f"The modulus 'p' must be an integer; got {p!r}.")
+    if p > MAX_P:
+        raise DataError(
+            f"The modulus p={p} is too large for the modular task: it holds all p^2 pairs "
+            f"({p * p:.3g} here) in memory, so p must be at most {MAX_P}."
+        )
     if op == "/" and (p < 3 or not is_prime(p)):
         raise DataError(
             f"Division needs a prime modulus p >= 3 so that every b != 0 has an inverse; got p={p}."
