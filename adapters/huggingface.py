@@ -358,13 +358,15 @@ def _revisions_trajectory(
         by_step = _hub.steps_of(_hub.choose(revisions, [p.name for p in root.iterdir() if p.is_dir()]))
         for rev in by_step.values():
             existing_dir(root / rev, "The revision folder")
-        folders = {step: root.resolve() / rev for step, rev in by_step.items()}
+        folders = {step: confine(root, root / rev, "The revision folder") for step, rev in by_step.items()}
         if model is None:
-            model = functools.partial(model_from_config, config=str(folders[max(folders)]))
+            config = folders[max(folders)]
+            confine(root, config / "config.json", "The mirror's")
+            model = functools.partial(model_from_config, config=str(config))
         fix = _TiedWeights(model)
         ckpts = []
         for step, folder in sorted(folders.items()):
-            file = str(_weights_file(folder))
+            file = str(confine(root, _weights_file(folder), "The mirror's weights file"))
             ckpts.append(Checkpoint(step, functools.partial(_load_checkpoint, file, fix), source=file,
                                     files=functools.partial(weight_files, file),
                                     reader=functools.partial(open_tensors, file)))

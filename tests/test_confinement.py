@@ -234,6 +234,26 @@ def test_hf_output_folder_never_follows_a_link_outside(tmp_path, outside, what):
         hf.load_trajectory(root, model=mlp)
 
 
+@pytest.mark.parametrize("what", ["folder", "weights", "config"])
+def test_hf_local_mirror_never_follows_a_link_outside(tmp_path, outside, what):
+    """revisions= on a local mirror (one subfolder per revision) is confined like a Trainer folder."""
+    from complexity_zoo.adapters import huggingface as hf
+
+    root = _hf_folder(tmp_path)
+    ckpt = root / "checkpoint-2"
+    if what == "folder":
+        (outside / "ckpt").mkdir()
+        save_file(mlp().state_dict(), str(outside / "ckpt" / "model.safetensors"))
+        _replace_with_link(ckpt, outside / "ckpt")
+    elif what == "weights":
+        _replace_with_link(ckpt / "model.safetensors", outside / "step.safetensors")
+    else:
+        (ckpt / "config.json").symlink_to(outside / "metrics.csv")
+    outside.seal()
+    with pytest.raises(OutsideFolderError, match="is a link to .*outside the folder"):
+        hf.load_trajectory(root, revisions="checkpoint-*", model=None if what == "config" else mlp)
+
+
 def _timm_file(path: Path, epoch: int = 0) -> None:
     torch.save({"state_dict": mlp().state_dict(), "epoch": epoch, "arch": "resnet18",
                 "args": argparse.Namespace(num_classes=3)}, path)

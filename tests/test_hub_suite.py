@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
-from complexity_zoo.errors import CheckpointNotFoundError, TrajectoryError
+from complexity_zoo.errors import CheckpointNotFoundError, OutsideFolderError, TrajectoryError
 
 transformers = pytest.importorskip("transformers")
 huggingface_hub = pytest.importorskip("huggingface_hub")
@@ -110,8 +111,12 @@ def test_local_mirrors_take_patterns_too(suite, tmp_path):
     repo_dir = _hub.repo_cache(REPO, cache)
     for rev, commit in _hub.cached_refs(REPO, cache).items():
         if rev != "main":
-            (tmp_path / rev).symlink_to(repo_dir / "snapshots" / commit, target_is_directory=True)
+            shutil.copytree(repo_dir / "snapshots" / commit, tmp_path / rev)  # files, as local_dir= writes
     assert hf.load_trajectory(tmp_path, revisions="step*").steps == STEPS
+    (tmp_path / "step0").rename(tmp_path / "elsewhere")
+    (tmp_path / "step0").symlink_to(repo_dir / "snapshots" / _hub.cached_refs(REPO, cache)["step0"])
+    with pytest.raises(OutsideFolderError, match="step0"):  # a mirror is confined like any folder
+        hf.load_trajectory(tmp_path, revisions="step*")
 
 
 # -- the command line --------------------------------------------------------------------------
