@@ -153,7 +153,7 @@ def run_checkpoint(trajectory: Trajectory, step: int, cells: list[Cell], data: D
     When every cell is ``tensors_only``, the model is not built: each cell streams the
     checkpoint's parameter tensors one at a time (memory: about the largest tensor).
     """
-    if all(cell.measure.tensors_only for cell in cells):
+    if all(cell.measure.tensors_only for cell in cells) and not _folds_batchnorm(trajectory, step, cells):
         streamer, out = _streamer(trajectory, step, device), []
         for cell in cells:
             item = (cell, *run_cell(streamer, cell, data, device, store, strict))
@@ -185,6 +185,18 @@ def run_checkpoint(trajectory: Trajectory, step: int, cells: list[Cell], data: D
             on_cell(*item)
         out.append(item)
     return out
+
+
+def _folds_batchnorm(trajectory: Trajectory, step: int, cells: list[Cell]) -> bool:
+    """Whether a cell folds BatchNorm in a checkpoint that has BatchNorm: the stream of parameter
+    tensors cannot fold (it has no modules), so such a checkpoint takes the model path."""
+    from .measures._batchnorm import streams_unfolded
+
+    if not any(getattr(cell.measure, "fold_batchnorm", False) for cell in cells):
+        return False
+    with trajectory.checkpoint(step).open_tensors() as reader:
+        names = reader.keys()
+    return any(streams_unfolded(cell.measure, names) for cell in cells)
 
 
 def _streamer(trajectory: Trajectory, step: int, device: str | None) -> Callable[[Measure], Any]:

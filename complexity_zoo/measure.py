@@ -189,7 +189,7 @@ class Measure:
                     f"The {label} needs the run's initial weights; pass init=... (a state dict or "
                     f"module), or give the Trajectory an init= (compare uses its first checkpoint)."
                 )
-            init_params = init_parameters(init, model, label)
+            init_params = init_parameters(init, model, label, buffers=bool(getattr(self, "fold_batchnorm", False)))
         try:
             out = self.compute(model, data, init_params) if self.needs_init else self.compute(model, data)
         except ComplexityZooError:
@@ -219,9 +219,11 @@ class Measure:
 
 
 def init_parameters(
-    init: nn.Module | Mapping[str, torch.Tensor], model: nn.Module, label: str = "measure"
+    init: nn.Module | Mapping[str, torch.Tensor], model: nn.Module, label: str = "measure", buffers: bool = False
 ) -> dict[str, torch.Tensor]:
-    """The initial value of each of ``model``'s parameters (detached, on its device and dtype).
+    """The initial value of each of ``model``'s parameters (detached, on its device and dtype);
+    with ``buffers``, also those of its buffers that ``init`` holds with the same shape (BatchNorm
+    running statistics, for folding).
 
     Raises :class:`ModelError` when ``init`` lacks a parameter or has another shape, and
     :class:`NonFiniteError` when it holds NaN or inf.
@@ -242,6 +244,10 @@ def init_parameters(
         if t.is_floating_point() and not bool(_all_finite(t)):
             raise NonFiniteError(f"The {label}'s init has non-finite entries in {name!r}.")
         out[name] = t.detach().to(device=p.device, dtype=p.dtype)
+    for name, b in model.named_buffers() if buffers else ():
+        t = init.get(name)
+        if isinstance(t, torch.Tensor) and tuple(t.shape) == tuple(b.shape):
+            out[name] = t.detach().to(device=b.device, dtype=b.dtype)
     return out
 
 

@@ -8,6 +8,11 @@ and other vectors are left out), each read as a matrix (shape[0], -1); norms ent
 the quantities *before* the papers' final size adjustment (√(value/m), or ½(value − log m) for
 ``log_*`` measures), which depends on the training-set size m only. Per-layer terms are in
 ``extras["per_layer"]``. The margin-normalized variants are in :mod:`.margins`.
+
+BatchNorm: like the reference code, the layer measures here (all but ``l2``, ``param_count`` and
+``path_norm``) fold each BatchNorm into the layer before it, with its running statistics, in the
+model and in its initialization (``fold_batchnorm=True``, :mod:`._batchnorm`);
+``fold_batchnorm=False`` measures the stored tensors.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from torch import Tensor, nn
 from ..errors import MeasureError, UndefinedMeasureError
 from ..measure import Measure, MeasureResult
 from ..registry import register_measure
+from ._batchnorm import FoldingMeasure
 from ._weights import as_matrix, singular_values, sum_squares, vector_norm
 
 
@@ -129,7 +135,7 @@ def _squared_forward(layers: list[nn.Module], x: Tensor) -> Tensor:
     return x  # ReLU, Identity, Flatten and Dropout (eval) act as the identity on x >= 0
 
 
-class _LayerSum(Measure):
+class _LayerSum(FoldingMeasure):
     """Σ over layers of a per-layer term of the squared norms (of W − W⁰ with ``needs_init``)."""
 
     tensors_only = True
@@ -164,12 +170,19 @@ class L2Norm(Measure):
 
 @register_measure("param_count")
 class ParamCount(Measure):
-    """Number of scalar parameters (Jiang et al. 2020's baseline 'measure')."""
+    """Number of scalar parameters (Jiang et al. 2020's baseline 'measure', eq. 20).
+
+    ``weights_only=False`` (default, the paper's count) counts every parameter, biases and
+    normalization parameters included; ``weights_only=True`` counts the layers only (tensors with
+    two or more dimensions), which is the reference code's PARAMS (it drops names containing
+    'bias' or 'bn', so equal for networks whose normalization modules are named 'bn...').
+    """
 
     tensors_only = True
+    weights_only: bool = False
 
     def compute_tensors(self, tensors, init=None) -> float:
-        return float(sum(t.numel() for _, t in tensors))
+        return float(sum(t.numel() for _, t in tensors if t.ndim >= 2 or not self.weights_only))
 
 
 @register_measure("param_norm")
@@ -213,7 +226,7 @@ class FroOverSpectral(_LayerSum):
 
 
 @register_measure("log_prod_fro_over_spectral")
-class LogProdFroOverSpectral(Measure):
+class LogProdFroOverSpectral(FoldingMeasure):
     """Σ_i log(‖W_i‖_F² / ‖W_i‖_2²), the log product of stable ranks (Bartlett et al. 2017's
     product form; Jiang et al. use the sum, ``fro_over_spectral``)."""
 
@@ -227,7 +240,7 @@ class LogProdFroOverSpectral(Measure):
         return MeasureResult(sum(per.values()), extras={"per_layer": per})
 
 
-class _LogNorm(Measure):
+class _LogNorm(FoldingMeasure):
     tensors_only = True
     norm = "spectral"
     form = "prod"
