@@ -5,8 +5,16 @@ expected training accuracy drops by ``target_deviation`` (0.1), found as the ref
 does (github nitarshan/robust-generalization-measures, ``measures.py: _pacbayes_sigma``, after
 Jiang et al.'s): bisection on [0, 2] for ``search_depth`` = 15 steps, ``montecarlo_samples``
 = 10 draws per step, stopping early when the deviation is within ``tolerance`` = 0.01 of the
-target. The magnitude-aware perturbation of parameter θ_i has variance σ'² θ_i² + ε², ε = 1e-3
-(the paper's definition; the reference code passes that variance as the standard deviation).
+target. The magnitude-aware perturbation of parameter θ_i has variance σ'² θ_i² + ε², ε = 1e-3.
+
+``sigma_convention`` names how σ enters the noise. ``"paper"`` (default): the paper's N(0, σ²),
+noise sd σ (magnitude-aware: sd √(σ'²θ_i² + ε²)). ``"reference_code"``: the reference code's draw
+``torch.normal(0, sigma**2)``, noise sd σ² (magnitude-aware: sd σ'²θ_i² + ε², the variance passed
+as the sd), so σ_ref² plays the part of σ_paper (up to Monte-Carlo and bisection error). It also
+seeds the generator as the reference code does (``REFERENCE_SEED_OFFSET + seed``), so on the CPU
+the draws, the search and σ are the reference code's with the same seed, draw for draw
+(tests/test_conventions.py, against a restatement of its search on an MLP). Unlike the reference
+code, the network is searched as stored (BatchNorm not folded).
 From σ: flatness 1/σ² and the PAC-Bayes bound term ‖w − w_ref‖²/(4σ²) + log(m/σ) + 10 (w the
 layer weights, biases out, as in the code; m training examples); from σ' the magnitude-aware
 bound terms (eqs. 56/57, as the reference code computes them). These are stochastic: a
@@ -28,7 +36,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from .._settings import at_least
+from .._settings import at_least, one_of
 from ..data import Data
 from ..errors import DataError
 from ..measure import Measure, MeasureResult
@@ -74,7 +82,8 @@ def train_accuracy(model: nn.Module, data: Data, params: dict[str, Tensor] | Non
 @torch.no_grad()
 def pacbayes_sigma(model: nn.Module, data: Data, *, magnitude_eps: float | None, seed: int,
                    search_depth: int = 15, montecarlo_samples: int = 10, target_deviation: float = 0.1,
-                   tolerance: float = 1e-2, upper: float = 2.0) -> tuple[float, float, list[dict]]:
+                   tolerance: float = 1e-2, upper: float = 2.0,
+                   sigma_convention: str = "paper") -> tuple[float, float, list[dict]]:
     """σ by bisection (see the module docstring); returns σ, its stderr and the search trace."""
     base = train_accuracy(model, data)
     params = {k: p.detach() for k, p in model.named_parameters()}
@@ -82,8 +91,7 @@ def pacbayes_sigma(model: nn.Module, data: Data, *, magnitude_eps: float | None,
     lower, sigma, trace = 0.0, upper / 2, []
     for _ in range(search_depth):
         sigma = (lower + upper) / 2
-        std = {k: sigma if magnitude_eps is None else torch.sqrt(sigma**2 * p**2 + magnitude_eps**2)
-               for k, p in params.items()}
+        std = {k: noise_sd(sigma, p, magnitude_eps, sigma_convention) for k, p in params.items()}
         acc = torch.stack([accuracy_tensor(model, data, {k: p + draw("randn", p, gen) * std[k]
                                                          for k, p in params.items()})
                            for _ in range(montecarlo_samples)])
@@ -98,6 +106,14 @@ def pacbayes_sigma(model: nn.Module, data: Data, *, magnitude_eps: float | None,
         else:
             lower = sigma
     return sigma, _sigma_stderr(trace, sigma, (upper - lower) / 2), trace
+
+
+def noise_sd(sigma: float, p: Tensor, magnitude_eps: float | None, convention: str) -> Tensor | float:
+    """The perturbation's standard deviation for parameter p under σ's convention (module docstring)."""
+    if magnitude_eps is None:
+        return sigma if convention == "paper" else sigma**2
+    variance = sigma**2 * p**2 + magnitude_eps**2
+    return torch.sqrt(variance) if convention == "paper" else variance
 
 
 def _sigma_stderr(trace: list[dict], sigma: float, half_width: float) -> float:
@@ -133,9 +149,15 @@ class _PerturbationSearch(Measure):
         return {"sample": sub.sample} if sub.sample is not None else {}
 
 
+#: The reference code's generator seed is this plus the seed (``BIG_NUMBER`` in ``_pacbayes_sigma``).
+REFERENCE_SEED_OFFSET = 10348628753
+
+
 class _PacBayes(_PerturbationSearch):
-    limits = {**_PerturbationSearch.limits, "montecarlo_samples": at_least(1)}
+    limits = {**_PerturbationSearch.limits, "montecarlo_samples": at_least(1),
+              "sigma_convention": one_of("paper", "reference_code")}
     montecarlo_samples: int = 10
+    sigma_convention: str = "paper"
 
     def __post_init__(self) -> None:
         if not (isinstance(self.target_deviation, (int, float)) and 0 < self.target_deviation < 1):
@@ -144,10 +166,13 @@ class _PacBayes(_PerturbationSearch):
     def sigma(self, model: nn.Module, data: Data) -> tuple[float, float, dict]:
         """σ (or σ'), its stderr and the extras (σ, its stderr, the search, the subsample if any)."""
         sub = self.sample(data)
+        offset = REFERENCE_SEED_OFFSET if self.sigma_convention == "reference_code" else 0
         s, se, trace = pacbayes_sigma(model, sub, magnitude_eps=self.magnitude_eps if self.magnitude_aware else None,
-                                      seed=0 if self.seed is None else self.seed, search_depth=self.search_depth,
+                                      seed=(0 if self.seed is None else self.seed) + offset,
+                                      search_depth=self.search_depth,
                                       montecarlo_samples=self.montecarlo_samples,
-                                      target_deviation=self.target_deviation, tolerance=self.tolerance)
+                                      target_deviation=self.target_deviation, tolerance=self.tolerance,
+                                      sigma_convention=self.sigma_convention)
         return s, se, {"sigma": s, "sigma_stderr": se, "search": trace, **self.record(sub)}
 
 
