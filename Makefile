@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml tests/plugin_dist/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev,devinterp,hf,timm,lightning,dask]"
+	$(BIN)/pip install --quiet -e ".[dev,devinterp,hf,timm,lightning,dask,reference]"
 	$(BIN)/pip install --quiet ./tests/plugin_dist
 	touch $(STAMP)
 
