@@ -45,6 +45,34 @@ class MeasureResult:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+NO_REFERENCE_RUN = "no reference run"
+
+
+@dataclass(frozen=True)
+class Convention:
+    """A measure's declared reference facts, one row of the conventions table
+    (:func:`complexity_zoo.registry.conventions_table`).
+
+    ``paper``: the definition (paper, equation); ``code``: the reference implementation (repository
+    and path, or package); ``default``: the convention this library uses by default; ``switch``: the
+    settings that reproduce the reference code ("" when the default already does, or there is no
+    code); ``agreement``: what was measured against the reference, and how closely, or
+    ``NO_REFERENCE_RUN``; ``tests``: the tests ("tests/file.py::name") that measure it, required
+    unless there was no reference run.
+    """
+
+    paper: str
+    code: str = ""
+    default: str = ""
+    switch: str = ""
+    agreement: str = NO_REFERENCE_RUN
+    tests: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.agreement != NO_REFERENCE_RUN and not self.tests:
+            raise ValueError(f"A convention with a measured agreement ({self.agreement!r}) names its test(s).")
+
+
 class Measure:
     """Base class of every measure.
 
@@ -59,7 +87,9 @@ class Measure:
     it needs a ``seed`` setting, which compare() fills per cell when it is None), ``lossless``
     (bits that describe the given model exactly), ``requires``
     (importable modules) with ``extra`` (the pip extra that installs them), ``presets``
-    (tag -> settings) and ``version`` (bump it when results change, to invalidate caches).
+    (tag -> settings), ``version`` (bump it when results change, to invalidate caches) and
+    ``convention`` (a :class:`Convention`: reference, default, the switch to the reference code's
+    convention, the agreement measured and its test).
     ``tensors_only``: the measure is a function of the named parameter tensors alone; it
     implements ``compute_tensors`` (the model path feeds it ``named_parameters()``), and
     :meth:`on_tensors` / compare() can stream the tensors from checkpoint files instead.
@@ -79,6 +109,7 @@ class Measure:
     extra: ClassVar[str | None] = None
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
     version: ClassVar[int] = 1
+    convention: ClassVar[Convention | None] = None
     # Checked at construction with the annotated types (see complexity_zoo._settings).
     limits: ClassVar[dict[str, Limit | tuple[Limit, ...]]] = {}
     rules: ClassVar[tuple[Rule, ...]] = ()

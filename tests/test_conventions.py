@@ -3,13 +3,18 @@ github nitarshan/robust-generalization-measures): the PAC-Bayes σ draw and PARA
 
 from __future__ import annotations
 
+import ast
 import copy
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
 import complexity_zoo as cz
+from complexity_zoo.cli import main
+from complexity_zoo.measure import NO_REFERENCE_RUN
+from complexity_zoo.registry import conventions_table
 
 BIG_NUMBER = 10348628753  # the reference code seeds its generator with this + seed
 
@@ -76,3 +81,29 @@ def test_param_count_weights_only_is_the_reference_params():
     model, _, _ = trained_mlp()
     assert cz.get_measure("param_count")(model).value == 6 * 16 + 16 + 16 * 3 + 3
     assert cz.get_measure("param_count", weights_only=True)(model).value == 6 * 16 + 16 * 3
+
+
+def test_every_row_of_the_conventions_table_is_backed_by_a_test_or_says_no_reference_run():
+    table = conventions_table()
+    assert set(table["name"]) == set(cz.list_measures()["name"])
+    root = Path(__file__).parent.parent
+    defined: dict[str, set[str]] = {}
+    for _, row in table.iterrows():
+        if row["agreement"] == NO_REFERENCE_RUN:
+            continue
+        assert row["tests"], row["name"]
+        for ref in row["tests"].split(", "):
+            path, _, func = ref.partition("::")
+            if path not in defined:
+                tree = ast.parse((root / path).read_text())
+                defined[path] = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+            assert func in defined[path], (row["name"], ref)
+    declared = table[table["agreement"] != NO_REFERENCE_RUN]["name"]
+    assert {"param_norm", "log_prod_spectral", "frobenius_distance", "pacbayes_flatness", "alpha",
+            "hessian_trace", "param_count"} <= set(declared)
+
+
+def test_measures_conventions_prints_the_table(capsys):
+    assert main(["measures", "--conventions", "pacbayes*"]) == 0
+    out = capsys.readouterr().out
+    assert "sigma_convention='reference_code'" in out and "pacbayes_mag_orig" in out and "alpha " not in out

@@ -39,7 +39,7 @@ from torch.func import functional_call
 from .._settings import at_least, one_of
 from ..data import Data
 from ..errors import DataError
-from ..measure import Measure, MeasureResult
+from ..measure import Convention, Measure, MeasureResult
 from ..registry import register_measure
 
 
@@ -126,6 +126,21 @@ def _sigma_stderr(trace: list[dict], sigma: float, half_width: float) -> float:
     return max(half_width, final["stderr"] / slope) if slope > 0 else max(half_width, abs(near["sigma"] - sigma))
 
 
+MAG_BOUND_TESTS = ("tests/test_flatness.py::test_magnitude_aware_bound_terms_match_the_formula_in_numpy",)
+SIGMA_TESTS = ("tests/test_conventions.py::test_reference_code_sigma_reproduces_the_reference_search",)
+
+
+def pacbayes_convention(eq: str, tests: tuple[str, ...] = ()) -> Convention:
+    """A PAC-Bayes measure's facts: σ's convention, and the bound formula's test where it has one."""
+    return Convention(
+        paper=f"Jiang et al. 2020, eq. {eq}", code="github nitarshan/robust-generalization-measures, "
+        "data/generation/measures.py (_pacbayes_sigma)", default="sigma_convention='paper': noise sd σ",
+        switch="sigma_convention='reference_code' (noise sd σ², its seeding)",
+        agreement="reference_code: σ and the search path equal to a restatement of the reference search, draw "
+                  "for draw (MLP, CPU); BatchNorm is not folded in the search (the reference code folds)",
+        tests=SIGMA_TESTS + tests)
+
+
 class _PerturbationSearch(Measure):
     """Settings shared by the searches for the largest perturbation within a target deviation."""
 
@@ -181,6 +196,8 @@ class PacBayesFlatness(_PacBayes):
     """1/σ², σ the largest isotropic Gaussian perturbation keeping training accuracy within 0.1
     (Jiang et al. 2020, eq. 53; reference-code search defaults). σ and its search in extras."""
 
+    convention = pacbayes_convention("53")
+
     def compute(self, model: nn.Module, data: Data) -> MeasureResult:
         s, se, extras = self.sigma(model, data)
         return MeasureResult(1 / s**2, stderr=2 * se / s**3, extras=extras)
@@ -190,6 +207,8 @@ class PacBayesFlatness(_PacBayes):
 class PacBayesMagFlatness(_PacBayes):
     """1/σ'², σ' of the magnitude-aware perturbation N(0, σ'²θ_i² + ε²), ε = 1e-3 (Jiang et al.
     2020, eq. 61; Keskar et al. 2017's magnitude-aware view)."""
+
+    convention = pacbayes_convention("61")
 
     magnitude_aware = True
 
@@ -216,6 +235,8 @@ class PacBayesOrig(_PacBayes):
     """PAC-Bayes bound term ‖w‖²/(4σ²) + log(m/σ) + 10 with the origin as prior mean (Jiang et al.
     2020, eq. 49; Neyshabur et al. 2017). m: training examples; w: layer weights (biases out)."""
 
+    convention = pacbayes_convention("49", ("tests/test_flatness.py::test_bound_terms_follow_from_sigma",))
+
     def compute(self, model: nn.Module, data: Data) -> MeasureResult:
         return _pacbayes_bound(model, data, self, dict(model.named_parameters()))
 
@@ -224,6 +245,8 @@ class PacBayesOrig(_PacBayes):
 class PacBayesInit(_PacBayes):
     """PAC-Bayes bound term ‖w − w⁰‖²/(4σ²) + log(m/σ) + 10 with the initialization as prior mean
     (Jiang et al. 2020, eq. 48; Dziugaite & Roy 2017)."""
+
+    convention = pacbayes_convention("48", ("tests/test_flatness.py::test_bound_terms_follow_from_sigma",))
 
     needs_init = True
 
@@ -268,10 +291,14 @@ class PacBayesMagInit(_PacBayesMagBound):
     + log(m/σ') + 10, ε = 10⁻³, σ' as in ``pacbayes_mag_flatness`` (Jiang et al. 2020, eq. 56, as the
     reference code computes it)."""
 
+    convention = pacbayes_convention("56", MAG_BOUND_TESTS)
+
 
 @register_measure("pacbayes_mag_orig")
 class PacBayesMagOrig(_PacBayesMagBound):
     """As ``pacbayes_mag_init`` with ‖w‖² in the numerator (Jiang et al. 2020, eq. 57; reference
     code: the denominator keeps (w_i − w⁰_i)², so it needs the initialization too)."""
+
+    convention = pacbayes_convention("57", MAG_BOUND_TESTS)
 
     origin = True

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from .._settings import one_of
 from ..errors import UndefinedMeasureError
-from ..measure import Measure, MeasureResult
+from ..measure import Convention, Measure, MeasureResult
 from ..registry import register_measure
 from ._weights import as_matrix, singular_values, spectra
 
@@ -170,6 +170,16 @@ def trap_threshold(n: int, m: int, variance: float) -> float:
     return variance * (mu + TW1_Q99 * sigma)
 
 
+WW_CONVENTION = Convention(
+    paper="Martin & Mahoney 2021; Martin, Peng & Mahoney 2021", code="weightwatcher 0.7 (PyPI), analyze()",
+    default="xmin_statistic='ks' (two-sided KS), conv_reading='matrix' ((out, in*k*k))",
+    switch="xmin_statistic='weightwatcher', conv_reading='per_position'",
+    agreement="per-layer and mean equal to weightwatcher 0.7.7 analyze() to 1e-6 (3 Student-t nets with a "
+              "conv layer, a trained MLP); not folded, as weightwatcher does not fold BatchNorm",
+    tests=("tests/test_weightwatcher_reference.py::test_alpha_equals_weightwatcher_on_student_t_layers",
+           "tests/test_weightwatcher_reference.py::test_alpha_equals_weightwatcher_on_a_trained_mlp"))
+
+
 class _HeavyTail(Measure):
     tensors_only = True
     min_eigenvalues: int = 10
@@ -210,6 +220,8 @@ class Alpha(_Fitted):
     Per-layer α, x_min, tail size, KS distance and α's standard error (α − 1)/√n in extras.
     α ≈ 2–4 is 'well trained'; α < 2 warns of over-fitting (Prakash & Martin 2025, 'anti-grokking')."""
 
+    convention = WW_CONVENTION
+
     def compute_tensors(self, tensors, init=None) -> MeasureResult:
         _, fits, skipped = self.fits(tensors)
         per = {n: f["alpha"] for n, f in fits.items()}
@@ -221,6 +233,8 @@ class Alpha(_Fitted):
 class AlphaWeighted(_Fitted):
     """Mean over layers of α · log10 λ_max (Martin, Peng & Mahoney 2021; WeightWatcher's
     ``alpha_weighted``), λ_max the largest eigenvalue of WᵀW."""
+
+    convention = WW_CONVENTION
 
     def compute_tensors(self, tensors, init=None) -> MeasureResult:
         spectra, fits, skipped = self.fits(tensors)

@@ -22,10 +22,10 @@ from torch import Tensor, nn
 from .._settings import at_least
 from ..data import Data, logits_of
 from ..errors import DataError, MeasureError
-from ..measure import Measure, MeasureResult
+from ..measure import Convention, Measure, MeasureResult
 from ..registry import register_measure
 from ._batchnorm import FoldingMeasure
-from .norms import log_norm_terms, log_sum_from_log_prod, path_norm_sq
+from .norms import jiang, log_norm_terms, log_sum_from_log_prod, path_norm_sq
 
 #: The margin quantile of Jiang et al. 2020 and Dziugaite et al. 2020 (10th percentile).
 MARGIN_QUANTILE = 0.1
@@ -108,6 +108,16 @@ class _MarginMeasure(Measure):
         return MeasureResult(log_num - 2 * math.log(gamma), extras={**extras, **g_extras})
 
 
+MARGIN_TESTS = ("tests/test_norms.py::test_margin_measures_match_numpy",
+                "tests/test_batchnorm_fold.py::test_margin_normalized_measures_fold_the_norms_not_the_margin")
+MARGIN_AGREEMENT = ("formula equal to a numpy restatement of the reference code's to 1e-4 (float32 logits; MLP); "
+                    "BatchNorm fold equal to a hand fold to 1e-6; the reference code itself not run here")
+
+
+def margin_convention(eq: str) -> Convention:
+    return jiang(eq, tests=MARGIN_TESTS, agreement=MARGIN_AGREEMENT)
+
+
 class _FoldedMargin(_MarginMeasure, FoldingMeasure):
     """A margin-normalized measure of the layers: BatchNorm folded first by default (see
     :class:`~._batchnorm.FoldingMeasure`; the margin is the network's, unchanged by folding)."""
@@ -134,6 +144,8 @@ def _log_sum_over_margin(measure: _FoldedMargin, model: nn.Module, data: Data, n
 class InverseMargin(_MarginMeasure):
     """1/γ², γ the 10th-percentile training output margin (Jiang et al. 2020, eq. 22)."""
 
+    convention = margin_convention("22")
+
     def compute(self, model: nn.Module, data: Data) -> MeasureResult:
         gamma, extras = self.gamma(model, data)
         return MeasureResult(1.0 / gamma**2, extras=extras)
@@ -142,6 +154,8 @@ class InverseMargin(_MarginMeasure):
 @register_measure("log_prod_spectral_over_margin")
 class LogProdSpectralOverMargin(_FoldedMargin):
     """Σ_i log ‖W_i‖_2² − 2 log γ (Jiang et al. 2020, eq. 31; Bartlett et al. 2017's numerator)."""
+
+    convention = margin_convention("31")
 
     numerator = _log_norm_numerator("spectral", "prod")
 
@@ -153,6 +167,8 @@ class LogSumSpectralOverMargin(_FoldedMargin):
     Note the reference code divides the margin term by d as well (as here).
     """
 
+    convention = margin_convention("34")
+
     def compute(self, model: nn.Module, data: Data) -> MeasureResult:
         return _log_sum_over_margin(self, model, data, "spectral")
 
@@ -161,12 +177,16 @@ class LogSumSpectralOverMargin(_FoldedMargin):
 class LogProdFrobeniusOverMargin(_FoldedMargin):
     """Σ_i log ‖W_i‖_F² − 2 log γ (Jiang et al. 2020, eq. 36)."""
 
+    convention = margin_convention("36")
+
     numerator = _log_norm_numerator("frobenius", "prod")
 
 
 @register_measure("log_sum_frobenius_over_margin")
 class LogSumFrobeniusOverMargin(_FoldedMargin):
     """log d + (1/d)(Σ_i log ‖W_i‖_F² − 2 log γ) (Jiang et al. 2020, eq. 38)."""
+
+    convention = margin_convention("38")
 
     def compute(self, model: nn.Module, data: Data) -> MeasureResult:
         return _log_sum_over_margin(self, model, data, "frobenius")
@@ -176,6 +196,8 @@ class LogSumFrobeniusOverMargin(_FoldedMargin):
 class SpecOrig(_FoldedMargin):
     """log(Π_i ‖W_i‖_2² / γ²) + log Σ_i ‖W_i‖_F²/‖W_i‖_2² (Jiang et al. 2020, eq. 30: the
     spectral bound of Bartlett et al. 2017 with the origin as reference)."""
+
+    convention = margin_convention("30")
 
     def numerator(self, model: nn.Module) -> tuple[float, dict]:
         weights = self.weights(model)
@@ -188,6 +210,8 @@ class SpecOrig(_FoldedMargin):
 class SpecInit(_FoldedMargin):
     """log(Π_i ‖W_i‖_2² / γ²) + log Σ_i ‖W_i − W_i⁰‖_F²/‖W_i‖_2² (Jiang et al. 2020, eq. 29:
     Bartlett et al. 2017's bound with the initialization as reference)."""
+
+    convention = margin_convention("29")
 
     needs_init = True
 
