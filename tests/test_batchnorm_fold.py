@@ -53,18 +53,30 @@ def stored(net: nn.Module) -> list[np.ndarray]:
 
 
 def expected(layers, layers0) -> dict[str, float]:
+    """Every folding measure of the norms family, in numpy from the given layers."""
+    fro = np.array([(w**2).sum() for w in layers])
+    spec = np.array([np.linalg.svd(w, compute_uv=False)[0] ** 2 for w in layers])
+    dist = [w - w0 for w, w0 in zip(layers, layers0)]
+    d = len(layers)
     return {
-        "param_norm": sum(float((w**2).sum()) for w in layers),
-        "log_prod_spectral": sum(2 * math.log(np.linalg.svd(w, compute_uv=False)[0]) for w in layers),
-        "frobenius_distance": sum(float(((w - w0) ** 2).sum()) for w, w0 in zip(layers, layers0)),
+        "param_norm": fro.sum(),
+        "log_prod_spectral": np.log(spec).sum(),
+        "frobenius_distance": sum(float((w**2).sum()) for w in dist),
+        "spectral_distance": sum(np.linalg.svd(w, compute_uv=False)[0] ** 2 for w in dist),
+        "fro_over_spectral": (fro / spec).sum(),
+        "log_prod_fro_over_spectral": np.log(fro / spec).sum(),
+        "log_sum_spectral": math.log(d) + np.log(spec).sum() / d,
+        "log_prod_frobenius": np.log(fro).sum(),
+        "log_sum_frobenius": math.log(d) + np.log(fro).sum() / d,
+        "dist_over_spec": (np.array([(w**2).sum() for w in dist]) / spec).sum(),
     }
 
 
 def test_default_equals_hand_folded_and_false_gives_stored_tensors():
     model, init = bn_net(0), bn_net(1)
     folded, stored_ = expected(hand_folded(model), hand_folded(init)), expected(stored(model), stored(init))
-    for name in folded:
-        kw = {"init": init} if name == "frobenius_distance" else {}
+    for name in set(folded) - {"dist_over_spec"}:
+        kw = {"init": init} if cz.get_measure(name).needs_init else {}
         got = cz.get_measure(name)(model, **kw).value
         assert got == pytest.approx(folded[name], rel=1e-6), name
         raw = cz.get_measure(name, fold_batchnorm=False)(model, **kw).value
@@ -106,9 +118,21 @@ def test_margin_normalized_measures_fold_the_norms_not_the_margin():
     with torch.no_grad():
         y = model(x).argmax(1)
     data = cz.Data.from_tensors(train=(x, y))
-    gamma = cz.get_measure("log_prod_spectral_over_margin")(model, data).extras["margin"]
-    want = expected(hand_folded(model), hand_folded(model))["log_prod_spectral"] - 2 * math.log(gamma)
-    assert cz.get_measure("log_prod_spectral_over_margin")(model, data).value == pytest.approx(want, rel=1e-6)
+    init = bn_net(8)
+    gamma = cz.get_measure("inverse_margin")(model, data).extras["margin"]
+    e, lg, d = expected(hand_folded(model), hand_folded(init)), 2 * math.log(gamma), 4
+    want = {
+        "log_prod_spectral_over_margin": e["log_prod_spectral"] - lg,
+        "log_sum_spectral_over_margin": math.log(d) + (e["log_prod_spectral"] - lg) / d,
+        "log_prod_frobenius_over_margin": e["log_prod_frobenius"] - lg,
+        "log_sum_frobenius_over_margin": math.log(d) + (e["log_prod_frobenius"] - lg) / d,
+        "spec_orig": e["log_prod_spectral"] - lg + math.log(e["fro_over_spectral"]),
+        "spec_init": e["log_prod_spectral"] - lg + math.log(e["dist_over_spec"]),
+    }
+    for name, value in want.items():
+        got = cz.get_measure(name)(model, data, init=init)
+        assert got.extras["margin"] == gamma
+        assert got.value == pytest.approx(value, rel=1e-6), name
 
 
 def test_batchnorm_before_any_layer_is_left_unfolded():

@@ -144,7 +144,12 @@ def _log_sum_over_margin(measure: _FoldedMargin, model: nn.Module, data: Data, n
 class InverseMargin(_MarginMeasure):
     """1/γ², γ the 10th-percentile training output margin (Jiang et al. 2020, eq. 22)."""
 
-    convention = margin_convention("22")
+    convention = Convention(
+        paper="Jiang et al. 2020, eq. 22", code="github nitarshan/robust-generalization-measures, "
+        "data/generation/measures.py", default="|k-th smallest training margin|, k = max(1, floor(m/10))",
+        switch="none needed (the margin is the network's output, which folding BatchNorm does not change)",
+        agreement="equal to a numpy restatement of the reference code's to 1e-4 (float32 logits; MLP)",
+        tests=MARGIN_TESTS[:1])
 
     def compute(self, model: nn.Module, data: Data) -> MeasureResult:
         gamma, extras = self.gamma(model, data)
