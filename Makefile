@@ -11,7 +11,7 @@ DOCS_STAMP := $(VENV)/.installed-docs
 $(STAMP): pyproject.toml tests/plugin_dist/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev,devinterp,hf,timm,lightning,dask]"
+	$(BIN)/pip install --quiet -e ".[dev,devinterp,hf,timm,lightning,dask,reference]"
 	$(BIN)/pip install --quiet ./tests/plugin_dist
 	touch $(STAMP)
 

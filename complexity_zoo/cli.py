@@ -59,8 +59,17 @@ def _check_writable(path: str, flag: str = "--out") -> None:
 
 
 def _cmd_measures(args: argparse.Namespace) -> int:
-    from .registry import list_measures
+    from .registry import conventions_table, list_measures
 
+    if args.conventions:
+        import pandas as pd
+
+        table = conventions_table(args.pattern)
+        if args.short:
+            table = table[["name", "switch", "agreement"]]
+        with pd.option_context("display.max_colwidth", None, "display.width", 10_000):
+            print(table.to_string(index=False))
+        return 0
     table = list_measures(args.pattern)
     print(table.drop(columns=["summary"]).to_string(index=False) if args.short else table.to_string(index=False))
     return 0
@@ -265,7 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("measures", help="list the registered measures")
     p.add_argument("pattern", nargs="?", default="*", help="glob on measure names")
-    p.add_argument("--short", action="store_true", help="leave out the summaries")
+    p.add_argument("--short", action="store_true", help="leave out the summaries (with --conventions: "
+                   "only the switch and the agreement)")
+    p.add_argument("--conventions", action="store_true",
+                   help="the conventions table: each measure's reference, default convention, the setting "
+                        "that reproduces the reference code, and the agreement measured (with its test)")
     p.set_defaults(func=_cmd_measures)
 
     p = sub.add_parser("compare", help="run measures over the checkpoints of run folders")

@@ -171,7 +171,7 @@ def _located(error: ComplexityZooError, trajectory: Trajectory, step: int) -> Co
 
 
 def _run_checkpoint(trajectory, step, cells, data, device, strict, store, on_cell):
-    if all(cell.measure.tensors_only for cell in cells):
+    if all(cell.measure.tensors_only for cell in cells) and not _folds_batchnorm(trajectory, step, cells):
         streamer, out = _streamer(trajectory, step, device), []
         for cell in cells:
             item = (cell, *run_cell(streamer, cell, data, device, store, strict))
@@ -203,6 +203,18 @@ def _run_checkpoint(trajectory, step, cells, data, device, strict, store, on_cel
             on_cell(*item)
         out.append(item)
     return out
+
+
+def _folds_batchnorm(trajectory: Trajectory, step: int, cells: list[Cell]) -> bool:
+    """Whether a cell folds BatchNorm in a checkpoint that has BatchNorm: the stream of parameter
+    tensors cannot fold (it has no modules), so such a checkpoint takes the model path."""
+    from .measures._batchnorm import streams_unfolded
+
+    if not any(getattr(cell.measure, "fold_batchnorm", False) for cell in cells):
+        return False
+    with trajectory.checkpoint(step).open_tensors() as reader:
+        names = reader.keys()
+    return any(streams_unfolded(cell.measure, names) for cell in cells)
 
 
 def _streamer(trajectory: Trajectory, step: int, device: str | None) -> Callable[[Measure], Any]:

@@ -45,6 +45,34 @@ class MeasureResult:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+NO_REFERENCE_RUN = "no reference run"
+
+
+@dataclass(frozen=True)
+class Convention:
+    """A measure's declared reference facts, one row of the conventions table
+    (:func:`complexity_zoo.registry.conventions_table`).
+
+    ``paper``: the definition (paper, equation); ``code``: the reference implementation (repository
+    and path, or package); ``default``: the convention this library uses by default; ``switch``: the
+    settings that reproduce the reference code ("" when the default already does, or there is no
+    code); ``agreement``: what was measured against the reference, and how closely, or
+    ``NO_REFERENCE_RUN``; ``tests``: the tests ("tests/file.py::name") that measure it, required
+    unless there was no reference run.
+    """
+
+    paper: str
+    code: str = ""
+    default: str = ""
+    switch: str = ""
+    agreement: str = NO_REFERENCE_RUN
+    tests: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.agreement != NO_REFERENCE_RUN and not self.tests:
+            raise ValueError(f"A convention with a measured agreement ({self.agreement!r}) names its test(s).")
+
+
 class Measure:
     """Base class of every measure.
 
@@ -59,7 +87,9 @@ class Measure:
     it needs a ``seed`` setting, which compare() fills per cell when it is None), ``lossless``
     (bits that describe the given model exactly), ``requires``
     (importable modules) with ``extra`` (the pip extra that installs them), ``presets``
-    (tag -> settings) and ``version`` (bump it when results change, to invalidate caches).
+    (tag -> settings), ``version`` (bump it when results change, to invalidate caches) and
+    ``convention`` (a :class:`Convention`: reference, default, the switch to the reference code's
+    convention, the agreement measured and its test).
     ``causal_lm``: it applies to causal language models (False: its error says why not).
     ``tensors_only``: the measure is a function of the named parameter tensors alone; it
     implements ``compute_tensors`` (the model path feeds it ``named_parameters()``), and
@@ -84,6 +114,7 @@ class Measure:
     extra: ClassVar[str | None] = None
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
     version: ClassVar[int] = 1
+    convention: ClassVar[Convention | None] = None
     # Checked at construction with the annotated types (see complexity_zoo._settings).
     limits: ClassVar[dict[str, Limit | tuple[Limit, ...]]] = {}
     rules: ClassVar[tuple[Rule, ...]] = ()
@@ -194,7 +225,7 @@ class Measure:
                     f"The {label} needs the run's initial weights; pass init=... (a state dict or "
                     f"module), or give the Trajectory an init= (compare uses its first checkpoint)."
                 )
-            init_params = init_parameters(init, model, label)
+            init_params = init_parameters(init, model, label, buffers=bool(getattr(self, "fold_batchnorm", False)))
         try:
             out = self.compute(model, data, init_params) if self.needs_init else self.compute(model, data)
         except ComplexityZooError:
@@ -224,9 +255,11 @@ class Measure:
 
 
 def init_parameters(
-    init: nn.Module | Mapping[str, torch.Tensor], model: nn.Module, label: str = "measure"
+    init: nn.Module | Mapping[str, torch.Tensor], model: nn.Module, label: str = "measure", buffers: bool = False
 ) -> dict[str, torch.Tensor]:
-    """The initial value of each of ``model``'s parameters (detached, on its device and dtype).
+    """The initial value of each of ``model``'s parameters (detached, on its device and dtype);
+    with ``buffers``, also those of its buffers that ``init`` holds with the same shape (BatchNorm
+    running statistics, for folding).
 
     Raises :class:`ModelError` when ``init`` lacks a parameter or has another shape, and
     :class:`NonFiniteError` when it holds NaN or inf.
@@ -247,6 +280,10 @@ def init_parameters(
         if t.is_floating_point() and not bool(_all_finite(t)):
             raise NonFiniteError(f"The {label}'s init has non-finite entries in {name!r}.")
         out[name] = t.detach().to(device=p.device, dtype=p.dtype)
+    for name, b in model.named_buffers() if buffers else ():
+        t = init.get(name)
+        if isinstance(t, torch.Tensor) and tuple(t.shape) == tuple(b.shape):
+            out[name] = t.detach().to(device=b.device, dtype=b.dtype)
     return out
 
 

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import pandas as pd
 
 from .errors import DuplicateMeasureError, PluginWarning, UnknownMeasureError, UnknownSettingError
-from .measure import UNITS, Measure
+from .measure import NO_REFERENCE_RUN, UNITS, Measure
 
 ENTRY_POINT_GROUP = "complexity_zoo.measures"
 M = TypeVar("M", bound=type[Measure])
@@ -167,3 +167,24 @@ def list_measures(pattern: str = "*") -> pd.DataFrame:
                "available",
                "presets", "summary"]
     return pd.DataFrame(rows, columns=columns)
+
+
+CONVENTION_COLUMNS = ["name", "family", "paper", "code", "default", "switch", "agreement", "tests"]
+
+
+def conventions_table(pattern: str = "*") -> pd.DataFrame:
+    """The measures' declared reference facts (``Measure.convention``), one row per measure: the
+    reference (paper and equation; code), the default convention, the settings that reproduce the
+    reference code, the agreement measured and the tests that measure it. A measure that declares
+    none reads "no reference run"."""
+    _load_builtins()
+    _load_plugins()
+    rows = []
+    for name, cls in sorted(_REGISTRY.items()):
+        if not fnmatch.fnmatch(name, pattern):
+            continue
+        c = cls.convention
+        facts = dataclasses.asdict(c) if c is not None else {"agreement": NO_REFERENCE_RUN}
+        facts["tests"] = ", ".join(facts.get("tests", ()))
+        rows.append({"name": name, "family": cls.family(), **facts})
+    return pd.DataFrame(rows, columns=CONVENTION_COLUMNS).fillna("")

@@ -85,8 +85,11 @@ def test_a_timm_resnet_skips_batchnorm_buffers(tmp_path, monkeypatch):
     traj = zoo_timm.load_trajectory(tmp_path)
     assert any(k.endswith("running_mean") for k in traj.checkpoint(0).state_dict())
     # No SVD or bz2 measure here (seconds per ResNet-18 pass on 2 cores): the buffers are what this case tests.
-    assert_streaming_equals_model_path(traj, ["l2", "param_count", "param_norm", "frobenius_distance"],
-                                       monkeypatch)
+    # fold_batchnorm=False: folding needs the modules, so folding measures take the model path
+    # on BatchNorm checkpoints (tests/test_batchnorm_fold.py); the stored tensors stream.
+    unfolded = {"fold_batchnorm": False}
+    assert_streaming_equals_model_path(
+        traj, ["l2", "param_count", ("param_norm", unfolded), ("frobenius_distance", unfolded)], monkeypatch)
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,16 @@ expected training accuracy drops by ``target_deviation`` (0.1), found as the ref
 does (github nitarshan/robust-generalization-measures, ``measures.py: _pacbayes_sigma``, after
 Jiang et al.'s): bisection on [0, 2] for ``search_depth`` = 15 steps, ``montecarlo_samples``
 = 10 draws per step, stopping early when the deviation is within ``tolerance`` = 0.01 of the
-target. The magnitude-aware perturbation of parameter θ_i has variance σ'² θ_i² + ε², ε = 1e-3
-(the paper's definition; the reference code passes that variance as the standard deviation).
+target. The magnitude-aware perturbation of parameter θ_i has variance σ'² θ_i² + ε², ε = 1e-3.
+
+``sigma_convention`` names how σ enters the noise. ``"paper"`` (default): the paper's N(0, σ²),
+noise sd σ (magnitude-aware: sd √(σ'²θ_i² + ε²)). ``"reference_code"``: the reference code's draw
+``torch.normal(0, sigma**2)``, noise sd σ² (magnitude-aware: sd σ'²θ_i² + ε², the variance passed
+as the sd), so σ_ref² plays the part of σ_paper (up to Monte-Carlo and bisection error). It also
+seeds the generator as the reference code does (``REFERENCE_SEED_OFFSET + seed``), so on the CPU
+the draws, the search and σ are the reference code's with the same seed, draw for draw
+(tests/test_conventions.py, against a restatement of its search on an MLP). Unlike the reference
+code, the network is searched as stored (BatchNorm not folded).
 For a causal language model (``loss="causal_lm"``) the accuracy is next-token accuracy per
 sequence (the share of its counted tokens predicted by the argmax), averaged over sequences.
 From σ: flatness 1/σ² and the PAC-Bayes bound term ‖w − w_ref‖²/(4σ²) + log(m/σ) + 10 (w the
@@ -31,10 +39,10 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from .. import _causal_lm
-from .._settings import at_least
+from .._settings import at_least, one_of
 from ..data import Data
 from ..errors import DataError
-from ..measure import Measure, MeasureResult
+from ..measure import Convention, Measure, MeasureResult
 from ..registry import register_measure
 from .curvature import _Functional
 
@@ -84,7 +92,8 @@ def train_accuracy(model: nn.Module, data: Data, params: dict[str, Tensor] | Non
 @torch.no_grad()
 def pacbayes_sigma(model: nn.Module, data: Data, *, magnitude_eps: float | None, seed: int,
                    search_depth: int = 15, montecarlo_samples: int = 10, target_deviation: float = 0.1,
-                   tolerance: float = 1e-2, upper: float = 2.0) -> tuple[float, float, list[dict]]:
+                   tolerance: float = 1e-2, upper: float = 2.0,
+                   sigma_convention: str = "paper") -> tuple[float, float, list[dict]]:
     """σ by bisection (see the module docstring); returns σ, its stderr and the search trace."""
     base = train_accuracy(model, data)
     params = {k: p.detach() for k, p in model.named_parameters()}
@@ -92,8 +101,7 @@ def pacbayes_sigma(model: nn.Module, data: Data, *, magnitude_eps: float | None,
     lower, sigma, trace = 0.0, upper / 2, []
     for _ in range(search_depth):
         sigma = (lower + upper) / 2
-        std = {k: sigma if magnitude_eps is None else torch.sqrt(sigma**2 * p**2 + magnitude_eps**2)
-               for k, p in params.items()}
+        std = {k: noise_sd(sigma, p, magnitude_eps, sigma_convention) for k, p in params.items()}
         acc = torch.stack([accuracy_tensor(model, data, {k: p + draw("randn", p, gen) * std[k]
                                                          for k, p in params.items()})
                            for _ in range(montecarlo_samples)])
@@ -110,6 +118,14 @@ def pacbayes_sigma(model: nn.Module, data: Data, *, magnitude_eps: float | None,
     return sigma, _sigma_stderr(trace, sigma, (upper - lower) / 2), trace
 
 
+def noise_sd(sigma: float, p: Tensor, magnitude_eps: float | None, convention: str) -> Tensor | float:
+    """The perturbation's standard deviation for parameter p under σ's convention (module docstring)."""
+    if magnitude_eps is None:
+        return sigma if convention == "paper" else sigma**2
+    variance = sigma**2 * p**2 + magnitude_eps**2
+    return torch.sqrt(variance) if convention == "paper" else variance
+
+
 def _sigma_stderr(trace: list[dict], sigma: float, half_width: float) -> float:
     final = trace[-1]
     others = [t for t in trace[:-1] if t["sigma"] != sigma]
@@ -118,6 +134,21 @@ def _sigma_stderr(trace: list[dict], sigma: float, half_width: float) -> float:
     near = min(others, key=lambda t: abs(t["sigma"] - sigma))
     slope = abs(final["deviation"] - near["deviation"]) / abs(final["sigma"] - near["sigma"])
     return max(half_width, final["stderr"] / slope) if slope > 0 else max(half_width, abs(near["sigma"] - sigma))
+
+
+MAG_BOUND_TESTS = ("tests/test_flatness.py::test_magnitude_aware_bound_terms_match_the_formula_in_numpy",)
+SIGMA_TESTS = ("tests/test_conventions.py::test_reference_code_sigma_reproduces_the_reference_search",)
+
+
+def pacbayes_convention(eq: str, tests: tuple[str, ...] = ()) -> Convention:
+    """A PAC-Bayes measure's facts: σ's convention, and the bound formula's test where it has one."""
+    return Convention(
+        paper=f"Jiang et al. 2020, eq. {eq}", code="github nitarshan/robust-generalization-measures, "
+        "data/generation/measures.py (_pacbayes_sigma)", default="sigma_convention='paper': noise sd σ",
+        switch="sigma_convention='reference_code' (noise sd σ², its seeding)",
+        agreement="reference_code: σ and the search path equal to a restatement of the reference search, draw "
+                  "for draw (MLP, CPU); BatchNorm is not folded in the search (the reference code folds)",
+        tests=SIGMA_TESTS + tests)
 
 
 class _PerturbationSearch(Measure):
@@ -143,9 +174,15 @@ class _PerturbationSearch(Measure):
         return {"sample": sub.sample} if sub.sample is not None else {}
 
 
+#: The reference code's generator seed is this plus the seed (``BIG_NUMBER`` in ``_pacbayes_sigma``).
+REFERENCE_SEED_OFFSET = 10348628753
+
+
 class _PacBayes(_PerturbationSearch):
-    limits = {**_PerturbationSearch.limits, "montecarlo_samples": at_least(1)}
+    limits = {**_PerturbationSearch.limits, "montecarlo_samples": at_least(1),
+              "sigma_convention": one_of("paper", "reference_code")}
     montecarlo_samples: int = 10
+    sigma_convention: str = "paper"
 
     def __post_init__(self) -> None:
         if not (isinstance(self.target_deviation, (int, float)) and 0 < self.target_deviation < 1):
@@ -154,10 +191,13 @@ class _PacBayes(_PerturbationSearch):
     def sigma(self, model: nn.Module, data: Data) -> tuple[float, float, dict]:
         """σ (or σ'), its stderr and the extras (σ, its stderr, the search, the subsample if any)."""
         sub = self.sample(data)
+        offset = REFERENCE_SEED_OFFSET if self.sigma_convention == "reference_code" else 0
         s, se, trace = pacbayes_sigma(model, sub, magnitude_eps=self.magnitude_eps if self.magnitude_aware else None,
-                                      seed=0 if self.seed is None else self.seed, search_depth=self.search_depth,
+                                      seed=(0 if self.seed is None else self.seed) + offset,
+                                      search_depth=self.search_depth,
                                       montecarlo_samples=self.montecarlo_samples,
-                                      target_deviation=self.target_deviation, tolerance=self.tolerance)
+                                      target_deviation=self.target_deviation, tolerance=self.tolerance,
+                                      sigma_convention=self.sigma_convention)
         return s, se, {"sigma": s, "sigma_stderr": se, "search": trace, **self.record(sub)}
 
 
@@ -165,6 +205,8 @@ class _PacBayes(_PerturbationSearch):
 class PacBayesFlatness(_PacBayes):
     """1/σ², σ the largest isotropic Gaussian perturbation keeping training accuracy within 0.1
     (Jiang et al. 2020, eq. 53; reference-code search defaults). σ and its search in extras."""
+
+    convention = pacbayes_convention("53")
 
     def compute(self, model: nn.Module, data: Data) -> MeasureResult:
         s, se, extras = self.sigma(model, data)
@@ -175,6 +217,8 @@ class PacBayesFlatness(_PacBayes):
 class PacBayesMagFlatness(_PacBayes):
     """1/σ'², σ' of the magnitude-aware perturbation N(0, σ'²θ_i² + ε²), ε = 1e-3 (Jiang et al.
     2020, eq. 61; Keskar et al. 2017's magnitude-aware view)."""
+
+    convention = pacbayes_convention("61")
 
     magnitude_aware = True
 
@@ -201,6 +245,8 @@ class PacBayesOrig(_PacBayes):
     """PAC-Bayes bound term ‖w‖²/(4σ²) + log(m/σ) + 10 with the origin as prior mean (Jiang et al.
     2020, eq. 49; Neyshabur et al. 2017). m: training examples; w: layer weights (biases out)."""
 
+    convention = pacbayes_convention("49", ("tests/test_flatness.py::test_bound_terms_follow_from_sigma",))
+
     def compute(self, model: nn.Module, data: Data) -> MeasureResult:
         return _pacbayes_bound(model, data, self, dict(model.named_parameters()))
 
@@ -209,6 +255,8 @@ class PacBayesOrig(_PacBayes):
 class PacBayesInit(_PacBayes):
     """PAC-Bayes bound term ‖w − w⁰‖²/(4σ²) + log(m/σ) + 10 with the initialization as prior mean
     (Jiang et al. 2020, eq. 48; Dziugaite & Roy 2017)."""
+
+    convention = pacbayes_convention("48", ("tests/test_flatness.py::test_bound_terms_follow_from_sigma",))
 
     needs_init = True
 
@@ -253,10 +301,14 @@ class PacBayesMagInit(_PacBayesMagBound):
     + log(m/σ') + 10, ε = 10⁻³, σ' as in ``pacbayes_mag_flatness`` (Jiang et al. 2020, eq. 56, as the
     reference code computes it)."""
 
+    convention = pacbayes_convention("56", MAG_BOUND_TESTS)
+
 
 @register_measure("pacbayes_mag_orig")
 class PacBayesMagOrig(_PacBayesMagBound):
     """As ``pacbayes_mag_init`` with ‖w‖² in the numerator (Jiang et al. 2020, eq. 57; reference
     code: the denominator keeps (w_i − w⁰_i)², so it needs the initialization too)."""
+
+    convention = pacbayes_convention("57", MAG_BOUND_TESTS)
 
     origin = True

@@ -10,7 +10,8 @@ For a causal language model the margins are per token: one for each counted next
 prediction (logit of the true next token − the largest other), and m counts tokens.
 ``max_examples`` takes the margin over a seeded subsample of the training split
 (``Data.subsample``, recorded in ``extras["sample"]``); the margins stay on the model's device
-and the host reads only γ.
+and the host reads only γ. The norms of the margin-normalized measures fold BatchNorm first,
+as the reference code does (``fold_batchnorm``, default True; see :mod:`._batchnorm`).
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from .. import _causal_lm
 from .._settings import at_least
 from ..data import Data, logits_of
 from ..errors import DataError, MeasureError
-from ..measure import Measure, MeasureResult
+from ..measure import Convention, Measure, MeasureResult
 from ..registry import register_measure
-from .norms import log_norm_terms, log_sum_from_log_prod, path_norm_sq
+from ._batchnorm import FoldingMeasure
+from .norms import jiang, log_norm_terms, log_sum_from_log_prod, path_norm_sq
 
 #: The margin quantile of Jiang et al. 2020 and Dziugaite et al. 2020 (10th percentile).
 MARGIN_QUANTILE = 0.1
@@ -108,19 +110,34 @@ class _MarginMeasure(Measure):
         return MeasureResult(log_num - 2 * math.log(gamma), extras={**extras, **g_extras})
 
 
+MARGIN_TESTS = ("tests/test_norms.py::test_margin_measures_match_numpy",
+                "tests/test_batchnorm_fold.py::test_margin_normalized_measures_fold_the_norms_not_the_margin")
+MARGIN_AGREEMENT = ("formula equal to a numpy restatement of the reference code's to 1e-4 (float32 logits; MLP); "
+                    "BatchNorm fold equal to a hand fold to 1e-6; the reference code itself not run here")
+
+
+def margin_convention(eq: str) -> Convention:
+    return jiang(eq, tests=MARGIN_TESTS, agreement=MARGIN_AGREEMENT)
+
+
+class _FoldedMargin(_MarginMeasure, FoldingMeasure):
+    """A margin-normalized measure of the layers: BatchNorm folded first by default (see
+    :class:`~._batchnorm.FoldingMeasure`; the margin is the network's, unchanged by folding)."""
+
+
 def _log_norm_numerator(norm: str, form: str):
     def numerator(self, model: nn.Module) -> tuple[float, dict]:
-        per = log_norm_terms(model, norm)
+        per = log_norm_terms(self.weights(model).items(), norm)
         value = sum(per.values())
         return (log_sum_from_log_prod(value, len(per)) if form == "sum" else value), {"per_layer": per}
 
     return numerator
 
 
-def _log_sum_over_margin(measure: _MarginMeasure, model: nn.Module, data: Data, norm: str) -> MeasureResult:
+def _log_sum_over_margin(measure: _FoldedMargin, model: nn.Module, data: Data, norm: str) -> MeasureResult:
     """log d + (1/d)(Σ_i log ‖W_i‖² − 2 log γ): the reference code divides the margin term by d too."""
     gamma, extras = measure.gamma(model, data)
-    per = log_norm_terms(model, norm)
+    per = log_norm_terms(measure.weights(model).items(), norm)
     value = log_sum_from_log_prod(sum(per.values()) - 2 * math.log(gamma), len(per))
     return MeasureResult(value, extras={"per_layer": per, **extras})
 
@@ -129,59 +146,79 @@ def _log_sum_over_margin(measure: _MarginMeasure, model: nn.Module, data: Data, 
 class InverseMargin(_MarginMeasure):
     """1/γ², γ the 10th-percentile training output margin (Jiang et al. 2020, eq. 22)."""
 
+    convention = Convention(
+        paper="Jiang et al. 2020, eq. 22", code="github nitarshan/robust-generalization-measures, "
+        "data/generation/measures.py", default="|k-th smallest training margin|, k = max(1, floor(m/10))",
+        switch="none needed (the margin is the network's output, which folding BatchNorm does not change)",
+        agreement="equal to a numpy restatement of the reference code's to 1e-4 (float32 logits; MLP)",
+        tests=MARGIN_TESTS[:1])
+
     def compute(self, model: nn.Module, data: Data) -> MeasureResult:
         gamma, extras = self.gamma(model, data)
         return MeasureResult(1.0 / gamma**2, extras=extras)
 
 
 @register_measure("log_prod_spectral_over_margin")
-class LogProdSpectralOverMargin(_MarginMeasure):
+class LogProdSpectralOverMargin(_FoldedMargin):
     """Σ_i log ‖W_i‖_2² − 2 log γ (Jiang et al. 2020, eq. 31; Bartlett et al. 2017's numerator)."""
+
+    convention = margin_convention("31")
 
     numerator = _log_norm_numerator("spectral", "prod")
 
 
 @register_measure("log_sum_spectral_over_margin")
-class LogSumSpectralOverMargin(_MarginMeasure):
+class LogSumSpectralOverMargin(_FoldedMargin):
     """log d + (1/d)(Σ_i log ‖W_i‖_2² − 2 log γ) (Jiang et al. 2020, eq. 34).
 
     Note the reference code divides the margin term by d as well (as here).
     """
+
+    convention = margin_convention("34")
 
     def compute(self, model: nn.Module, data: Data) -> MeasureResult:
         return _log_sum_over_margin(self, model, data, "spectral")
 
 
 @register_measure("log_prod_frobenius_over_margin")
-class LogProdFrobeniusOverMargin(_MarginMeasure):
+class LogProdFrobeniusOverMargin(_FoldedMargin):
     """Σ_i log ‖W_i‖_F² − 2 log γ (Jiang et al. 2020, eq. 36)."""
+
+    convention = margin_convention("36")
 
     numerator = _log_norm_numerator("frobenius", "prod")
 
 
 @register_measure("log_sum_frobenius_over_margin")
-class LogSumFrobeniusOverMargin(_MarginMeasure):
+class LogSumFrobeniusOverMargin(_FoldedMargin):
     """log d + (1/d)(Σ_i log ‖W_i‖_F² − 2 log γ) (Jiang et al. 2020, eq. 38)."""
+
+    convention = margin_convention("38")
 
     def compute(self, model: nn.Module, data: Data) -> MeasureResult:
         return _log_sum_over_margin(self, model, data, "frobenius")
 
 
 @register_measure("spec_orig")
-class SpecOrig(_MarginMeasure):
+class SpecOrig(_FoldedMargin):
     """log(Π_i ‖W_i‖_2² / γ²) + log Σ_i ‖W_i‖_F²/‖W_i‖_2² (Jiang et al. 2020, eq. 30: the
     spectral bound of Bartlett et al. 2017 with the origin as reference)."""
 
+    convention = margin_convention("30")
+
     def numerator(self, model: nn.Module) -> tuple[float, dict]:
-        spec, fro = log_norm_terms(model, "spectral"), log_norm_terms(model, "frobenius")
+        weights = self.weights(model)
+        spec, fro = log_norm_terms(weights.items(), "spectral"), log_norm_terms(weights.items(), "frobenius")
         ratio = sum(math.exp(fro[n] - spec[n]) for n in spec)
         return sum(spec.values()) + math.log(ratio), {"per_layer": spec}
 
 
 @register_measure("spec_init")
-class SpecInit(_MarginMeasure):
+class SpecInit(_FoldedMargin):
     """log(Π_i ‖W_i‖_2² / γ²) + log Σ_i ‖W_i − W_i⁰‖_F²/‖W_i‖_2² (Jiang et al. 2020, eq. 29:
     Bartlett et al. 2017's bound with the initialization as reference)."""
+
+    convention = margin_convention("29")
 
     needs_init = True
 
@@ -189,8 +226,9 @@ class SpecInit(_MarginMeasure):
         from .norms import frobenius_sq, layer_matrices
 
         gamma, extras = self.gamma(model, data)
-        spec = log_norm_terms(model, "spectral")
-        mats, mats0 = layer_matrices(dict(model.named_parameters())), layer_matrices(init)
+        weights = self.weights(model)
+        spec = log_norm_terms(weights.items(), "spectral")
+        mats, mats0 = layer_matrices(weights), layer_matrices(self.init_weights(model, init))
         ratio = sum(frobenius_sq(mats[n] - mats0[n]) / math.exp(spec[n]) for n in spec)
         if ratio <= 0:
             raise MeasureError("spec_init is undefined at the initialization itself (zero distance).")

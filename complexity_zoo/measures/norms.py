@@ -8,6 +8,11 @@ and other vectors are left out), each read as a matrix (shape[0], -1); norms ent
 the quantities *before* the papers' final size adjustment (√(value/m), or ½(value − log m) for
 ``log_*`` measures), which depends on the training-set size m only. Per-layer terms are in
 ``extras["per_layer"]``. The margin-normalized variants are in :mod:`.margins`.
+
+BatchNorm: like the reference code, the layer measures here (all but ``l2``, ``param_count`` and
+``path_norm``) fold each BatchNorm into the layer before it, with its running statistics, in the
+model and in its initialization (``fold_batchnorm=True``, :mod:`._batchnorm`);
+``fold_batchnorm=False`` measures the stored tensors.
 """
 
 from __future__ import annotations
@@ -20,9 +25,26 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import MeasureError, UndefinedMeasureError
-from ..measure import Measure, MeasureResult
+from ..measure import Convention, Measure, MeasureResult
 from ..registry import register_measure
+from ._batchnorm import FoldingMeasure
 from ._weights import as_matrix, singular_values, sum_squares, vector_norm
+
+#: The reference code of Jiang et al. 2020 and Dziugaite et al. 2020.
+JIANG_CODE = "github nitarshan/robust-generalization-measures, data/generation/measures.py"
+JIANG_DEFAULT = ("BatchNorm folded (fold_batchnorm=True); layers: tensors with >= 2 dims as (out, -1); "
+                 "squared norms; value before the size adjustment sqrt(v/m) or (v - log m)/2")
+NORMS_TESTS = ("tests/test_norms.py::test_norms_and_distances_match_numpy",
+               "tests/test_batchnorm_fold.py::test_default_equals_hand_folded_and_false_gives_stored_tensors")
+RESTATED = ("formula equal to a numpy restatement of the reference code's to 1e-9 (MLP); BatchNorm fold equal "
+            "to a hand fold to 1e-6 (conv net); the reference code itself not run here")
+
+
+def jiang(eq: str, tests: tuple[str, ...] = NORMS_TESTS, agreement: str = RESTATED, **kw) -> Convention:
+    """A measure of Jiang et al. 2020's family: its equation, the reference code, our default."""
+    return Convention(paper=f"Jiang et al. 2020, eq. {eq}", code=JIANG_CODE, default=JIANG_DEFAULT,
+                      switch="none needed: the default folds as the reference code does (it also applies the "
+                             "size adjustment, a function of m only)", agreement=agreement, tests=tests, **kw)
 
 
 def l2_norm(tensors: dict[str, Tensor]) -> tuple[float, dict[str, float]]:
@@ -129,7 +151,7 @@ def _squared_forward(layers: list[nn.Module], x: Tensor) -> Tensor:
     return x  # ReLU, Identity, Flatten and Dropout (eval) act as the identity on x >= 0
 
 
-class _LayerSum(Measure):
+class _LayerSum(FoldingMeasure):
     """Σ over layers of a per-layer term of the squared norms (of W − W⁰ with ``needs_init``)."""
 
     tensors_only = True
@@ -153,6 +175,9 @@ class L2Norm(Measure):
     the layers only.
     """
 
+    convention = Convention(
+        paper="Liu et al. 2022 (Omnigrok): the weight norm", default="all parameters, biases included, not folded")
+
     tensors_only = True
 
     def compute_tensors(self, tensors, init=None) -> MeasureResult:
@@ -164,17 +189,33 @@ class L2Norm(Measure):
 
 @register_measure("param_count")
 class ParamCount(Measure):
-    """Number of scalar parameters (Jiang et al. 2020's baseline 'measure')."""
+    """Number of scalar parameters (Jiang et al. 2020's baseline 'measure', eq. 20).
+
+    ``weights_only=False`` (default, the paper's count) counts every parameter, biases and
+    normalization parameters included; ``weights_only=True`` counts the layers only (tensors with
+    two or more dimensions), which is the reference code's PARAMS (it drops names containing
+    'bias' or 'bn', so equal for networks whose normalization modules are named 'bn...').
+    """
+
+    convention = Convention(
+        paper="Jiang et al. 2020, eq. 20 (number of parameters)", code=JIANG_CODE,
+        default="every parameter, biases and normalization parameters included",
+        switch="weights_only=True (the reference code's PARAMS)",
+        agreement="weights_only=True counts the reference code's weights (tensors >= 2 dims) exactly (MLP)",
+        tests=("tests/test_conventions.py::test_param_count_weights_only_is_the_reference_params",))
 
     tensors_only = True
+    weights_only: bool = False
 
     def compute_tensors(self, tensors, init=None) -> float:
-        return float(sum(t.numel() for _, t in tensors))
+        return float(sum(t.numel() for _, t in tensors if t.ndim >= 2 or not self.weights_only))
 
 
 @register_measure("param_norm")
 class ParamNorm(_LayerSum):
     """Σ_i ‖W_i‖_F² over layers (Jiang et al. 2020, eq. 42 'parameter norm')."""
+
+    convention = jiang("42")
 
     def term(self, sq: dict[str, float]) -> float:
         return sq["frobenius"]
@@ -185,6 +226,8 @@ class FrobeniusDistance(_LayerSum):
     """Σ_i ‖W_i − W_i⁰‖_F², distance from initialization (Jiang et al. 2020, eq. 40;
     Nagarajan & Kolter 2019)."""
 
+    convention = jiang("40")
+
     needs_init = True
 
     def term(self, sq: dict[str, float]) -> float:
@@ -194,6 +237,8 @@ class FrobeniusDistance(_LayerSum):
 @register_measure("spectral_distance")
 class SpectralDistance(_LayerSum):
     """Σ_i ‖W_i − W_i⁰‖_2², spectral distance from initialization (Jiang et al. 2020, eq. 41)."""
+
+    convention = jiang("41")
 
     needs_init = True
     norms = ("spectral",)
@@ -206,6 +251,8 @@ class SpectralDistance(_LayerSum):
 class FroOverSpectral(_LayerSum):
     """Σ_i ‖W_i‖_F² / ‖W_i‖_2², the sum of stable ranks (Jiang et al. 2020, eq. 33)."""
 
+    convention = jiang("33")
+
     norms = ("frobenius", "spectral")
 
     def term(self, sq: dict[str, float]) -> float:
@@ -213,9 +260,13 @@ class FroOverSpectral(_LayerSum):
 
 
 @register_measure("log_prod_fro_over_spectral")
-class LogProdFroOverSpectral(Measure):
+class LogProdFroOverSpectral(FoldingMeasure):
     """Σ_i log(‖W_i‖_F² / ‖W_i‖_2²), the log product of stable ranks (Bartlett et al. 2017's
     product form; Jiang et al. use the sum, ``fro_over_spectral``)."""
+
+    convention = Convention(
+        paper="Bartlett et al. 2017 (product of stable ranks)", default=JIANG_DEFAULT,
+        agreement="equal to a numpy computation to 1e-9 (MLP)", tests=NORMS_TESTS[:1])
 
     tensors_only = True
 
@@ -227,7 +278,7 @@ class LogProdFroOverSpectral(Measure):
         return MeasureResult(sum(per.values()), extras={"per_layer": per})
 
 
-class _LogNorm(Measure):
+class _LogNorm(FoldingMeasure):
     tensors_only = True
     norm = "spectral"
     form = "prod"
@@ -244,6 +295,8 @@ class _LogNorm(Measure):
 class LogProdSpectral(_LogNorm):
     """Σ_i log ‖W_i‖_2², log product of squared spectral norms (Jiang et al. 2020, eq. 32)."""
 
+    convention = jiang("32")
+
 
 @register_measure("log_sum_spectral")
 class LogSumSpectral(_LogNorm):
@@ -252,6 +305,8 @@ class LogSumSpectral(_LogNorm):
     The reference code's form: d times the geometric mean of the squared norms, in logs.
     """
 
+    convention = jiang("35")
+
     form = "sum"
 
 
@@ -259,12 +314,16 @@ class LogSumSpectral(_LogNorm):
 class LogProdFrobenius(_LogNorm):
     """Σ_i log ‖W_i‖_F², log product of squared Frobenius norms (Jiang et al. 2020, eq. 37)."""
 
+    convention = jiang("37")
+
     norm = "frobenius"
 
 
 @register_measure("log_sum_frobenius")
 class LogSumFrobenius(_LogNorm):
     """log d + (1/d) Σ_i log ‖W_i‖_F², the 'sum of Frobenius norms' form (Jiang et al. 2020, eq. 39)."""
+
+    convention = jiang("39")
 
     norm = "frobenius"
     form = "sum"
@@ -281,6 +340,11 @@ class PathNorm(Measure):
     """
 
     causal_lm = False
+    convention = Convention(
+        paper="Jiang et al. 2020, eq. 44", code=JIANG_CODE, default="every parameter squared, biases included",
+        agreement="closed form of a linear network with biases to 1e-9; the reference code folds BatchNorm, "
+                  "here networks with BatchNorm are undefined (UndefinedMeasureError)",
+        tests=("tests/test_norms.py::test_path_norm_of_a_linear_network_with_biases",))
 
     def compute(self, model: nn.Module, data=None) -> float:
         return path_norm_sq(model)

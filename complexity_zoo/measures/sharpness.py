@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from .._settings import at_least
 from ..data import Data
-from ..measure import MeasureResult
+from ..measure import Convention, MeasureResult
 from ..registry import register_measure
 from .curvature import _Functional
 from .flatness import _PerturbationSearch, draw, generator, layer_weights, train_accuracy
@@ -53,6 +53,13 @@ def worst_case_deviation(model: nn.Module, data: Data, radius: dict[str, Tensor]
         u = {k: torch.clamp(u[k] + 2.5 * radius[k] / steps * torch.sign(grads[k]), -radius[k], radius[k])
              for k in u}
     return abs(train_accuracy(model, data, {k: params[k] + u[k] for k in params}) - base)
+
+
+def sharpness_convention(eq: str) -> Convention:
+    """No reference code: the reference implementation of Jiang et al. 2020 has no sharpness measure, so
+    there is no σ convention to switch (the noise-sd quirk is the PAC-Bayes search's, :mod:`.flatness`)."""
+    return Convention(paper=f"Jiang et al. 2020, eq. {eq}", code="none (not in the reference code)",
+                      default="projected sign-gradient ascent, 10 steps per radius; bisection as for σ")
 
 
 class _Sharpness(_PerturbationSearch):
@@ -99,10 +106,14 @@ class SharpnessFlatness(_Sharpness):
     lower bound on the true worst case, so α is an upper bound).
     """
 
+    convention = sharpness_convention("52")
+
 
 @register_measure("sharpness_mag_flatness")
 class SharpnessMagFlatness(_Sharpness):
     """1/α'², box |u_i| <= α'|θ_i| + 10⁻³ (magnitude-aware; Jiang et al. 2020, eq. 60)."""
+
+    convention = sharpness_convention("60")
 
     magnitude_aware = True
 
@@ -134,6 +145,8 @@ class SharpnessOrig(_SharpnessBound):
     """Sharpness-based PAC-Bayes term ‖w‖² log(2ω)/(4α′²) + log(m/σ′) + 10, σ′ = α′/√(2 log 2ω)
     (Jiang et al. 2020, eq. 51; α′ as in ``sharpness_flatness``, same search and seed)."""
 
+    convention = sharpness_convention("51")
+
     def compute(self, model: nn.Module, data: Data) -> MeasureResult:
         return self.bound(model, data, {k: p.detach() for k, p in model.named_parameters()})
 
@@ -142,6 +155,8 @@ class SharpnessOrig(_SharpnessBound):
 class SharpnessInit(_SharpnessBound):
     """Sharpness-based PAC-Bayes term ‖w − w⁰‖² log(2ω)/(4α′²) + log(m/σ′) + 10 with the
     initialization as prior mean (Jiang et al. 2020, eq. 50)."""
+
+    convention = sharpness_convention("50")
 
     needs_init = True
 
