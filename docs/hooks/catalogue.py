@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from typing import Any
 
 MARKER = "<!-- catalogue -->"
+# The conventions table (``registry.conventions_table()``), filled on the catalogue page too.
+CONVENTIONS_MARKER = "<!-- conventions -->"
 # Docstrings are rendered as Markdown: Sphinx roles (:func:`name`) become code.
 _ROLE = re.compile(r":(?:func|meth|class|mod|attr|data|exc|obj):`~?([^`]+)`")
 CATALOGUE_PAGE = "measures/index.md"
@@ -95,6 +97,21 @@ def _render(value: Any) -> str:
     return f"`{value!r}`"
 
 
+def _convention_lines(value: Any) -> list[str]:
+    """A ``Convention`` (or any dataclass fact) as an indented sub-list, one field a line."""
+    labels = {"paper": "paper", "code": "reference code", "default": "default here",
+              "switch": "switch to the reference code's convention", "agreement": "agreement measured",
+              "tests": "tests"}
+    lines = []
+    for key, field_value in dataclasses.asdict(value).items():
+        if _empty(field_value):
+            continue
+        if key == "tests":
+            field_value = ", ".join(f"`{t}`" for t in field_value)
+        lines.append(f"    - *{labels.get(key, key.replace('_', ' '))}*: {_render(field_value)}")
+    return lines
+
+
 def _needs(row: Mapping[str, Any]) -> str:
     return ", ".join(k for k in ("data", "init") if row[f"needs_{k}"])
 
@@ -138,7 +155,11 @@ def _section(row: Mapping[str, Any], cls: type) -> list[str]:
     extra = [f for f in _own_facts(cls) if f not in listed and f not in _SHOWN and f not in _INTERNAL]
     for fact in listed + extra:
         value = getattr(cls, fact, None)
-        if not _empty(value):
+        if _empty(value):
+            continue
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            facts += [f"- **{fact.replace('_', ' ')}**:", *_convention_lines(value)]
+        else:
             facts.append(f"- **{fact.replace('_', ' ')}**: {_render(value)}")
     lines += facts + ["", *_settings(cls), ""]
     doc = _doc(cls)
@@ -157,14 +178,15 @@ def catalogue_markdown() -> str:
     lines = [
         f"{len(table)} measures are registered in this build.",
         "",
-        "| measure | family | unit | needs | tensors only | stochastic | presets | summary |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| measure | family | unit | needs | tensors only | causal LM | stochastic | presets | summary |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in table.to_dict("records"):
         presets = ", ".join(f"`{row['name']}.{t}`" for t in row["presets"].split(", ") if t)
         lines.append(
             f"| [`{row['name']}`](#{row['name']}) | {row['family']} | {row['unit']} | {_needs(row)} | "
-            f"{'yes' if row['tensors_only'] else ''} | {'yes' if row['stochastic'] else ''} | {presets} | "
+            f"{'yes' if row['tensors_only'] else ''} | {'yes' if row['causal_lm'] else 'no'} | "
+            f"{'yes' if row['stochastic'] else ''} | {presets} | "
             f"{_escape(_first_paragraph(measure_class(row['name'])[0]))} |"
         )
     lines.append("")
@@ -175,8 +197,33 @@ def catalogue_markdown() -> str:
     return "\n".join(lines)
 
 
+def conventions_markdown() -> str:
+    """The conventions table (``complexity-zoo measures --conventions``) as markdown, one row per
+    measure that declares a reference; the others are counted."""
+    from complexity_zoo.registry import NO_REFERENCE_RUN, conventions_table
+
+    table = conventions_table()
+    declared = table[table["paper"] != ""]
+    lines = [
+        "| measure | paper | reference code | default here | switch | agreement measured | tests |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in declared.to_dict("records"):
+        tests = ", ".join(f"`{t.strip()}`" for t in row["tests"].split(",") if t.strip())
+        cells = [f"[`{row['name']}`](#{row['name']})", row["paper"], row["code"], row["default"],
+                 row["switch"], row["agreement"], tests]
+        lines.append("| " + " | ".join(_escape(str(c)) for c in cells) + " |")
+    rest = len(table) - len(declared)
+    lines += ["", f"{len(declared)} measures declare a reference; the other {rest} read "
+              f"\"{NO_REFERENCE_RUN}\"."]
+    return "\n".join(lines)
+
+
 def on_page_markdown(markdown: str, page: Any, **kwargs: Any) -> str:
-    """mkdocs event: fill the catalogue page's marker."""
-    if page.file.src_uri == CATALOGUE_PAGE and MARKER in markdown:
-        return markdown.replace(MARKER, catalogue_markdown())
+    """mkdocs event: fill the catalogue page's markers (the catalogue, the conventions table)."""
+    if page.file.src_uri == CATALOGUE_PAGE:
+        if MARKER in markdown:
+            markdown = markdown.replace(MARKER, catalogue_markdown())
+        if CONVENTIONS_MARKER in markdown:
+            markdown = markdown.replace(CONVENTIONS_MARKER, conventions_markdown())
     return markdown
