@@ -97,6 +97,11 @@ def _render(value: Any) -> str:
     return f"`{value!r}`"
 
 
+def _plain(text: str) -> str:
+    """Plain text (a convention's fields) safe in markdown: ``in*k*k`` is not emphasis."""
+    return text.replace("*", "\\*")
+
+
 def _convention_lines(value: Any) -> list[str]:
     """A ``Convention`` (or any dataclass fact) as an indented sub-list, one field a line."""
     labels = {"paper": "paper", "code": "reference code", "default": "default here",
@@ -107,8 +112,10 @@ def _convention_lines(value: Any) -> list[str]:
         if _empty(field_value):
             continue
         if key == "tests":
-            field_value = ", ".join(f"`{t}`" for t in field_value)
-        lines.append(f"    - *{labels.get(key, key.replace('_', ' '))}*: {_render(field_value)}")
+            text = ", ".join(f"`{t}`" for t in field_value)
+        else:
+            text = _plain(_render(field_value))
+        lines.append(f"    - *{labels.get(key, key.replace('_', ' '))}*: {text}")
     return lines
 
 
@@ -212,6 +219,7 @@ def conventions_markdown() -> str:
         tests = ", ".join(f"`{t.strip()}`" for t in row["tests"].split(",") if t.strip())
         cells = [f"[`{row['name']}`](#{row['name']})", row["paper"], row["code"], row["default"],
                  row["switch"], row["agreement"], tests]
+        cells = cells[:1] + [_plain(str(c)) for c in cells[1:-1]] + cells[-1:]
         lines.append("| " + " | ".join(_escape(str(c)) for c in cells) + " |")
     rest = len(table) - len(declared)
     lines += ["", f"{len(declared)} measures declare a reference; the other {rest} read "
