@@ -20,6 +20,7 @@ import torch
 
 from ._assemble import build_dataset, check_names
 from ._cache import ResultCache, to_jsonable
+from ._context import checkpoint_context
 from ._executors import execute
 from ._steps import integer_step
 from .comparison import Comparison
@@ -151,8 +152,14 @@ def run_checkpoint(trajectory: Trajectory, step: int, cells: list[Cell], data: D
 
     Failures are returned, not raised (unless ``strict``); ``on_cell`` hears of each cell.
     When every cell is ``tensors_only``, the model is not built: each cell streams the
-    checkpoint's parameter tensors one at a time (memory: about the largest tensor).
+    checkpoint's parameter tensors one at a time (memory: about the largest tensor). The cells
+    share one :mod:`~complexity_zoo._context` (each weight matrix's spectrum taken once).
     """
+    with checkpoint_context():
+        return _run_cells(trajectory, step, cells, data, device, strict, store, on_cell)
+
+
+def _run_cells(trajectory, step, cells, data, device, strict, store, on_cell) -> list:
     if all(cell.measure.tensors_only for cell in cells):
         streamer, out = _streamer(trajectory, step, device), []
         for cell in cells:
