@@ -228,6 +228,7 @@ def compare(
     seed: int = 0,
     strict: bool = False,
     workers: int | None = None,
+    threads: int | None = None,
 ) -> Comparison:
     """Run ``measures`` on every checkpoint of one or more trajectories.
 
@@ -243,7 +244,9 @@ def compare(
     ``seed``: a stochastic measure whose seed is unset gets, in each cell, a seed derived from
     ``seed``, the run, the step and the measure (:func:`derive_seed`); one given explicitly is
     used as is in every cell. With ``strict=False`` a failing cell is NaN, warned about and
-    listed in ``.errors``.
+    listed in ``.errors``. ``threads``: torch threads per job (default: one for a checkpoint under
+    2M parameters, else cores // parallel jobs; ``$COMPLEXITY_ZOO_THREADS`` also sets it; see
+    :mod:`complexity_zoo._threads`); torch's own setting is restored after.
     """
     from tqdm.auto import tqdm
 
@@ -286,7 +289,7 @@ def compare(
 
     with _interrupts_reported(store, lambda: finished[0], total):
         try:
-            execute(executor, jobs, data_for, device, strict, store, record, workers=workers,
+            execute(executor, jobs, data_for, device, strict, store, record, workers=workers, threads=threads,
                     note=lambda traj, step: bar.set_postfix_str(f"{traj.name} step {step}", refresh=False))
         finally:
             bar.close()

@@ -1,0 +1,88 @@
+"""The thread policy: how many intra-op torch threads a job (or a training run) uses.
+
+torch's default is one thread per core. On a machine whose cores are busy (a shared node, a
+laptop, other agents) its threads wait for each other at every operation: small work then
+runs many times slower than on one thread (benchmarks/contention.py), and even on idle cores
+one thread is faster for a small model, where the work of an operation is too small to split.
+
+So: ``threads=`` when given; else the environment variable ``COMPLEXITY_ZOO_THREADS`` (a
+positive integer); else one thread for small work (fewer than :data:`SMALL_WORK` parameters),
+and ``cores // slots`` (at least 1) for larger work, ``slots`` being the jobs that run at once
+on this host. :func:`using_threads` sets torch's count for a block and restores it after.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from collections.abc import Iterator
+
+import torch
+
+from .errors import InvalidSettingError
+
+ENV = "COMPLEXITY_ZOO_THREADS"
+#: Parameters below which one thread is used: a model this small gains nothing from a second
+#: thread even on idle cores (benchmarks/contention.py --sweep measures where the gain starts).
+SMALL_WORK = 2_000_000
+
+
+def host_cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _positive(value, what: str) -> int:
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        n = 0
+    if isinstance(value, bool) or n < 1 or (not isinstance(value, str) and n != value):
+        raise InvalidSettingError(f"{what} must be a positive integer (torch intra-op threads); got {value!r}.")
+    return n
+
+
+def check_threads(threads: int | None) -> int | None:
+    """``threads`` as given (None or a positive integer), else a clear error."""
+    return None if threads is None else _positive(threads, "threads")
+
+
+def choose_threads(work: int | None, *, threads: int | None = None, slots: int = 1) -> int:
+    """Torch threads for ``work`` parameters (None: unknown, taken as large) when ``slots``
+    jobs run at once on this host; ``threads`` or ``$COMPLEXITY_ZOO_THREADS`` override."""
+    if threads is not None:
+        return check_threads(threads)
+    env = os.environ.get(ENV, "").strip()
+    if env:
+        return _positive(env, f"the environment variable {ENV}")
+    if work is not None and work < SMALL_WORK:
+        return 1
+    return max(1, host_cores() // max(1, slots))
+
+
+@contextlib.contextmanager
+def using_threads(n: int) -> Iterator[int]:
+    """torch.set_num_threads(n) for the block; torch's previous setting is restored after."""
+    previous = torch.get_num_threads()
+    if n != previous:
+        torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)
+
+
+def model_work(model: torch.nn.Module) -> int:
+    """The size of a model's work: its number of parameters."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def trajectory_work(trajectory) -> int | None:
+    """The size of a trajectory's checkpoints: its model's parameters (None when unknown)."""
+    plan = trajectory.parameter_plan()
+    return None if plan is None else sum(math.prod(shape) for shape in plan.shapes.values())
