@@ -2,9 +2,10 @@
 
 compare() runs a checkpoint's pending measures as one job (see ``compare.run_checkpoint``); the
 job opens a :class:`CheckpointContext` and every measure of the job reads shared work from it
-instead of redoing it: today the singular values of each weight matrix (taken once, by the policy
+instead of redoing it: the singular values of each weight matrix (taken once, by the policy
 of :func:`~complexity_zoo.measures._weights.singular_values`, and read by the spectral, norm,
-margin and heavy-tail measures). Entries are keyed by what produced them, so a measure in a job
+margin and heavy-tail measures), and outputs of the model on the data (:func:`shared_forward`:
+the training margins the margin family reads). Entries are keyed by what produced them, so a measure in a job
 gets exactly the tensor it would have computed alone. Further kinds of shared work (e.g. folded
 weights) are further ``kind`` names of :meth:`CheckpointContext.get`.
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import weakref
 from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
@@ -101,3 +103,21 @@ def checkpoint_context(max_bytes: int = MAX_BYTES) -> Iterator[CheckpointContext
 def matrix_key(name: str, w: torch.Tensor) -> tuple:
     """The key of a parameter's matrix within one checkpoint: its name, shape, dtype and device."""
     return (name, tuple(w.shape), w.dtype, str(w.device))
+
+
+def shared_forward(kind: str, model: torch.nn.Module, data: Any, split: str, compute: Callable[[], Any]) -> Any:
+    """``compute()``, the ``kind`` of output of ``model`` on ``data``'s ``split``, shared within a
+    job while the model's parameters and buffers are unchanged (their version counters are part of
+    the key) and the split is a fixed tuple of tensors (a DataLoader may shuffle or augment: not
+    shared). The result is the stored object: read it, never modify it in place."""
+    ctx = current()
+    if ctx is None or not isinstance(getattr(data, split, None), tuple):
+        return compute()
+    state = tuple(t._version for t in (*model.parameters(), *model.buffers()))
+    key = (kind, id(model), id(data), split, model.training, state)
+    entry = ctx.lookup("forward", key)
+    if entry is not None and entry[0]() is model and entry[1] is data:  # ids are reused only after death
+        return entry[2]
+    out = compute()
+    ctx.store("forward", key, (weakref.ref(model), data, out))
+    return out

@@ -165,3 +165,26 @@ def test_the_vectorized_fit_equals_the_scan(block, monkeypatch):
 def test_a_fit_without_candidates_still_raises():
     with pytest.raises(UndefinedMeasureError, match="all eigenvalues equal"):
         power_law_fit(np.ones(20))
+
+
+MARGINS = ["inverse_margin", "log_prod_spectral_over_margin", "log_sum_frobenius_over_margin", "spec_orig"]
+
+
+def test_margin_measures_share_one_forward_pass_and_equal_each_alone(trajectory):
+    from complexity_zoo.testing import tiny_classifier
+
+    _, data = tiny_classifier(seed=1)
+    model = trajectory.model_at(trajectory.steps[-1])
+    calls = []
+    model.register_forward_hook(lambda *a: calls.append(1))
+    alone = {n: cz.get_measure(n)(model, data).value for n in MARGINS}
+    n_alone = len(calls)
+    calls.clear()
+    with checkpoint_context():
+        together = {n: cz.get_measure(n)(model, data).value for n in MARGINS}
+        assert len(calls) == n_alone // len(MARGINS)  # one pass over the training split
+        with torch.no_grad():
+            next(model.parameters()).mul_(2.0)  # changed weights: computed again
+        changed = cz.get_measure("inverse_margin")(model, data).value
+    assert together == alone
+    assert len(calls) == 2 * n_alone // len(MARGINS) and changed != alone["inverse_margin"]

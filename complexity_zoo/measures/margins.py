@@ -18,6 +18,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .._context import shared_forward
 from .._settings import at_least
 from ..data import Data, logits_of
 from ..errors import DataError, MeasureError
@@ -29,12 +30,17 @@ from .norms import log_norm_terms, log_sum_from_log_prod, path_norm_sq
 MARGIN_QUANTILE = 0.1
 
 
-@torch.no_grad()
 def output_margins(model: nn.Module, data: Data, split: str = "train") -> Tensor:
     """f(x)_y − max_{j≠y} f(x)_j for every example of a classification split (float64).
 
     Logits (B, C) with integer labels (B,); (B, T, C) sequences contribute one margin per token.
+    Shared by the measures of a compare() job (:func:`~complexity_zoo._context.shared_forward`).
     """
+    return shared_forward("output_margins", model, data, split, lambda: _output_margins(model, data, split))
+
+
+@torch.no_grad()
+def _output_margins(model: nn.Module, data: Data, split: str) -> Tensor:
     if data.loss_name == "causal_lm":
         raise DataError(
             "The output margin is defined for a classifier (one class label per example); this Data is a "
