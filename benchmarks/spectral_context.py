@@ -1,7 +1,9 @@
 """The five spectral measures of one checkpoint together, against WeightWatcher's ``analyze()``.
 
 Run: ``python benchmarks/spectral_context.py [--models gpt2 resnet18] [--repeat 1]`` (needs
-``weightwatcher``, ``transformers`` and ``torchvision``; random weights, no download).
+``weightwatcher`` (the ``bench`` extra), ``transformers`` and ``torchvision``; random weights, no
+download). Torch threads: torch's setting as the process starts (set ``OMP_NUM_THREADS`` to
+compare at a given count; WeightWatcher's SciPy follows the same variable).
 
 Same process, same model, same torch threads: WeightWatcher's ``analyze()`` (one SVD per layer
 for all its metrics), then ``effective_rank``, ``spectral_entropy``, ``stable_rank``, ``alpha``
@@ -77,6 +79,11 @@ def one_model(label: str, model: torch.nn.Module, repeat: int) -> None:
 
 
 def main() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("weightwatcher") is None:
+        print("skipped: needs weightwatcher (pip install 'complexity-zoo[bench]')")
+        return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=["gpt2", "resnet18"], choices=["gpt2", "resnet18"])
     ap.add_argument("--repeat", type=int, default=1)
