@@ -68,7 +68,8 @@ def time_compare(run: Path, measures, threads: int | None) -> float:
 
 def conditions(tmp: Path, args, measures) -> dict:
     cores, out = host_cores(), {}
-    for label, threads in (("policy", None), (f"{cores} threads", cores)):
+    arms = (("policy", None),) if args.policy_only else (("policy", None), (f"{cores} threads", cores))
+    for label, threads in arms:
         out[label, "train"] = time_train(tmp / "run", args.epochs, threads)
         out[label, "compare"] = time_compare(tmp / "run", measures, threads)
         print(f"  {label}: train {out[label, 'train']:.2f} s, compare {out[label, 'compare']:.2f} s; {load()}",
@@ -93,6 +94,7 @@ def main() -> None:
     ap.add_argument("--busy", type=int, default=2)
     ap.add_argument("--measures", default=None, help="comma-separated (default: the demo's)")
     ap.add_argument("--sweep", action="store_true")
+    ap.add_argument("--policy-only", action="store_true", help="leave out the runs at torch's default threads")
     args = ap.parse_args()
     measures = list(MEASURES) if args.measures is None else args.measures.split(",")
     print(machine())

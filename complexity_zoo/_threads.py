@@ -66,15 +66,29 @@ def choose_threads(work: int | None, *, threads: int | None = None, slots: int =
 
 @contextlib.contextmanager
 def using_threads(n: int) -> Iterator[int]:
-    """torch.set_num_threads(n) for the block; torch's previous setting is restored after."""
+    """torch.set_num_threads(n) for the block; torch's previous setting is restored after.
+
+    NumPy's and SciPy's BLAS and other OpenMP pools in the process (e.g. scikit-learn's, which
+    the Bayesian search of ``kolmogorov`` uses) are limited to ``n`` too, through threadpoolctl
+    when it is installed: their idle threads otherwise spin on busy cores as torch's would.
+    """
     previous = torch.get_num_threads()
     if n != previous:
         torch.set_num_threads(n)
     try:
-        yield n
+        with _other_pools(n):
+            yield n
     finally:
         if torch.get_num_threads() != previous:
             torch.set_num_threads(previous)
+
+
+def _other_pools(n: int):
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=n)
 
 
 def model_work(model: torch.nn.Module) -> int:

@@ -79,3 +79,14 @@ def test_training_uses_the_policy_s_threads_and_restores_torch_s(tmp_path, monke
     assert seen == [1, 1, 2, 2] and torch.get_num_threads() == before
     with pytest.raises(InvalidSettingError):
         train(tmp_path / "c", threads=0, **kwargs)
+
+
+def test_blas_and_openmp_pools_follow_and_are_restored():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import numpy  # noqa: F401  (its BLAS is one of the pools)
+
+    before = {i["filepath"]: i["num_threads"] for i in threadpoolctl.threadpool_info()}
+    target = 2 if set(before.values()) == {1} else 1  # a change, whatever OMP_NUM_THREADS says
+    with using_threads(target):
+        assert {i["num_threads"] for i in threadpoolctl.threadpool_info()} == {target}
+    assert {i["filepath"]: i["num_threads"] for i in threadpoolctl.threadpool_info()} == before
