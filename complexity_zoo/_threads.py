@@ -7,8 +7,9 @@ one thread is faster for a small model, where the work of an operation is too sm
 
 So: ``threads=`` when given; else the environment variable ``COMPLEXITY_ZOO_THREADS`` (a
 positive integer); else one thread for small work (fewer than :data:`SMALL_WORK` parameters),
-and ``cores // slots`` (at least 1) for larger work, ``slots`` being the jobs that run at once
-on this host. :func:`using_threads` sets torch's count for a block and restores it after.
+and for larger work torch's own setting (which follows ``OMP_NUM_THREADS``), at most
+``cores // slots`` (at least 1), ``slots`` being the jobs that run at once on this host.
+:func:`using_threads` sets torch's count for a block and restores it after.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def choose_threads(work: int | None, *, threads: int | None = None, slots: int =
         return _positive(env, f"the environment variable {ENV}")
     if work is not None and work < SMALL_WORK:
         return 1
-    return max(1, host_cores() // max(1, slots))
+    return max(1, min(torch.get_num_threads(), host_cores() // max(1, slots)))
 
 
 @contextlib.contextmanager

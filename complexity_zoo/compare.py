@@ -245,8 +245,8 @@ def compare(
     ``seed``, the run, the step and the measure (:func:`derive_seed`); one given explicitly is
     used as is in every cell. With ``strict=False`` a failing cell is NaN, warned about and
     listed in ``.errors``. ``threads``: torch threads per job (default: one for a checkpoint under
-    2M parameters, else cores // parallel jobs; ``$COMPLEXITY_ZOO_THREADS`` also sets it; see
-    :mod:`complexity_zoo._threads`); torch's own setting is restored after.
+    2M parameters, else torch's setting, at most cores // parallel jobs; ``$COMPLEXITY_ZOO_THREADS``
+    also sets it; see :mod:`complexity_zoo._threads`); torch's own setting is restored after.
     """
     from tqdm.auto import tqdm
 

@@ -19,9 +19,12 @@ def no_env(monkeypatch):
 
 def test_small_work_gets_one_thread_and_large_work_shares_the_cores(monkeypatch):
     monkeypatch.setattr(_threads, "host_cores", lambda: 8)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
     assert choose_threads(SMALL_WORK - 1) == 1
     assert choose_threads(SMALL_WORK) == 8 and choose_threads(None) == 8
     assert choose_threads(10 * SMALL_WORK, slots=3) == 2 and choose_threads(10 * SMALL_WORK, slots=20) == 1
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)  # OMP_NUM_THREADS=3, say: a ceiling
+    assert choose_threads(SMALL_WORK) == 3 and choose_threads(SMALL_WORK, slots=4) == 2
 
 
 def test_the_argument_then_the_environment_override_the_policy(monkeypatch):

@@ -196,7 +196,7 @@ def train(
     unless ``torch.use_deterministic_algorithms(True)``).
     ``callback(step, metrics)`` runs after each checkpoint is written; if it raises, the run
     stops and can be resumed from that checkpoint. ``threads``: torch threads while training
-    (default: one for a model under 2M parameters, else one per core; ``$COMPLEXITY_ZOO_THREADS``
+    (default: one for a model under 2M parameters, else torch's setting; ``$COMPLEXITY_ZOO_THREADS``
     also sets it; see :mod:`complexity_zoo._threads`); torch's setting is restored after.
     Returns the run folder.
     """
