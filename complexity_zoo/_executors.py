@@ -8,10 +8,13 @@ cache's disk has written it already, the moment it finished). A worker that dies
 job, which is run again, at most :data:`RETRIES` more times; after that its cells fail with
 :class:`WorkerLostError` (NaN and an ``errors`` row, or raised with ``strict=True``).
 
-Threads: each task slot gets ``cores // slots`` torch threads (at least 1), so W workers never
-run W x cores threads: a process pool of W sets that in each worker, the thread back end sets it
-for the call (and restores it), and a Dask task runs with 1 torch thread per Dask worker thread
-(as Dask's nanny sets ``OMP_NUM_THREADS=1``). Dask is imported only when a Dask back end is used.
+Threads follow :mod:`complexity_zoo._threads`: one torch thread for a small checkpoint, else
+``cores // slots`` (at least 1) per task slot, so W workers never run W x cores threads;
+``threads=`` or ``$COMPLEXITY_ZOO_THREADS`` override. The serial back end sets it per job, a
+process pool per job in its worker, the thread back end once for the call (torch's count is per
+process), each restoring torch's setting after; a Dask task runs with 1 torch thread per Dask
+worker thread (as Dask's nanny sets ``OMP_NUM_THREADS=1``) unless overridden. Dask is imported
+only when a Dask back end is used.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from typing import Any
 
 import torch
 
+from ._threads import ENV, check_threads, choose_threads, host_cores, trajectory_work, using_threads
 from .errors import ExecutorError, ExecutorWarning, MeasureError, WorkerLostError
 
 EXECUTORS = ("serial", "threads", "processes", "dask")
@@ -49,17 +53,14 @@ DASK_CONFIG = {"distributed.scheduler.allowed-failures": RETRIES, "distributed.s
                f"{PRE_SPAWN}.MALLOC_TRIM_THRESHOLD_": None}
 
 
-def host_cores() -> int:
-    """The cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+def job_threads(job, threads: int | None, slots: int) -> int:
+    """Torch threads for ``job`` (trajectory, step, cells) when ``slots`` jobs run at once."""
+    return choose_threads(trajectory_work(job[0]), threads=threads, slots=slots)
 
 
-def torch_threads(slots: int) -> int:
-    """Torch threads per task when ``slots`` tasks run at once on this host."""
-    return max(1, host_cores() // max(1, slots))
+def override(threads: int | None) -> int | None:
+    """The threads the caller asked for (``threads=`` or the environment), else None."""
+    return choose_threads(None, threads=threads) if threads is not None or os.environ.get(ENV, "").strip() else None
 
 
 def job_trajectory(traj, step: int, cells) -> Any:
@@ -77,10 +78,10 @@ def run_job(traj, step: int, cells, data, device, strict: bool, store, threads: 
     return ``(result, seconds)`` per cell, failures as picklable exceptions."""
     from .compare import run_checkpoint
 
-    if threads is not None and torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
     out = []
-    for _, result, seconds in run_checkpoint(traj, step, cells, data, device, strict, store):
+    with using_threads(torch.get_num_threads() if threads is None else threads):
+        done = run_checkpoint(traj, step, cells, data, device, strict, store)
+    for _, result, seconds in done:
         if isinstance(result, BaseException):
             try:
                 pickle.loads(pickle.dumps(result))
@@ -106,10 +107,12 @@ class SharedDiskStore:
 
 
 def execute(executor, jobs, data_for, device, strict: bool, store, record: Callable, *,
-            workers: int | None = None, note: Callable | None = None) -> None:
+            workers: int | None = None, note: Callable | None = None, threads: int | None = None) -> None:
     """Run ``jobs`` [(trajectory, step, cells)] on ``executor`` (None or a name in
     :data:`EXECUTORS`, a ``concurrent.futures.Executor`` or a ``distributed.Client``);
-    ``record(cell, result, seconds)`` hears of every cell, job by job as jobs complete."""
+    ``record(cell, result, seconds)`` hears of every cell, job by job as jobs complete;
+    ``threads``: torch threads per job (default: the policy of :mod:`._threads`)."""
+    threads, jobs = check_threads(threads), list(jobs)
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise ExecutorError(f"workers must be a positive integer; got {workers!r}.")
     if workers is not None and not isinstance(executor, str):
@@ -121,29 +124,27 @@ def execute(executor, jobs, data_for, device, strict: bool, store, record: Calla
                 note(traj, step)
             from .compare import run_checkpoint
 
-            run_checkpoint(traj, step, cells, data_for[traj.name], device, strict, store, record)
+            with using_threads(job_threads((traj, step, cells), threads, 1)):
+                run_checkpoint(traj, step, cells, data_for[traj.name], device, strict, store, record)
         return
     if isinstance(executor, str):
         if executor not in EXECUTORS:
             raise ExecutorError(f"executor must be one of {list(EXECUTORS)}, a concurrent.futures.Executor "
                                 f"or a distributed.Client; got {executor!r}.")
         with _owned(executor, workers) as backend:
-            execute(backend, jobs, data_for, device, strict, store, record)
+            execute(backend, jobs, data_for, device, strict, store, record, threads=threads)
         return
     if isinstance(executor, cf.ThreadPoolExecutor):
-        previous = torch.get_num_threads()
-        torch.set_num_threads(torch_threads(getattr(executor, "_max_workers", 1)))
-        try:
+        slots = getattr(executor, "_max_workers", 1)
+        with using_threads(max((job_threads(j, threads, slots) for j in jobs), default=1)):
             _on_pool(executor, jobs, data_for, device, strict, store, record)
-        finally:
-            torch.set_num_threads(previous)
     elif isinstance(executor, cf.ProcessPoolExecutor):
         _check_sendable(jobs, data_for)
-        _on_process_pool(executor, jobs, data_for, device, strict, store, record)
+        _on_process_pool(executor, jobs, data_for, device, strict, store, record, threads)
     elif isinstance(executor, cf.Executor):  # e.g. mpi4py's MPIPoolExecutor: maybe on other machines
-        _on_pool(executor, jobs, data_for, device, strict, store, record, shared_disk=False)
+        _on_pool(executor, jobs, data_for, device, strict, store, record, False, override(threads))
     elif _is_dask_client(executor):
-        _on_dask(executor, jobs, data_for, device, strict, store, record)
+        _on_dask(executor, jobs, data_for, device, strict, store, record, override(threads) or 1)
     else:
         raise ExecutorError(f"executor must be one of {list(EXECUTORS)}, a concurrent.futures.Executor or a "
                             f"distributed.Client; got {type(executor).__name__}.")
@@ -213,11 +214,12 @@ def _deliver(job, out, record, store=None) -> None:
         record(cell, result, seconds)
 
 
-def _on_pool(pool, jobs, data_for, device, strict, store, record, shared_disk: bool = True) -> None:
+def _on_pool(pool, jobs, data_for, device, strict, store, record, shared_disk: bool = True,
+             threads: int | None = None) -> None:
     """Threads, or any other executor (which may run jobs on other machines: then the workers
     write to the cache only where its folder exists, and this process writes every cell)."""
     remote = store if shared_disk or store is None else SharedDiskStore(store.root)
-    futures = {pool.submit(run_job, *_job_args(job, data_for[job[0].name], device, strict, remote, None)): job
+    futures = {pool.submit(run_job, *_job_args(job, data_for[job[0].name], device, strict, remote, threads)): job
                for job in jobs}
     try:
         for fut in cf.as_completed(futures):
@@ -228,12 +230,11 @@ def _on_pool(pool, jobs, data_for, device, strict, store, record, shared_disk: b
         raise
 
 
-def _on_process_pool(pool, jobs, data_for, device, strict, store, record) -> None:
+def _on_process_pool(pool, jobs, data_for, device, strict, store, record, threads=None) -> None:
     """Jobs on worker processes. A worker that dies breaks the whole pool: the jobs that were
     running are rerun one at a time on a fresh pool, so the one that kills its worker is found
     and retried alone (at most RETRIES times) while the others finish."""
     n = getattr(pool, "_max_workers", None) or host_cores()
-    threads = torch_threads(n)
     pending = dict(enumerate(jobs))
     strikes = dict.fromkeys(pending, 0)
     suspects: list[int] = []
@@ -242,7 +243,8 @@ def _on_process_pool(pool, jobs, data_for, device, strict, store, record) -> Non
         while pending:
             batch = [suspects.pop(0)] if suspects else list(pending)
             futures = {pool.submit(run_job, *_job_args(pending[i], data_for[pending[i][0].name], device, strict,
-                                                       store, threads)): i for i in batch}
+                                                       store, job_threads(pending[i], threads, n))): i
+                       for i in batch}
             broken = False
             try:
                 for fut in cf.as_completed(futures):
@@ -395,7 +397,7 @@ def _warn_if_malloc_trimmed(client, device) -> None:
             "(README: Running at scale).", ExecutorWarning, stacklevel=2)
 
 
-def _on_dask(client, jobs, data_for, device, strict, store, record) -> None:
+def _on_dask(client, jobs, data_for, device, strict, store, record, threads: int = 1) -> None:
     """One Dask task per job. The scheduler reruns a task whose worker died (up to its
     ``distributed.scheduler.allowed-failures``); after that the job is given up."""
     distributed = _import_distributed()
@@ -410,7 +412,7 @@ def _on_dask(client, jobs, data_for, device, strict, store, record) -> None:
     for job in jobs:
         traj, step, _ = job
         d = data_for[traj.name]
-        args = _job_args(job, scattered[id(d)] if d is not None else None, device, strict, remote_store, 1)
+        args = _job_args(job, scattered[id(d)] if d is not None else None, device, strict, remote_store, threads)
         key = f"complexity_zoo-{traj.name}-{step}-{uuid.uuid4().hex[:8]}"
         futures[client.submit(run_job, *args, key=key, pure=False)] = job
     try:

@@ -20,6 +20,7 @@ import torch
 
 from ._assemble import build_dataset, check_names
 from ._cache import ResultCache, to_jsonable
+from ._context import checkpoint_context
 from ._executors import execute
 from ._steps import integer_step
 from .comparison import Comparison
@@ -152,10 +153,12 @@ def run_checkpoint(trajectory: Trajectory, step: int, cells: list[Cell], data: D
 
     Failures are returned, not raised (unless ``strict``); ``on_cell`` hears of each cell.
     When every cell is ``tensors_only``, the model is not built: each cell streams the
-    checkpoint's parameter tensors one at a time (memory: about the largest tensor).
+    checkpoint's parameter tensors one at a time (memory: about the largest tensor). The cells
+    share one :mod:`~complexity_zoo._context` (each weight matrix's spectrum taken once).
     """
     try:
-        return _run_checkpoint(trajectory, step, cells, data, device, strict, store, on_cell)
+        with checkpoint_context():
+            return _run_checkpoint(trajectory, step, cells, data, device, strict, store, on_cell)
     except ComplexityZooError as e:  # strict: say where
         raise _located(e, trajectory, step) from e
 
@@ -251,6 +254,7 @@ def compare(
     seed: int = 0,
     strict: bool = False,
     workers: int | None = None,
+    threads: int | None = None,
 ) -> Comparison:
     """Run ``measures`` on every checkpoint of one or more trajectories.
 
@@ -266,7 +270,9 @@ def compare(
     ``seed``: a stochastic measure whose seed is unset gets, in each cell, a seed derived from
     ``seed``, the run, the step and the measure (:func:`derive_seed`); one given explicitly is
     used as is in every cell. With ``strict=False`` a failing cell is NaN, warned about and
-    listed in ``.errors``.
+    listed in ``.errors``. ``threads``: torch threads per job (default: one for a checkpoint under
+    2M parameters, else torch's setting, at most cores // parallel jobs; ``$COMPLEXITY_ZOO_THREADS``
+    also sets it; see :mod:`complexity_zoo._threads`); torch's own setting is restored after.
     """
     from tqdm.auto import tqdm
 
@@ -309,7 +315,7 @@ def compare(
 
     with _interrupts_reported(store, lambda: finished[0], total):
         try:
-            execute(executor, jobs, data_for, device, strict, store, record, workers=workers,
+            execute(executor, jobs, data_for, device, strict, store, record, workers=workers, threads=threads,
                     note=lambda traj, step: bar.set_postfix_str(f"{traj.name} step {step}", refresh=False))
         finally:
             bar.close()

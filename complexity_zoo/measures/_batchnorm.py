@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from .._context import private
 from ..errors import ModelError
 from ..measure import Measure
 
@@ -142,6 +143,12 @@ class FoldingMeasure(Measure):
             return super().compute(model, data, *args)
         init = (self.init_weights(model, args[0]),) if args else ()
         return self.compute_tensors(iter(self.weights(model).items()), *init)
+
+    def __call__(self, model: nn.Module, data=None, **kwargs):
+        if not (isinstance(model, nn.Module) and self.folds(model)):
+            return super().__call__(model, data, **kwargs)
+        with private():  # folded weights keep their parameters' names: their spectra are not shared
+            return super().__call__(model, data, **kwargs)
 
 
 def streams_unfolded(measure: Measure, tensor_names) -> bool:

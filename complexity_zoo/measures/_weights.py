@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .. import _context
+
 
 def weight_matrices(model: nn.Module) -> dict[str, Tensor]:
     """The model's parameters with ``ndim >= 2``, each viewed as (shape[0], -1)."""
@@ -103,15 +105,28 @@ def singular_values(w: Tensor) -> Tensor:
     for the general matrices here) with a fall-back to 'gesvd' (QR) when Jacobi does not
     converge; 'gesvda' is approximate, and tall matrices take the Gram path instead.
     """
-    w = w.detach()
+    w = tall(w.detach())
     n, m = w.shape
-    if max(n, m) >= TALL_RATIO * min(n, m):
-        return gram_singular_values(w if n >= m else w.T)
+    if n >= TALL_RATIO * m:
+        return gram_singular_values(w)
     return torch.linalg.svdvals(w.to(spectrum_dtype(w.device)))
 
 
-def spectra(matrices, batch_bytes: int = 1 << 30, batch: bool | None = None) -> dict[str, Tensor]:
+def tall(w: Tensor) -> Tensor:
+    """W, or the view Wᵀ when W is wide: the same singular values, and LAPACK takes them about 4x
+    faster from the tall orientation (MKL, CPU: 0.44 s against 1.9 s for a 768 x 3072 float64
+    matrix; a wide row-major matrix reaches LAPACK as a wide column-major one)."""
+    return w.T if w.shape[0] < w.shape[1] else w
+
+
+def spectra(matrices, batch_bytes: int = 1 << 30, batch: bool | None = None,
+            shared: bool = False) -> dict[str, Tensor]:
     """Singular values of each (name, matrix), in the given order, each on its matrix's device.
+
+    ``shared``: the matrices are the checkpoint's parameters, by their parameter names, so
+    their spectra are read from, and added to, the job's :mod:`~complexity_zoo._context` when
+    one is open (each matrix's SVD is then taken once per job; the tensors returned are the
+    stored ones: read them, never modify them in place).
 
     Each matrix is released once its spectrum is taken, so memory holds one matrix at a time
     (plus the spectra). On accelerators, same-shaped matrices are stacked, up to
@@ -121,6 +136,7 @@ def spectra(matrices, batch_bytes: int = 1 << 30, batch: bool | None = None) -> 
     ``batch``: None batches on accelerators only; True or False forces it (for tests).
     """
     out: dict[str, Tensor] = {}
+    keys: dict[str, tuple] = {}  # name -> context key, for the spectra this call computes
     order: list[str] = []
     groups: dict[tuple, list[tuple[str, Tensor]]] = {}
 
@@ -129,18 +145,28 @@ def spectra(matrices, batch_bytes: int = 1 << 30, batch: bool | None = None) -> 
         for name, s in zip(names, torch.linalg.svdvals(torch.stack(mats)).unbind(0)):
             out[name] = s
 
+    ctx = _context.current() if shared else None
     for name, w in matrices:
         order.append(name)
+        if ctx is not None:
+            key = _context.matrix_key(name, w)
+            known = ctx.lookup("spectrum", key)
+            if known is not None:
+                out[name] = known
+                continue
+            keys[name] = key
         n, m = w.shape
         batched = w.device.type != "cpu" if batch is None else batch
         if not batched or max(n, m) >= TALL_RATIO * min(n, m):
             out[name] = singular_values(w)
             continue
-        w = w.detach().to(spectrum_dtype(w.device))
+        w = tall(w.detach()).to(spectrum_dtype(w.device))
         key = (tuple(w.shape), w.dtype, w.device)
         groups.setdefault(key, []).append((name, w))
         if len(groups[key]) * w.numel() * w.element_size() >= batch_bytes:
             flush(key)
     for key in list(groups):
         flush(key)
+    for name, key in keys.items():
+        ctx.store("spectrum", key, out[name])
     return {name: out[name] for name in order}

@@ -64,28 +64,39 @@ def power_law_fit(eigenvalues: np.ndarray, xmin_statistic: str = "ks") -> dict[s
     lam = lam[lam > 0]
     if len(lam) < 3:
         raise UndefinedMeasureError(f"A power-law fit needs at least 3 positive eigenvalues; got {len(lam)}.")
-    best = None
     logs = np.log(lam)
     suffix = np.cumsum(logs[::-1])[::-1]  # Σ_{j >= i} ln λ_j
-    for i in range(len(lam) - 1):
-        if i > 0 and lam[i] == lam[i - 1]:
-            continue
-        n = len(lam) - i
-        denom = suffix[i] - n * logs[i]
-        if denom <= 0:
-            continue
-        alpha = 1 + n / denom
-        tail = lam[i:]
-        cdf_fit = 1 - (tail / lam[i]) ** (1 - alpha)
-        emp_hi = np.arange(1, n + 1) / n
-        emp_lo = np.arange(0, n) / n
-        ks = float(max(np.abs(emp_hi - cdf_fit).max(), np.abs(cdf_fit - emp_lo).max()))
-        if best is None or ks < best["ks"]:
-            best = {"alpha": float(alpha), "xmin": float(lam[i]), "n_tail": n, "ks": ks,
-                    "alpha_stderr": float((alpha - 1) / math.sqrt(n))}
-    if best is None:
+    i = np.arange(len(lam) - 1)
+    n = len(lam) - i
+    denom = suffix[:-1] - n * logs[:-1]
+    keep = (denom > 0) & np.r_[True, lam[1:-1] != lam[:-2]]  # a fit, and the first of equal candidates
+    i, n, alpha = i[keep], n[keep], 1 + n[keep] / denom[keep]
+    if len(i) == 0:
         raise UndefinedMeasureError("No x_min gives a power-law fit (all eigenvalues equal).")
-    return best
+    ks = np.empty(len(i))
+    rows = max(1, KS_BLOCK // len(lam))
+    for b in range(0, len(i), rows):  # candidates x tail positions, KS_BLOCK at a time
+        ks[b:b + rows] = _ks_distances(lam, i[b:b + rows], n[b:b + rows], alpha[b:b + rows])
+    k = int(np.argmin(np.where(np.isnan(ks), np.inf, ks)))  # the first smallest, as a scan with a strict '<' keeps
+    return {"alpha": float(alpha[k]), "xmin": float(lam[i[k]]), "n_tail": int(n[k]), "ks": float(ks[k]),
+            "alpha_stderr": float((alpha[k] - 1) / math.sqrt(n[k]))}
+
+
+#: Elements of the (candidate x_min, eigenvalue) table taken at once by power_law_fit (8 MiB each).
+KS_BLOCK = 1 << 20
+
+
+def _ks_distances(lam: np.ndarray, i: np.ndarray, n: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """KS distance between each candidate's fitted CDF and the empirical CDF of its tail λ[i:]
+    (the same float operations per element as a loop over candidates would do)."""
+    j = np.arange(len(lam))
+    k = j[None, :] - i[:, None]  # position in the tail; < 0 before x_min
+    with np.errstate(all="ignore"):
+        cdf = 1 - (lam[None, :] / lam[i][:, None]) ** (1 - alpha[:, None])
+        hi = np.abs((k + 1) / n[:, None] - cdf)
+        lo = np.abs(cdf - k / n[:, None])
+    d = np.where(k >= 0, np.maximum(hi, lo), -np.inf)
+    return d.max(axis=1)
 
 
 def _ww_fit(eigenvalues: np.ndarray) -> dict[str, float]:
@@ -143,7 +154,7 @@ def layer_spectra(
             yield name, w
 
     with torch.no_grad():
-        spec = spectra(big_enough())
+        spec = spectra(big_enough(), shared=True)
         if per_position:  # pool each kernel's slices, rescaled by WeightWatcher's conv2d_norm √(k·k/2)
             pooled: dict[str, list[Tensor]] = {}
             for key, sv in spec.items():

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import _causal_lm
+from .._context import shared_forward
 from .._settings import at_least
 from ..data import Data, logits_of
 from ..errors import DataError, MeasureError
@@ -34,13 +35,18 @@ from .norms import jiang, log_norm_terms, log_sum_from_log_prod, path_norm_sq
 MARGIN_QUANTILE = 0.1
 
 
-@torch.no_grad()
 def output_margins(model: nn.Module, data: Data, split: str = "train") -> Tensor:
     """f(x)_y − max_{j≠y} f(x)_j for every example of a classification split (float64).
 
     Logits (B, C) with integer labels (B,); (B, T, C) sequences contribute one margin per token,
     as does a causal language model's data (``loss="causal_lm"``): one per counted next token.
+    Shared by the measures of a compare() job (:func:`~complexity_zoo._context.shared_forward`).
     """
+    return shared_forward("output_margins", model, data, split, lambda: _output_margins(model, data, split))
+
+
+@torch.no_grad()
+def _output_margins(model: nn.Module, data: Data, split: str) -> Tensor:
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()

@@ -28,7 +28,7 @@ from ..errors import MeasureError, UndefinedMeasureError
 from ..measure import Convention, Measure, MeasureResult
 from ..registry import register_measure
 from ._batchnorm import FoldingMeasure
-from ._weights import as_matrix, singular_values, sum_squares, vector_norm
+from ._weights import as_matrix, spectra, sum_squares, vector_norm
 
 #: The reference code of Jiang et al. 2020 and Dziugaite et al. 2020.
 JIANG_CODE = "github nitarshan/robust-generalization-measures, data/generation/measures.py"
@@ -76,17 +76,26 @@ def layer_norms_sq(
     ``init``), read once from a stream; computed where each tensor lives, moved to the host once.
 
     The Frobenius norm accumulates in float64 piecewise; the spectral norm follows the SVD
-    policy of :func:`~._weights.singular_values` (float64 on the CPU, float32 on GPUs).
+    policy of :func:`~._weights.spectra` (float64 on the CPU, float32 on GPUs), shared with the
+    other measures of a job when it is W's own (no ``init``).
     """
-    rows: dict[str, list[Tensor]] = {}
-    for name, t in tensors:
-        if t.ndim < 2:
-            continue
-        w = as_matrix(t.detach())
-        if init is not None:
-            w = w.double() - as_matrix(init[name].detach()).to(w.device).double()
-        rows[name] = [sum_squares(w) if norm == "frobenius" else singular_values(w)[0].double() ** 2
-                      for norm in norms]
+    fro: dict[str, Tensor] = {}
+
+    def matrices():
+        for name, t in tensors:
+            if t.ndim < 2:
+                continue
+            w = as_matrix(t.detach())
+            if init is not None:
+                w = w.double() - as_matrix(init[name].detach()).to(w.device).double()
+            fro[name] = sum_squares(w) if "frobenius" in norms else None
+            yield name, w
+
+    if "spectral" in norms:  # W itself is a parameter: its spectrum is shared within a job
+        spec = {n: s[0].double() ** 2 for n, s in spectra(matrices(), shared=init is None).items()}
+    else:
+        spec = {n: None for n, _ in matrices()}
+    rows = {n: [fro[n] if norm == "frobenius" else spec[n] for norm in norms] for n in spec}
     if not rows:
         raise MeasureError("The model has no parameter with two or more dimensions (no layer to measure).")
     host = torch.stack([torch.stack(r) for r in rows.values()]).cpu().tolist()

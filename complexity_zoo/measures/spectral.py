@@ -25,7 +25,7 @@ def _mean_over_matrices(tensors, per_matrix) -> MeasureResult:
     are taken in float64 on the device and moved to the host once.
     """
     with torch.no_grad():
-        spec = spectra((n, as_matrix(t)) for n, t in tensors if t.ndim >= 2)
+        spec = spectra(((n, as_matrix(t)) for n, t in tensors if t.ndim >= 2), shared=True)
         if spec:
             rows = torch.stack([torch.stack([s.sum().double(), per_matrix(s.double()).double()])
                                 for s in spec.values()]).cpu().tolist()

@@ -13,6 +13,7 @@ for tiny training sets).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from .._threads import check_threads, choose_threads, model_work, using_threads
 from ..errors import CheckpointError, InvalidSettingError
 from ..regularizers import spectral_entropy, weight_noise
 from ..trajectory import RunWriter, factory_from_spec
@@ -170,6 +172,7 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     callback: Callable[[int, dict], None] | None = None,
+    threads: int | None = None,
 ) -> Path:
     """Train a model on ``dataset(p, op, train_frac, data_seed)`` and write a run folder.
 
@@ -192,7 +195,10 @@ def train(
     on the CPU; on CUDA some kernels, e.g. the embedding backward, are nondeterministic
     unless ``torch.use_deterministic_algorithms(True)``).
     ``callback(step, metrics)`` runs after each checkpoint is written; if it raises, the run
-    stops and can be resumed from that checkpoint. Returns the run folder.
+    stops and can be resumed from that checkpoint. ``threads``: torch threads while training
+    (default: one for a model under 2M parameters, else torch's setting; ``$COMPLEXITY_ZOO_THREADS``
+    also sets it; see :mod:`complexity_zoo._threads`); torch's setting is restored after.
+    Returns the run folder.
     """
     from .modular import dataset  # the data module imports this one
 
@@ -205,6 +211,7 @@ def train(
         seed=seed, device=str(device),
     )
     _check_settings(cfg)
+    check_threads(threads)
     dev = _device(device)
     data = dataset(p, op, train_frac, data_seed)
     cfg["op"] = data.task["op"]
@@ -262,9 +269,11 @@ def train(
 
     from tqdm.auto import tqdm
 
+    stack = contextlib.ExitStack()
     bar = tqdm(total=total, initial=step, disable=not progress, desc=f"modular {cfg['op']} p={p}",
                unit="step", dynamic_ncols=True)
     try:
+        stack.enter_context(using_threads(choose_threads(model_work(net), threads=threads)))
         if step == 0:
             checkpoint(shuffle_rng.get_state())
         net.train()
@@ -284,5 +293,6 @@ def train(
                 if step in wanted:
                     checkpoint(epoch_start_rng)
     finally:
+        stack.close()
         bar.close()
     return root
