@@ -27,8 +27,9 @@ import torch
 from .errors import InvalidSettingError
 
 ENV = "COMPLEXITY_ZOO_THREADS"
-#: Parameters below which one thread is used: a model this small gains nothing from a second
-#: thread even on idle cores (benchmarks/contention.py --sweep measures where the gain starts).
+#: Parameters below which one thread is used: on a busy machine a second thread costs a model
+#: this small far more than it gains (benchmarks/contention.py --sweep: 5x slower at 0.19M);
+#: on idle cores some cells gain a little from two (see the module docstring).
 SMALL_WORK = 2_000_000
 
 
