@@ -7,7 +7,7 @@ of :func:`~complexity_zoo.measures._weights.singular_values`, and read by the sp
 margin and heavy-tail measures), and outputs of the model on the data (:func:`shared_forward`:
 the training margins the margin family reads). Entries are keyed by what produced them, so a measure in a job
 gets exactly the tensor it would have computed alone. Further kinds of shared work (e.g. folded
-weights) are further ``kind`` names of :meth:`CheckpointContext.get`.
+weights, kind "folded") are further ``kind`` names of :meth:`CheckpointContext.get`.
 
 Scope: one context per job, in a :class:`contextvars.ContextVar`, so jobs running at once in
 threads each see their own; it is dropped when the job ends. A context belongs to one
@@ -35,6 +35,8 @@ MAX_BYTES = 64 << 20
 
 _CURRENT: contextvars.ContextVar[CheckpointContext | None] = contextvars.ContextVar("complexity_zoo_context",
                                                                                     default=None)
+_SPECTRUM_KIND: contextvars.ContextVar[str] = contextvars.ContextVar("complexity_zoo_spectrum_kind",
+                                                                    default="spectrum")
 
 
 def _nbytes(value: Any) -> int:
@@ -42,6 +44,8 @@ def _nbytes(value: Any) -> int:
         return value.numel() * value.element_size()
     if isinstance(value, (tuple, list)):
         return sum(_nbytes(v) for v in value)
+    if isinstance(value, dict):
+        return sum(_nbytes(v) for v in value.values())
     return 64
 
 
@@ -123,12 +127,19 @@ def shared_forward(kind: str, model: torch.nn.Module, data: Any, split: str, com
     return out
 
 
+def spectrum_kind() -> str:
+    """The kind under which this thread's spectra are shared: "spectrum" for the stored weights,
+    "folded spectrum" inside :func:`folded_weights` (same names, other values)."""
+    return _SPECTRUM_KIND.get()
+
+
 @contextlib.contextmanager
-def private() -> Iterator[None]:
-    """Run the block as if no context were open: for work on tensors that carry a parameter's
-    name but not its values (BatchNorm-folded weights), whose spectra must not be shared."""
-    token = _CURRENT.set(None)
+def folded_weights() -> Iterator[None]:
+    """Within the block, the matrices measures read are BatchNorm-folded weights: they carry
+    their parameters' names (and in a float64 network their dtype and shape too), so their
+    spectra are shared among folding measures only, never with the stored weights'."""
+    token = _SPECTRUM_KIND.set("folded spectrum")
     try:
         yield
     finally:
-        _CURRENT.reset(token)
+        _SPECTRUM_KIND.reset(token)

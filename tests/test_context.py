@@ -105,6 +105,27 @@ def test_folded_weights_never_share_their_parameters_spectra(dtype):
         assert together == alone, order
 
 
+def test_a_job_folds_batchnorm_once_and_shares_the_folded_spectra(monkeypatch, svd_calls):
+    from complexity_zoo.measures import _batchnorm
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 36, 5))
+    model(torch.randn(16, 3, 8, 8))
+    model.eval()
+    folding = ["log_prod_spectral", "fro_over_spectral", "log_sum_spectral", "param_norm"]
+    alone = {n: cz.get_measure(n)(model).value for n in folding}
+    folds = []
+    real = _batchnorm.fold_batchnorm
+    monkeypatch.setattr(_batchnorm, "fold_batchnorm", lambda *a, **k: folds.append(1) or real(*a, **k))
+    svd_calls.clear()
+    with checkpoint_context():
+        together = {n: cz.get_measure(n)(model).value for n in folding}
+        cz.get_measure("stable_rank")(model)  # the stored weights: their own spectra
+    assert together == alone
+    assert len(folds) == 1  # one fold for the job
+    assert len(svd_calls) == 4  # 2 folded matrices once for the folding measures, 2 stored for stable_rank
+
+
 def test_threads_see_their_own_context():
     models = []
     for seed in (0, 1):

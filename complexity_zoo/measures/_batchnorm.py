@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .._context import private
+from .._context import current, folded_weights
 from ..errors import ModelError
 from ..measure import Measure
 
@@ -131,8 +131,15 @@ class FoldingMeasure(Measure):
         return self.fold_batchnorm and has_batchnorm(model)
 
     def weights(self, model: nn.Module) -> dict[str, Tensor]:
-        """The parameters this measure reads: folded, or as stored (detached)."""
-        return fold_batchnorm(model) if self.folds(model) else {n: p.detach() for n, p in model.named_parameters()}
+        """The parameters this measure reads: folded (once per compare() job: the fold is shared
+        by the job's folding measures while the model is unchanged), or as stored (detached)."""
+        if not self.folds(model):
+            return {n: p.detach() for n, p in model.named_parameters()}
+        ctx = current()
+        if ctx is None:
+            return fold_batchnorm(model)
+        state = tuple(t._version for t in (*model.parameters(), *model.buffers()))
+        return ctx.get("folded", (id(model), state), lambda: fold_batchnorm(model))
 
     def init_weights(self, model: nn.Module, init: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """The initialization's parameters, folded with its own statistics when the model's are."""
@@ -147,7 +154,7 @@ class FoldingMeasure(Measure):
     def __call__(self, model: nn.Module, data=None, **kwargs):
         if not (isinstance(model, nn.Module) and self.folds(model)):
             return super().__call__(model, data, **kwargs)
-        with private():  # folded weights keep their parameters' names: their spectra are not shared
+        with folded_weights():  # spectra of folded weights are shared among folding measures only
             return super().__call__(model, data, **kwargs)
 
 

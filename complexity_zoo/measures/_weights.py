@@ -146,11 +146,12 @@ def spectra(matrices, batch_bytes: int = 1 << 30, batch: bool | None = None,
             out[name] = s
 
     ctx = _context.current() if shared else None
+    kind = _context.spectrum_kind()
     for name, w in matrices:
         order.append(name)
         if ctx is not None:
             key = _context.matrix_key(name, w)
-            known = ctx.lookup("spectrum", key)
+            known = ctx.lookup(kind, key)
             if known is not None:
                 out[name] = known
                 continue
@@ -168,5 +169,5 @@ def spectra(matrices, batch_bytes: int = 1 << 30, batch: bool | None = None,
     for key in list(groups):
         flush(key)
     for name, key in keys.items():
-        ctx.store("spectrum", key, out[name])
+        ctx.store(kind, key, out[name])
     return {name: out[name] for name in order}
