@@ -1,0 +1,100 @@
+"""Smooth fits of a series along its checkpoints: the schedule's coordinate, spline bases, P-splines.
+
+Every smooth-vs-abrupt decision (change points, stages, the trends of the correlation table)
+works in the schedule's own coordinate: log step when the checkpoints span a wide range of
+gaps (geometric, dense-then-sparse, Pythia-style schedules), the step itself otherwise. The
+spline knots sit at quantiles of that coordinate, so every segment holds about the same number
+of checkpoints. The penalized spline (Eilers & Marx 1996: cubic B-splines, second-difference
+penalty) chooses its smoothness λ by generalized cross-validation (Craven & Wahba 1979).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.interpolate import BSpline
+
+from ..errors import InvalidSettingError
+
+
+def coordinate(steps: object) -> np.ndarray:
+    """The schedule's own coordinate: log(step - first + smallest gap) when the largest gap is
+    at least 10 times the smallest (log-like schedules), else the step; rescaled to [0, 1]."""
+    s = np.asarray(steps, dtype=float).reshape(-1)
+    if len(s) < 2:
+        return np.zeros(len(s))
+    gaps = np.diff(s)
+    if (gaps <= 0).any() or not np.isfinite(s).all():
+        raise InvalidSettingError("steps must be finite and strictly increasing.")
+    u = np.log(s - s[0] + gaps.min()) if gaps.max() >= 10 * gaps.min() else s
+    return (u - u[0]) / (u[-1] - u[0])
+
+
+def _knots(u: np.ndarray, size: int, degree: int) -> np.ndarray:
+    inner = np.quantile(u, np.linspace(0, 1, size - degree + 1)[1:-1])
+    inner = np.maximum.accumulate(inner + 1e-9 * np.arange(len(inner)))  # repeated quantiles apart
+    return np.concatenate([[u[0]] * (degree + 1), inner, [u[-1]] * (degree + 1)])
+
+
+def bspline_basis(u: np.ndarray, size: int, at: np.ndarray | None = None) -> np.ndarray:
+    """``size`` cubic B-spline columns with interior knots at quantiles of ``u`` (in [0, 1]),
+    evaluated at ``u`` or at the points ``at``. Size 1 is the constant, 2 adds a line; the
+    columns sum to one (the constant is in their span)."""
+    u = np.asarray(u, float)
+    x = u if at is None else np.asarray(at, float)
+    if size <= 2:
+        return np.column_stack([np.ones_like(x), x][:size])
+    degree = min(3, size - 1)
+    return BSpline.design_matrix(np.clip(x, u[0], u[-1]), _knots(u, size, degree), degree).toarray()
+
+
+def pspline(u: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None, size: int | None = None,
+            lam: float | None = None, extra: np.ndarray | None = None) -> dict:
+    """Penalized cubic spline fit of ``y`` on ``u``, λ by GCV unless given.
+
+    ``weights``: inverse variances (relative). ``extra``: unpenalized columns fitted with the
+    spline (e.g. a step at a candidate jump). Returns fitted ``values``, ``rss`` (weighted),
+    ``edf`` (trace of the hat matrix), ``lam``, ``coef``, ``basis``, ``sigma2`` (weighted
+    residual variance, rss / (n - edf)) and ``cov`` (the Bayesian posterior covariance of the
+    coefficients in units of sigma2, Wahba 1983), and ``gcv``.
+    """
+    u, y = np.asarray(u, float), np.asarray(y, float)
+    n = len(y)
+    size = size or int(np.clip(n // 2, 4, 30))
+    base = bspline_basis(u, min(size, n))
+    k = base.shape[1]
+    design = base if extra is None else np.column_stack([base, extra])
+    w = np.ones(n) if weights is None else np.asarray(weights, float) / np.mean(weights)
+    diff = np.diff(np.eye(k), 2, axis=0) if k > 2 else np.zeros((0, k))
+    pen = np.zeros((design.shape[1], design.shape[1]))
+    pen[:k, :k] = diff.T @ diff
+    gram = design.T @ (design * w[:, None])
+    rhs = design.T @ (w * y)
+    scale = np.trace(gram) / max(np.trace(pen), 1e-12)
+    grid = [lam] if lam is not None else scale * np.logspace(-8, 4, 49)
+    best = None
+    for lm in grid:
+        a = gram + lm * pen + 1e-10 * scale * np.eye(len(gram))
+        try:
+            inv = np.linalg.inv(a)
+        except np.linalg.LinAlgError:
+            continue
+        coef = inv @ rhs
+        fit = design @ coef
+        rss = float((w * (y - fit) ** 2).sum())
+        edf = float(np.trace(inv @ gram))
+        gcv = n * rss / max(n - edf, 1e-3) ** 2
+        if best is None or gcv < best["gcv"]:
+            best = {"values": fit, "rss": rss, "edf": edf, "lam": float(lm), "coef": coef, "basis": design,
+                    "gcv": gcv, "inv": inv}
+    if best is None:
+        raise InvalidSettingError("The smoothing spline could not be fitted to this series.")
+    best["sigma2"] = best["rss"] / max(n - best["edf"], 1.0)
+    best["cov"] = best.pop("inv")
+    return best
+
+
+def derivative_basis(u: np.ndarray, size: int, at: np.ndarray) -> np.ndarray:
+    """First derivatives (in u) of the ``bspline_basis(u, size)`` columns at the points ``at``."""
+    eps = 1e-5
+    lo, hi = np.clip(at - eps, u[0], u[-1]), np.clip(at + eps, u[0], u[-1])
+    return (bspline_basis(u, size, hi) - bspline_basis(u, size, lo)) / (hi - lo)[:, None]
