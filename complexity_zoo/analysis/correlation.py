@@ -49,8 +49,11 @@ from .smooth import coordinate
 
 METHODS = ("pearson", "spearman", "kendall")
 COLUMNS = ["run", "measure", "target", "method", "n", "n_eff", "r", "ci_low", "ci_high", "n_eff_diff",
-           "r_diff", "r_diff_ci_low", "r_diff_ci_high", "p", "p_adjusted", "signs_disagree", "shared_curvature",
-           "granger_p", "granger_reliable"]
+           "r_diff", "r_diff_ci_low", "r_diff_ci_high", "p", "p_adjusted", "p_reliable", "noise_model", "trend_size",
+           "ljung_box_p", "signs_disagree", "shared_curvature", "granger_p", "granger_reliable"]
+HYPOTHESES = ("levels r [CI]: how strongly the curves co-trend (an interval, no test); "
+              "innovations r [CI] and p: H0 no co-movement beyond each series' trend under its noise model "
+              "(noise_model), valid where p_reliable")
 _FISHER = {"pearson": (1.0, 3), "spearman": (1.06, 3), "kendall": (0.437, 4)}
 
 
@@ -300,21 +303,35 @@ def holm(p: np.ndarray) -> np.ndarray:
 
 def correlation_table(series: dict[str, dict[str, np.ndarray]], targets: dict[str, np.ndarray],
                       target: str, methods: tuple[str, ...] = ("pearson",),
-                      steps: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
-    """Rows per run, measure and method; Holm-adjusted p across measures within run x method."""
+                      steps: dict[str, np.ndarray] | None = None,
+                      stderr: dict[str, dict[str, np.ndarray]] | None = None, adjust: str = "table") -> pd.DataFrame:
+    """Rows per run, measure and method, with Holm-adjusted p.
+
+    ``adjust``: "table" (default) adjusts over every row of the table, "run" within each run ×
+    method. The family is named in ``table.attrs["p_family"]`` (export puts it in the caption).
+    ``stderr``: per run and measure, the values' standard errors (the ``white_stderr`` model).
+    """
+    if adjust not in ("table", "run"):
+        raise InvalidSettingError(f"adjust must be 'table' or 'run'; got {adjust!r}.")
     rows = []
     for run, measures in series.items():
         for name, x in measures.items():
+            err = None if stderr is None else stderr.get(run, {}).get(name)
             for method in methods:
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always", ShortSeriesWarning)
-                    row = correlate(x, targets[run], None if steps is None else steps[run], method)
+                    row = correlate(x, targets[run], None if steps is None else steps[run], method, stderr_x=err)
                 if caught:
                     warnings.warn(f"{run}/{name} vs {target}: {caught[0].message}", ShortSeriesWarning, stacklevel=2)
                 rows.append({"run": run, "measure": name, "target": target, "method": method, **row})
     df = pd.DataFrame(rows, columns=[c for c in COLUMNS if c != "p_adjusted"])
     df["p_adjusted"] = np.nan
-    for _, idx in df.groupby(["run", "method"]).groups.items():
+    keys = ["run", "method"] if adjust == "run" else []
+    groups = df.groupby(keys).groups.items() if keys else [((), df.index)]
+    for _, idx in groups:
         df.loc[idx, "p_adjusted"] = holm(df.loc[idx, "p"].to_numpy())
+    tests = int(np.isfinite(df["p"]).sum())
+    df.attrs["p_family"] = (f"p adjusted by Holm over all {tests} tests of the table" if adjust == "table"
+                            else "p adjusted by Holm within each run and method")
+    df.attrs["hypotheses"] = HYPOTHESES
     return df[COLUMNS]
-
