@@ -48,7 +48,7 @@ def examples_behind(acc: np.ndarray, largest: int = 100_000) -> int | None:
     n = np.arange(1, largest + 1)[:, None]
     for chunk in np.array_split(n, 50):
         off = np.abs(chunk * a - np.round(chunk * a)).max(axis=1)
-        hit = np.nonzero(off < 1e-6 * chunk[:, 0])[0]
+        hit = np.nonzero(off < 1e-9 * chunk[:, 0])[0]
         if len(hit):
             return int(chunk[hit[0], 0])
     return None
@@ -70,11 +70,11 @@ def _binomial_interval(steps: np.ndarray, acc: np.ndarray, n_examples: int | Non
 
 
 def memorization(steps: np.ndarray, train_acc: np.ndarray, tol: float = 0.01,
-                 n_examples: int | None = None) -> dict | None:
+                 n_examples: int | str | None = None) -> dict | None:
     """First step where training accuracy is within ``tol`` of its final plateau (max).
 
     ``low``/``high``: a 95% interval from the checkpoint gap and the binomial noise of an
-    accuracy on ``n_examples`` (default: read from the accuracies' granularity).
+    accuracy on ``n_examples`` ("infer": read from the accuracies' granularity; None: gap only).
     """
     steps, train_acc = np.asarray(steps, float), np.asarray(train_acc, float)
 
@@ -86,20 +86,20 @@ def memorization(steps: np.ndarray, train_acc: np.ndarray, tol: float = 0.01,
     hit = _crossing(steps, train_acc, plateau - tol)
     if hit is None:
         return None
-    n = n_examples or examples_behind(train_acc)
+    n = examples_behind(train_acc) if n_examples == "infer" else n_examples
     lo, hi = _binomial_interval(steps, train_acc, n, locate, hit[0], hit[1])
     return {"kind": "memorization", "step": hit[0], "strength": plateau, "uncertainty": (hi - lo) / 2,
             "low": lo, "high": hi}
 
 
 def generalization(steps: object, test_acc: object, min_rise: float = 0.2, tail: float = 0.02,
-                   n_examples: int | None = None) -> dict | None:
+                   n_examples: int | str | None = None) -> dict | None:
     """The grokking step: test accuracy crosses halfway from its start to its final level.
 
     None when it rises by less than ``min_rise`` (no generalization transition). ``still_rising``
     is True when the accuracy gained more than ``tail`` over the last tenth of the checkpoints
-    beyond its binomial noise (one-sided z > 1.645 on ``n_examples``, read from the data by
-    default): the final level is then underestimated and the step biased early (flagged).
+    beyond its binomial noise (one-sided z > 1.645 on ``n_examples``; "infer" reads n from the
+    accuracies' granularity; None: no noise): the final level is then underestimated and the step biased early (flagged).
     ``low``/``high``: a 95% interval from the checkpoint gap and that binomial noise.
     """
     steps, test_acc = np.asarray(steps, dtype=float), np.asarray(test_acc, dtype=float)
@@ -114,7 +114,7 @@ def generalization(steps: object, test_acc: object, min_rise: float = 0.2, tail:
     if final - start < min_rise:
         return None
     hit = _crossing(steps, test_acc, start + (final - start) / 2)
-    n = n_examples or examples_behind(test_acc)
+    n = examples_behind(test_acc) if n_examples == "infer" else n_examples
     a, b = test_acc[-k], test_acc[-1]
     se = math.sqrt((a * (1 - a) + b * (1 - b)) / n) if n else 0.0
     rising = bool(b - a - tail > 1.645 * se)
@@ -216,7 +216,7 @@ def fit_change_points(steps: np.ndarray, values: np.ndarray, *, max_points: int 
         noise = math.sqrt(max(current["sigma2"], floor))
         jumps = dict(zip(chosen, current["coef"][-len(chosen):]))
         for k, lo, hi, stat in sorted(rows_info):
-            low, high = float(steps[max(lo - 1, 0)]), float(steps[hi])
+            low, high = float(steps[max(lo - 1, 0)]), float(steps[min(hi + 1, n - 1)])
             rows.append({"kind": "change_point", "step": float(steps[k]), "strength": float(abs(jumps[k]) / noise),
                          "uncertainty": (high - low) / 2, "low": low, "high": high, "significance": float(stat)})
     return {"points": rows, "truncated": truncated}
