@@ -246,7 +246,8 @@ def test_stages_find_a_plateau_and_a_dip_but_nothing_on_smooth_curves():
 
     steps = np.geomspace(10, 1e5, 80)
     u = np.log10(steps)
-    curve = gaussian_filter1d(np.interp(u, [1, 2, 2.2, 2.8, 3, 4, 4.3, 5], [0, 1, 1.02, 1.04, 1.05, 1.5, 1.3, 2.5]), 1.5)
+    knots = ([1, 2, 2.2, 2.8, 3, 4, 4.3, 5], [0, 1, 1.02, 1.04, 1.05, 1.5, 1.3, 2.5])
+    curve = gaussian_filter1d(np.interp(u, *knots), 1.5)
     found = stages(steps, curve + 0.01 * np.random.default_rng(0).standard_normal(80))
     kinds = [f["kind"] for f in found]
     assert kinds == ["plateau", "peak", "trough"]

@@ -99,7 +99,8 @@ def generalization(steps: object, test_acc: object, min_rise: float = 0.2, tail:
     None when it rises by less than ``min_rise`` (no generalization transition). ``still_rising``
     is True when the accuracy gained more than ``tail`` over the last tenth of the checkpoints
     beyond its binomial noise (one-sided z > 1.645 on ``n_examples``; "infer" reads n from the
-    accuracies' granularity; None: no noise): the final level is then underestimated and the step biased early (flagged).
+    accuracies' granularity; None: no noise): the final level is then underestimated and the
+    step biased early (flagged).
     ``low``/``high``: a 95% interval from the checkpoint gap and that binomial noise.
     """
     steps, test_acc = np.asarray(steps, dtype=float), np.asarray(test_acc, dtype=float)
