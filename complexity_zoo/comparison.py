@@ -135,7 +135,7 @@ class Comparison:
         by BIC among analysis.noise_models.MODELS, stderr-weighted where the measure has one):
         n_eff_diff, r_diff and its interval, p, p_adjusted (Holm over the whole table, or per
         run × method with ``adjust="run"``; the family is in ``attrs["p_family"]``),
-        p_reliable, noise_model, trend_size, ljung_box_p; flags signs_disagree and
+        p_reliable, noise_model, trend_edf, ljung_box_p; flags signs_disagree and
         shared_curvature; granger_p and granger_reliable. ``window``: (first_step, last_step), or
         "post_memorization" (from each run's memorization step on).
         """

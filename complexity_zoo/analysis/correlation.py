@@ -44,12 +44,12 @@ import pandas as pd
 from scipy import stats
 
 from ..errors import ComplexityZooWarning, InvalidSettingError
-from .noise_models import TREND_SIZES, NoiseFit, comovement, fit_noise, trend_cap
+from .noise_models import NoiseFit, comovement, fit_noise
 from .smooth import coordinate
 
 METHODS = ("pearson", "spearman", "kendall")
 COLUMNS = ["run", "measure", "target", "method", "n", "n_eff", "r", "ci_low", "ci_high", "n_eff_diff",
-           "r_diff", "r_diff_ci_low", "r_diff_ci_high", "p", "p_adjusted", "p_reliable", "noise_model", "trend_size",
+           "r_diff", "r_diff_ci_low", "r_diff_ci_high", "p", "p_adjusted", "p_reliable", "noise_model", "trend_edf",
            "ljung_box_p", "signs_disagree", "shared_curvature", "granger_p", "granger_reliable"]
 HYPOTHESES = ("levels r [CI]: how strongly the curves co-trend (an interval, no test); "
               "innovations r [CI] and p: H0 no co-movement beyond each series' trend under its noise model "
@@ -170,11 +170,10 @@ def _innovations_test(x: np.ndarray, y: np.ndarray, steps: np.ndarray | None, me
                 p = max(p, _pair_p(a, b, method)[2])
     lo, hi = fisher_interval(np.array([r]), np.array([n_eff + 1]), method, level)
     n = len(x)
-    top = max(k for k in TREND_SIZES if k <= trend_cap(n))
-    fitted = min(fx.ljung_box_p, fy.ljung_box_p) >= 0.05 and max(fx.trend_size, fy.trend_size) < top
+    fitted = min(fx.ljung_box_p, fy.ljung_box_p) >= 0.05 and not (fx.saturated or fy.saturated)
     return {"fx": fx, "fy": fy, "r_diff": r, "n_eff_diff": n_eff, "r_diff_ci_low": float(lo[0]),
             "r_diff_ci_high": float(hi[0]), "p": p, "p_reliable": bool(n >= 10 and fitted and np.isfinite(p)),
-            "noise_model": f"{fx.model} / {fy.model}", "trend_size": f"{fx.trend_size} / {fy.trend_size}",
+            "noise_model": f"{fx.model} / {fy.model}", "trend_edf": f"{fx.trend_edf:.1f} / {fy.trend_edf:.1f}",
             "ljung_box_p": min(fx.ljung_box_p, fy.ljung_box_p)}
 
 
@@ -252,7 +251,7 @@ def correlate(x: object, y: object, steps: object = None, method: str = "pearson
 
     Keys: n, n_eff, r, ci_low, ci_high (levels: co-trending); n_eff_diff, r_diff,
     r_diff_ci_low, r_diff_ci_high, p (innovations: H0 no co-movement beyond each series' trend
-    under its noise model), noise_model ("x model / y model"), trend_size, ljung_box_p,
+    under its noise model), noise_model ("x model / y model"), trend_edf, ljung_box_p,
     p_reliable, signs_disagree, shared_curvature, granger_p, granger_reliable (see the module
     docstring). ``noise`` forces one noise model for both series (noise_models.MODELS);
     ``stderr_x``/``stderr_y``: per-value standard errors (adds the ``white_stderr`` candidate).
@@ -283,7 +282,7 @@ def correlate(x: object, y: object, steps: object = None, method: str = "pearson
         nan = float("nan")
         return {"n": len(x), "n_eff": nan, "r": nan, "ci_low": nan, "ci_high": nan, "n_eff_diff": nan,
                 "r_diff": nan, "r_diff_ci_low": nan, "r_diff_ci_high": nan, "p": nan, "p_reliable": False,
-                "noise_model": "", "trend_size": "", "ljung_box_p": nan, "signs_disagree": False,
+                "noise_model": "", "trend_edf": "", "ljung_box_p": nan, "signs_disagree": False,
                 "shared_curvature": False, "granger_p": nan, "granger_reliable": False}
     return _one(x, y, s, method, level, True, noise, errs[0], errs[1])
 

@@ -31,31 +31,26 @@ from ..errors import InvalidSettingError
 from .smooth import bspline_basis, coordinate
 
 MODELS = ("white", "white_growing", "white_stderr", "ar1", "ou", "brownian")
-TREND_SIZES = (2, 3, 4, 6, 8, 11, 15, 20, 28)
 _LOG2PI = math.log(2 * math.pi)
 
 
 @dataclass
 class NoiseFit:
-    """One fitted (trend size, noise model) pair of a series."""
+    """One fitted noise model of a series, with its penalized-spline trend."""
 
     model: str
-    trend_size: int
     param: float
+    lam: float
     aic: float
     loglik: float
-    z: np.ndarray = field(repr=False)  # whitened GLS residuals
-    whitened_trend: np.ndarray = field(repr=False)  # W X, for the residual-maker M
+    z: np.ndarray = field(repr=False)  # whitened residuals
+    residual_maker: np.ndarray = field(repr=False)  # M = I - H in whitened space: z = M W y
     sigma2: float = 0.0
-    ljung_box_p: float = float("nan")
-    candidates: list = field(default_factory=list, repr=False)  # (aic, model, trend size, coordinate)
+    trend_edf: float = 0.0
+    saturated: bool = False  # the trend took its smallest smoothness: it wants more flexibility
     trend_coordinate: str = "schedule"
-
-    @property
-    def residual_maker_basis(self) -> np.ndarray:
-        """An orthonormal basis of the whitened trend's column space."""
-        q, _ = np.linalg.qr(self.whitened_trend)
-        return q
+    ljung_box_p: float = float("nan")
+    candidates: list = field(default_factory=list, repr=False)  # (aic, model, coordinate) of all fits
 
 
 def _whitener(model: str, param: float, steps: np.ndarray, u: np.ndarray, stderr: np.ndarray | None):
@@ -114,21 +109,52 @@ def _gls(model: str, param: float, y: np.ndarray, basis: np.ndarray, steps: np.n
 _BOUNDS = {"ar1": (-0.95, 0.995), "white_growing": (-12.0, 12.0)}
 
 
-def _fit_one(model: str, y: np.ndarray, basis: np.ndarray, steps: np.ndarray, u: np.ndarray,
-             stderr: np.ndarray | None) -> tuple[float, float]:
-    """(max log-likelihood, parameter) of one model with the trend ``basis``."""
+_LAMBDAS = (-6.0, 8.0)  # log10 λ relative to the basis scale
+
+
+def _reml(model: str, param: float, loglam: float, y: np.ndarray, basis: np.ndarray, pen: np.ndarray,
+          steps: np.ndarray, u: np.ndarray, stderr: np.ndarray | None, full: bool = False):
+    """Restricted log-likelihood of y = B β + noise with penalty λ β'Sβ (a P-spline trend as a
+    Gaussian random effect with an unpenalized line, Wood 2011), σ² profiled out."""
+    apply, logdet = _whitener(model, param, steps, u, stderr)
+    wy, wb = apply(y), apply(basis)
+    gram = wb.T @ wb
+    lam = 10.0**loglam * np.trace(gram) / np.trace(pen)
+    a = gram + lam * pen
+    chol = np.linalg.cholesky(a + 1e-12 * np.trace(a) * np.eye(len(a)))
+    coef = np.linalg.solve(a, wb.T @ wy)
+    res = wy - wb @ coef
+    n, k = len(y), basis.shape[1]
+    rank = k - 2
+    s2 = max((float(res @ res) + lam * float(coef @ pen @ coef)) / (n - 2), 1e-300)
+    ll = -0.5 * ((n - 2) * (_LOG2PI + math.log(s2) + 1) + logdet + 2 * np.log(np.diag(chol)).sum()
+                 - rank * math.log(lam))
+    if not full:
+        return ll
+    hat = wb @ np.linalg.solve(a, wb.T)
+    return ll, res, np.eye(n) - hat, s2, float(np.trace(hat))
+
+
+def _fit_one(model: str, y: np.ndarray, basis: np.ndarray, pen: np.ndarray, steps: np.ndarray, u: np.ndarray,
+             stderr: np.ndarray | None) -> tuple[float, float, float]:
+    """(max restricted log-likelihood, parameter, log10 λ) of one model."""
+    def best_lambda(param: float) -> tuple[float, float]:
+        res = minimize_scalar(lambda t: -_reml(model, param, t, y, basis, pen, steps, u, stderr),
+                              bounds=_LAMBDAS, method="bounded", options={"xatol": 0.05})
+        return -float(res.fun), float(res.x)
+
     if model in ("white", "white_stderr", "brownian"):
-        return _gls(model, 0.0, y, basis, steps, u, stderr)[0], 0.0
+        ll, loglam = best_lambda(0.0)
+        return ll, 0.0, loglam
     if model == "ou":
         gaps = np.diff(steps)
         bounds = (math.log(gaps.min() / 5), math.log(5 * (steps[-1] - steps[0])))
     else:
         bounds = _BOUNDS[model]
-    # the parameter by restricted likelihood (unbiased next to a flexible trend), the fit's
-    # likelihood for the comparison of models by ML
-    res = minimize_scalar(lambda t: -_gls(model, t, y, basis, steps, u, stderr, reml=True)[0], bounds=bounds,
-                          method="bounded", options={"xatol": 1e-3 * (bounds[1] - bounds[0])})
-    return _gls(model, float(res.x), y, basis, steps, u, stderr)[0], float(res.x)
+    res = minimize_scalar(lambda t: -best_lambda(t)[0], bounds=bounds, method="bounded",
+                          options={"xatol": 2e-3 * (bounds[1] - bounds[0])})
+    ll, loglam = best_lambda(float(res.x))
+    return ll, float(res.x), loglam
 
 
 def trend_coordinates(steps: np.ndarray) -> np.ndarray:
@@ -143,9 +169,9 @@ def trend_coordinates(steps: np.ndarray) -> np.ndarray:
     return (v - v[0]) / (v[-1] - v[0])
 
 
-def trend_cap(n: int) -> int:
-    """The largest trend size tried for n checkpoints: (n - 2) / 2, at least 2."""
-    return max(2, (n - 2) // 2)
+def trend_size(n: int) -> int:
+    """The P-spline trend's number of B-splines for n checkpoints: n / 3, between 4 and 25."""
+    return int(np.clip(n // 3, 4, 25))
 
 
 def candidate_models(steps: np.ndarray, stderr: np.ndarray | None) -> list[str]:
@@ -160,13 +186,14 @@ def candidate_models(steps: np.ndarray, stderr: np.ndarray | None) -> list[str]:
     return out
 
 
-def fit_noise(y: object, steps: object = None, stderr: object = None, noise: str | None = None,
-              trend_sizes: tuple[int, ...] | None = None) -> list[NoiseFit]:
-    """Every (trend size, model) fit of one series, best (smallest AIC) first.
+def fit_noise(y: object, steps: object = None, stderr: object = None, noise: str | None = None) -> list[NoiseFit]:
+    """Every model's fit of one series, best (smallest AIC on the restricted likelihood) first,
+    down to the last within 2 AIC units of the best.
 
-    ``noise`` forces one model. The trend sizes tried are those of TREND_SIZES up to
-    ``trend_cap(n)``. The first item also carries the Ljung–Box p of its whitened residuals
-    (lags min(10, n // 5), degrees of freedom reduced by the model's parameter).
+    ``noise`` forces one model. The trend is a P-spline (``trend_size(n)`` cubic B-splines,
+    second-difference penalty) in the schedule's coordinate or the other one of step / log
+    step, its smoothness fitted with the noise by REML. The first item carries the Ljung–Box
+    p of its whitened residuals (lags min(10, n // 5), less the model's parameter).
     """
     from statsmodels.stats.diagnostic import acorr_ljungbox
 
@@ -178,31 +205,32 @@ def fit_noise(y: object, steps: object = None, stderr: object = None, noise: str
     err = None if stderr is None else np.asarray(stderr, float).reshape(-1)
     if err is not None and not (np.isfinite(err).all() and (err > 0).all()):
         err = None
-    models = candidate_models(s, err) if noise is None else [noise]
     if noise is not None and noise not in MODELS:
         raise InvalidSettingError(f"Unknown noise model {noise!r}; choose from {MODELS}.")
     if noise == "white_stderr" and err is None:
         raise InvalidSettingError("noise='white_stderr' needs a finite, positive stderr per value.")
-    sizes = [k for k in (trend_sizes or TREND_SIZES) if k <= trend_cap(n)]
+    models = candidate_models(s, err) if noise is None else [noise]
+    k = trend_size(n)
+    diff = np.diff(np.eye(k), 2, axis=0)
+    pen = diff.T @ diff
     fits = []
     for name, c in coords.items():
-        for k in sizes if name == "schedule" else [k for k in sizes if k > 2]:
-            basis = bspline_basis(c, k)
-            for m in models:
-                ll, param = _fit_one(m, y, basis, s, u, err)
-                dof = k + 1 + (m in ("white_growing", "ar1", "ou"))
-                fits.append((-2 * ll + math.log(n) * dof, m, k, param, ll, name))
+        basis = bspline_basis(c, k)
+        for m in models:
+            ll, param, loglam = _fit_one(m, y, basis, pen, s, u, err)
+            fits.append((-2 * ll + 2 * (m in ("white_growing", "ar1", "ou")), m, name, param, loglam, ll))
     fits.sort(key=lambda f: f[0])
-    table = [(f[0], f[1], f[2], f[5]) for f in fits]
+    table = [(f[0], f[1], f[2]) for f in fits]
     out = []
-    for aic, m, k, param, ll, name in fits:
+    for aic, m, name, param, loglam, ll in fits:
         if aic - fits[0][0] > 2 and out:
             break
-        _, z, wx, s2 = _gls(m, param, y, bspline_basis(coords[name], k), s, u, err)
-        out.append(NoiseFit(m, k, param, aic, ll, z, wx, s2, candidates=table, trend_coordinate=name))
-    lags = max(2, min(10, n // 5))
+        _, z, resid, s2, edf = _reml(m, param, loglam, y, bspline_basis(coords[name], k), pen, s, u, err, full=True)
+        out.append(NoiseFit(m, param, 10.0**loglam, aic, ll, z, resid, s2, edf,
+                            saturated=loglam < _LAMBDAS[0] + 0.5, trend_coordinate=name, candidates=table))
     best = out[0]
     if n >= 8:
+        lags = max(2, min(10, n // 5))
         df = int(best.model in ("white_growing", "ar1", "ou"))
         best.ljung_box_p = float(acorr_ljungbox(best.z, lags=[lags], model_df=df)["lb_pvalue"].iloc[0])
     return out
@@ -211,16 +239,14 @@ def fit_noise(y: object, steps: object = None, stderr: object = None, noise: str
 def comovement(fx: NoiseFit, fy: NoiseFit) -> tuple[float, float]:
     """Correlation of two series' whitened residuals and its effective n under independence.
 
-    Under H0 the residuals are N(0, σx² Mx) and N(0, σy² My), independent, so
-    Var(zx·zy) = σx²σy² tr(MxMy) and n_eff = tr(Mx) tr(My) / tr(MxMy) (Bartlett's formula for
-    projections); for equal trends it is n - p, the partial correlation's.
+    Under H0 the residuals are zx = Mx εx and zy = My εy with independent white ε, so
+    Var(zx·zy) = σx²σy² tr(CxCy) with C = M Mᵀ, and n_eff = tr(Cx) tr(Cy) / tr(CxCy)
+    (Bartlett's formula); for a trend that is a projection on p columns it is n - p.
     """
     zx, zy = fx.z, fy.z
     den = math.sqrt(float(zx @ zx) * float(zy @ zy))
     r = float(zx @ zy) / den if den > 0 else float("nan")
-    qx, qy = fx.residual_maker_basis, fy.residual_maker_basis
-    n = len(zx)
-    px, py = qx.shape[1], qy.shape[1]
-    cross = n - px - py + float(((qx.T @ qy) ** 2).sum())
-    n_eff = (n - px) * (n - py) / cross if cross > 0 else float("nan")
+    cx, cy = fx.residual_maker @ fx.residual_maker.T, fy.residual_maker @ fy.residual_maker.T
+    cross = float((cx * cy).sum())
+    n_eff = float(np.trace(cx) * np.trace(cy) / cross) if cross > 0 else float("nan")
     return r, n_eff
