@@ -48,19 +48,20 @@ def bspline_basis(u: np.ndarray, size: int, at: np.ndarray | None = None) -> np.
 
 
 def pspline(u: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None, size: int | None = None,
-            lam: float | None = None, extra: np.ndarray | None = None) -> dict:
+            lam: float | None = None, extra: np.ndarray | None = None, base: np.ndarray | None = None) -> dict:
     """Penalized cubic spline fit of ``y`` on ``u``, λ by GCV unless given.
 
     ``weights``: inverse variances (relative). ``extra``: unpenalized columns fitted with the
-    spline (e.g. a step at a candidate jump). Returns fitted ``values``, ``rss`` (weighted),
+    spline (e.g. a step at a candidate jump). ``base``: the spline columns, when already built
+    (then ``u`` is not used). Returns fitted ``values``, ``rss`` (weighted),
     ``edf`` (trace of the hat matrix), ``lam``, ``coef``, ``basis``, ``sigma2`` (weighted
     residual variance, rss / (n - edf)) and ``cov`` (the Bayesian posterior covariance of the
     coefficients in units of sigma2, Wahba 1983), and ``gcv``.
     """
-    u, y = np.asarray(u, float), np.asarray(y, float)
+    y = np.asarray(y, float)
     n = len(y)
     size = size or int(np.clip(n // 2, 4, 30))
-    base = bspline_basis(u, min(size, n))
+    base = bspline_basis(np.asarray(u, float), min(size, n)) if base is None else base
     k = base.shape[1]
     design = base if extra is None else np.column_stack([base, extra])
     w = np.ones(n) if weights is None else np.asarray(weights, float) / np.mean(weights)
@@ -68,28 +69,26 @@ def pspline(u: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None, siz
     pen = np.zeros((design.shape[1], design.shape[1]))
     pen[:k, :k] = diff.T @ diff
     gram = design.T @ (design * w[:, None])
-    rhs = design.T @ (w * y)
+    # all λ at once (Demmler–Reinsch): with gram = L Lᵀ and L⁻¹ S L⁻ᵀ = U diag(d) Uᵀ, the fit at λ
+    # shrinks the coordinates b = Uᵀ L⁻¹ Dᵀ W y by 1 / (1 + λ d)
     scale = np.trace(gram) / max(np.trace(pen), 1e-12)
-    grid = [lam] if lam is not None else scale * np.logspace(-8, 4, 49)
-    best = None
-    for lm in grid:
-        a = gram + lm * pen + 1e-10 * scale * np.eye(len(gram))
-        try:
-            inv = np.linalg.inv(a)
-        except np.linalg.LinAlgError:
-            continue
-        coef = inv @ rhs
-        fit = design @ coef
-        rss = float((w * (y - fit) ** 2).sum())
-        edf = float(np.trace(inv @ gram))
-        gcv = n * rss / max(n - edf, 1e-3) ** 2
-        if best is None or gcv < best["gcv"]:
-            best = {"values": fit, "rss": rss, "edf": edf, "lam": float(lm), "coef": coef, "basis": design,
-                    "gcv": gcv, "inv": inv}
-    if best is None:
-        raise InvalidSettingError("The smoothing spline could not be fitted to this series.")
+    chol = np.linalg.cholesky(gram + 1e-9 * np.trace(gram) * np.eye(len(gram)))
+    linv = np.linalg.inv(chol)
+    d, vecs = np.linalg.eigh(linv @ pen @ linv.T)
+    d = np.maximum(d, 0.0)
+    to_coef = linv.T @ vecs
+    b_ = to_coef.T @ (design.T @ (w * y))
+    yy = float((w * y * y).sum())
+    lams = np.array([lam]) if lam is not None else scale * np.logspace(-8, 4, 49)
+    shrink = 1 / (1 + lams[:, None] * d[None, :])
+    rss = np.maximum(yy - 2 * (shrink * b_**2).sum(1) + (shrink**2 * b_**2).sum(1), 0.0)
+    edf = shrink.sum(1)
+    gcv = n * rss / np.maximum(n - edf, 1e-3) ** 2
+    i = int(np.argmin(gcv))
+    coef = to_coef @ (shrink[i] * b_)
+    best = {"values": design @ coef, "rss": float(rss[i]), "edf": float(edf[i]), "lam": float(lams[i]),
+            "coef": coef, "basis": design, "gcv": float(gcv[i]), "cov": (to_coef * shrink[i]) @ to_coef.T}
     best["sigma2"] = best["rss"] / max(n - best["edf"], 1.0)
-    best["cov"] = best.pop("inv")
     return best
 
 

@@ -149,7 +149,7 @@ def peak_and_fall(steps: np.ndarray, values: np.ndarray, drop: float = 0.1) -> l
 
 
 def fit_change_points(steps: np.ndarray, values: np.ndarray, *, max_points: int = 3, noise_floor: float = 0.005,
-                      level: float = 0.05, min_size: int | None = None) -> dict:
+                      level: float = 0.05, min_size: int | None = None, bootstrap: int = 59) -> dict:
     """Jumps in level that a smooth curve cannot explain, added greedily to a penalized spline.
 
     The null is a penalized cubic spline in the schedule's own coordinate (``smooth.coordinate``:
@@ -160,13 +160,15 @@ def fit_change_points(steps: np.ndarray, values: np.ndarray, *, max_points: int 
     against the spline alone at that same λ,
     in units of the noise variance (residual variance of the alternative, but at least
     (``noise_floor`` × range)², so noise-free curves are not cut at their approximation error),
-    exceeds max(2 ln n, the Bonferroni F critical value at ``level`` over the candidates).
+    exceeds 2 ln n and the maximum over candidates is significant at ``level`` by a parametric
+    bootstrap (``bootstrap`` series from the null fit plus Gaussian noise; seeded).
     Returns ``points`` (step; strength: |jump| in noise units; low/high: the checkpoints whose
     jump fits within χ²₁(0.95) of the best; significance: the F statistic) and ``truncated``.
     """
     from scipy import stats
 
-    from .smooth import coordinate, pspline
+    from .noise_models import trend_coordinates
+    from .smooth import bspline_basis, coordinate, pspline
 
     x = np.asarray(values, dtype=float)
     steps = np.asarray(steps, dtype=float)
@@ -174,44 +176,62 @@ def fit_change_points(steps: np.ndarray, values: np.ndarray, *, max_points: int 
     size = max(2, math.ceil(n / 20)) if min_size is None else min_size
     if n < 2 * size + 4 or np.ptp(x) == 0:
         return {"points": [], "truncated": False}
-    u = coordinate(steps)
     floor = (noise_floor * np.ptp(x)) ** 2
     index = np.arange(n)
     candidates = list(range(size, n - size + 1))
+    # the smooth null in step or log step, whichever fits better (GCV)
+    bases = [bspline_basis(c, int(np.clip(n // 4, 8, 20))) for c in (coordinate(steps), trend_coordinates(steps))]
+    base = min(bases, key=lambda b: pspline(None, x, base=b)["gcv"])
 
-    def fit(points: list[int], lam: float | None = None) -> dict:
-        extra = np.column_stack([(index >= k).astype(float) for k in points]) if points else None
-        return pspline(u, x, extra=extra, lam=lam)
+    def scan(y: np.ndarray, chosen: list[int]) -> tuple[int, float, dict, dict, float] | None:
+        """The best further jump: (k, its statistic, fits, the null's rss, noise variance)."""
+        def fit(points: list[int], lam: float | None = None) -> dict:
+            extra = np.column_stack([(index >= k).astype(float) for k in points]) if points else None
+            return pspline(None, y, extra=extra, lam=lam, base=base)
+
+        trials = {k: fit(sorted([*chosen, k])) for k in candidates
+                  if k not in chosen and not (np.diff([0, *sorted([*chosen, k]), n]) < size).any()}
+        if not trials:
+            return None
+        # each candidate against the spline alone at the candidate's own smoothness (a spline free
+        # to bend absorbs any jump)
+        null_rss = {j: fit(chosen, lam=f["lam"])["rss"] for j, f in trials.items()}
+        noises = {j: max(f["rss"] / max(n - f["edf"], 1.0), floor) for j, f in trials.items()}
+        stat = {j: (null_rss[j] - trials[j]["rss"]) / noises[j] for j in trials}
+        k = max(stat, key=stat.get)
+        return k, stat[k], trials, stat, noises[k]
 
     chosen: list[int] = []
-    current = fit(chosen)
     truncated = False
     rows_info = []
+    rng = np.random.default_rng(0)
+    current = pspline(None, x, base=base)
     while True:
-        trials = {}
-        for k in candidates:
-            trial = sorted([*chosen, k])
-            if k in chosen or (np.diff([0, *trial, n]) < size).any():
-                continue
-            trials[k] = fit(trial)
-        if not trials:
+        found = scan(x, chosen)
+        if found is None:
             break
-        k = min(trials, key=lambda j: trials[j]["rss"])
-        best = trials[k]
-        dof = max(n - best["edf"], 1.0)
-        noise = max(best["rss"] / dof, floor)
-        # the null at the alternative's smoothness: a spline free to bend absorbs any jump
-        stat = (fit(chosen, lam=best["lam"])["rss"] - best["rss"]) / noise
-        penalty = max(2 * math.log(n), float(stats.f.ppf(1 - level / len(candidates), 1, dof)))
-        if stat <= penalty:
+        k, stat, trials, stats_all, noise = found
+        if stat <= 2 * math.log(n):
+            break
+        # calibrate the maximum over candidates by a parametric bootstrap from the null fit
+        extra = np.column_stack([(index >= j).astype(float) for j in chosen]) if chosen else None
+        null = pspline(None, x, extra=extra, base=base)
+        sd = math.sqrt(max(null["sigma2"], floor))
+        exceed = 0
+        for _ in range(bootstrap):
+            sim = scan(null["values"] + sd * rng.standard_normal(n), chosen)
+            exceed += sim is not None and sim[1] >= stat
+            if (exceed + 1) / (bootstrap + 1) > level:
+                break
+        if (exceed + 1) / (bootstrap + 1) > level:
             break
         if len(chosen) == max_points:
             truncated = True
             break
-        near = [j for j, f in trials.items() if (f["rss"] - best["rss"]) / noise <= stats.chi2.ppf(0.95, 1)]
+        near = [j for j, v in stats_all.items() if stat - v <= stats.chi2.ppf(0.95, 1)]
         rows_info.append((k, min(near), max(near), stat))
         chosen = sorted([*chosen, k])
-        current = best
+        current = trials[k]
     rows = []
     if chosen:
         noise = math.sqrt(max(current["sigma2"], floor))
