@@ -67,20 +67,20 @@ def test_smooth_curves_get_at_most_one_change_point(shape, n):
     t = np.linspace(0, 1, n)
     clean = SMOOTH[shape](t)
     assert len(change_points(t, clean)) <= 1
-    counts = [len(change_points(t, clean + 0.01 * np.ptp(clean) * rng.standard_normal(n))) for _ in range(100)]
-    assert np.mean(np.array(counts) <= 1) >= 0.9
+    counts = [len(change_points(t, clean + 0.01 * np.ptp(clean) * rng.standard_normal(n))) for _ in range(40)]
+    assert np.mean(np.array(counts) <= 1) >= 0.9  # 40 draws (the bootstrap-calibrated test is slower)
 
 
 @pytest.mark.parametrize("n", [20, 40])
 def test_a_single_mean_shift_is_found_exactly_once_where_it_is(n):
     rng = np.random.default_rng(100 + n)
     t = np.linspace(0, 1, n)
-    hits = [change_points(np.arange(n), (t >= 0.5) + 0.01 * rng.standard_normal(n)) for _ in range(100)]
+    hits = [change_points(np.arange(n), (t >= 0.5) + 0.01 * rng.standard_normal(n)) for _ in range(40)]
     # issue 22's criterion: within two checkpoints of the jump (the spline may take one point of it)
     # measured 97-98% exactly one; a second, spurious point in the rest (1% noise)
     assert np.mean([len(h) == 1 and abs(h[0] - n // 2) <= 2 for h in hits]) >= 0.93
-    noise = [len(change_points(np.arange(n), rng.standard_normal(n))) for _ in range(200)]
-    assert np.mean(np.array(noise) == 0) >= 0.9  # false alarms on pure noise
+    noise = [len(change_points(np.arange(n), rng.standard_normal(n))) for _ in range(60)]
+    assert np.mean(np.array(noise) == 0) >= 0.95 - 3 * np.sqrt(0.05 * 0.95 / 60)  # false alarms at level 0.05
 
 
 def test_the_cap_is_reported():

@@ -180,7 +180,7 @@ def fit_change_points(steps: np.ndarray, values: np.ndarray, *, max_points: int 
     index = np.arange(n)
     candidates = list(range(size, n - size + 1))
     # the smooth null in step or log step, whichever fits better (GCV)
-    bases = [bspline_basis(c, int(np.clip(n // 4, 8, 20))) for c in (coordinate(steps), trend_coordinates(steps))]
+    bases = [bspline_basis(c, int(np.clip(n // 2, 4, 30))) for c in (coordinate(steps), trend_coordinates(steps))]
     base = min(bases, key=lambda b: pspline(None, x, base=b)["gcv"])
 
     def scan(y: np.ndarray, chosen: list[int]) -> tuple[int, float, dict, dict, float] | None:
