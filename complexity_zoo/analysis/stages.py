@@ -3,7 +3,7 @@
 Stage boundaries are where the curve's slope vanishes (a ``peak`` or a ``trough``: the slope
 changes sign, significantly on both sides) or dips to a near-plateau between faster phases
 (a ``plateau``: an interior minimum of |slope| below half of the fastest |slope| on each side
-of it, and significantly below each). The curve is a penalized spline in the schedule's own
+of it, significantly below each, those maxima themselves interior). The curve is a penalized spline in the schedule's own
 coordinate (log step on log-like schedules; λ by GCV, weights 1/stderr² where given); the
 slope's standard error is the spline's Bayesian posterior one (Wahba 1983), so ``significance``
 is a z value and ``low``/``high`` the steps between which the boundary lies (the slope within
@@ -47,7 +47,7 @@ def stages(steps: object, values: object, stderr: object = None, level: float = 
     u = coordinate(s)
     fit = pspline(u, v, weights=None if err is None else 1 / err**2)
     size = fit["basis"].shape[1]
-    grid = np.linspace(0, 1, 401)
+    grid = np.linspace(0.0025, 0.9975, 399)  # off the ends, where a one-sided difference is used
     d = derivative_basis(u, size, grid)
     slope = d @ fit["coef"]
     se = np.sqrt(np.maximum(fit["sigma2"] * np.einsum("ij,jk,ik->i", d, fit["cov"], d), 1e-300))
@@ -73,7 +73,8 @@ def stages(steps: object, values: object, stderr: object = None, level: float = 
         lo_run, hi_run = _runs((sign == sign[i]) | (mag <= z * se), i)  # not significantly reversed
         left, right = mag[lo_run:i + 1], mag[i:hi_run + 1]
         jl, jr = lo_run + int(np.argmax(left)), i + int(np.argmax(right))
-        if jl == i or jr == i or mag[i] > plateau_ratio * min(mag[jl], mag[jr]):
+        ends = (0, len(grid) - 1)  # a faster phase is an interior maximum of |slope|, not an edge effect
+        if jl in (i, *ends) or jr in (i, *ends) or mag[i] > plateau_ratio * min(mag[jl], mag[jr]):
             continue
         zs = [(mag[j] - mag[i]) / np.hypot(se[j], se[i]) for j in (jl, jr)]
         if min(zs) < z:
