@@ -13,25 +13,33 @@ answers two questions, each with its own statistic, interval and hypothesis:
   a log-spaced schedule the last few checkpoints carry most of a drifting curve's variance.
   The interval describes co-trending; no p-value is given for it, since two independent
   trending curves are correlated in every sample.
-* **Increments** (``r_diff``, its interval and ``p``): do the curves move together beyond their
-  trends? Each increment is divided by √(step gap), so Brownian-like curves give exchangeable
-  increments on any checkpoint schedule; on uneven schedules each increment series is also
-  regressed on √gap first (a constant drift otherwise leaves a √gap pattern in both). ``p``
-  tests H0 "the increments are uncorrelated", with a t (Pearson, Spearman) or normal (Kendall)
-  reference on the increments' own effective n, n / (1 + 2 ρ̂x ρ̂y) with lag-1
-  autocorrelations (differencing noise makes increments anti-correlated at lag 1). ``p_adjusted``: Holm across measures.
-* Flags: ``signs_disagree`` (levels and increments correlate with opposite signs: the level
-  correlation comes from the trends) and ``shared_curvature`` (after differencing, both
-  increment series still trend: a quadratic in checkpoint position explains them at p < 0.05,
-  so ``r_diff`` may reflect shared curvature rather than co-movement).
-* ``granger_p``: does the measure's last increment help predict the target's next one beyond
-  the target's own (F test on the scaled increments, lag one checkpoint)? On uneven schedules a
-  lag spans different numbers of steps; ``granger_reliable`` is False when the largest gap is
-  more than twice the smallest.
+* **Innovations** (``r_diff``, its interval and ``p``): do the curves move together beyond their
+  trends? Each series gets a noise model (``noise_models``: white, white with growing variance,
+  white weighted by the given stderr, AR(1) in index, Ornstein–Uhlenbeck in steps, Brownian
+  in steps), each around a P-spline trend, fitted jointly by REML and chosen by AIC
+  (``noise_model`` names the pair; ``noise=`` forces one). ``r_diff`` is the correlation of
+  the two GLS-whitened residual series and ``p`` tests H0 "no co-movement beyond each series'
+  trend under its noise model" with a t reference on Bartlett's effective n for the two
+  residual-makers (``n_eff_diff``). Where several models are within 2 AIC units of the best,
+  the largest of their p-values is reported. ``p_reliable`` is False where a chosen model
+  does not fit (Ljung–Box p < 0.05 on its whitened residuals), its trend is at the least
+  smoothness allowed, or n < 10: the table then leaves the p blank and says why.
+  ``p_adjusted``: Holm over the whole table by default (``attrs["p_family"]``).
+* The levels' n_eff is also capped by Bartlett's (Σvx)(Σvy)/Σ(vx vy) for the noise variance
+  profiles of the chosen models (growing variance or stderr weights), so the interval widens
+  where a few late checkpoints carry most of the noise.
+* Flags: ``signs_disagree`` (levels and innovations correlate with opposite signs at p < 0.05:
+  the level correlation comes from the trends) and ``shared_curvature`` (both whitened residual
+  series still follow a quadratic in position at p < 0.05: the trends were not fully removed).
+* ``granger_p``: does the measure's last innovation help predict the target's next one beyond
+  the target's own (F test, lag one checkpoint)? On uneven schedules a lag spans different
+  numbers of steps; ``granger_reliable`` is False when the largest gap is more than twice the
+  smallest.
 
 Fisher-z standard errors: 1/√(n-3) for Pearson, √(1.06/(n-3)) for Spearman and √(0.437/(n-4))
-for Kendall (Fieller, Hartley & Pearson 1957), with n the effective n. Coverage and type-I
-error are checked by simulation in ``tests/test_correlation_simulation.py``.
+for Kendall (Fieller, Hartley & Pearson 1957), with n the effective n. Type-I error, power and
+coverage are checked by simulation in ``tests/test_correlation_simulation.py`` (fast cells) and
+``benchmarks/analysis_simulation.py`` (the grid).
 """
 
 from __future__ import annotations

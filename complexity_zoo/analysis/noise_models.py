@@ -1,8 +1,8 @@
 """Noise models of a series along checkpoints, as data: named candidates, chosen by likelihood.
 
-A measured series is y = trend + noise. The trend is a regression spline (``smooth.bspline_basis``,
-2 to 28 columns) in the schedule's coordinate or in the other one of step / log step; the
-noise is one of
+A measured series is y = trend + noise. The trend is a P-spline (``trend_size(n)`` cubic
+B-splines, second-difference penalty; Eilers & Marx 1996) in the schedule's coordinate or in
+the other one of step / log step; the noise is one of
 
 * ``white``: independent, constant variance (a stochastic estimate re-drawn at each checkpoint);
 * ``white_growing``: independent, variance exp(b u) growing (or shrinking) along the run;
@@ -12,11 +12,13 @@ noise is one of
 * ``brownian``: Brownian motion in steps (independent increments of variance ∝ gap).
 
 Each candidate is a whitening map W (Σ = σ² W⁻¹W⁻ᵀ) with at most one free parameter. The
-trend and the noise parameters are fitted jointly by Gaussian maximum likelihood (GLS with the
-variance profiled out; the one parameter by bounded scalar search) and the pair (trend size,
-model) with the smallest AIC is chosen. ``fit_noise`` returns the GLS-whitened residuals
-``z`` (under the model: N(0, σ² M), M the residual-maker of the whitened trend basis), which the
-correlation table tests for co-movement, and a Ljung–Box check of z (statsmodels).
+trend's smoothness and the noise parameter are fitted jointly by restricted maximum likelihood
+(the spline as a Gaussian random effect, Wood 2011: the smoothness is not confounded with the
+noise's autocorrelation as a GCV or AIC choice of the trend is), σ² profiled out; the model
+with the smallest AIC is chosen. ``fit_noise`` returns the whitened residuals ``z``, their
+residual-maker (for the effective n of a co-movement test) and a Ljung–Box check of z
+(statsmodels). ``_gls`` is the plain ML fit with a fixed trend basis, kept as the check of
+the whitening maps against a dense multivariate normal density (tests).
 """
 
 from __future__ import annotations

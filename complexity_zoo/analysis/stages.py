@@ -3,8 +3,8 @@
 Stage boundaries are where the curve's slope vanishes (a ``peak`` or a ``trough``: the slope
 changes sign, significantly on both sides) or dips to a near-plateau between faster phases
 (a ``plateau``: an interior minimum of |slope| below half of the fastest |slope| on each side
-of it, significantly below each, those maxima themselves interior). The curve is a penalized spline in the schedule's own
-coordinate (log step on log-like schedules; λ by GCV, weights 1/stderr² where given); the
+of it, significantly below each, those maxima themselves interior). The curve is a penalized
+spline in the schedule's own coordinate (log step on log-like schedules; λ by GCV, weights 1/stderr² where given); the
 slope's standard error is the spline's Bayesian posterior one (Wahba 1983), so ``significance``
 is a z value and ``low``/``high`` the steps between which the boundary lies (the slope within
 its 95% band of zero, or of the plateau's minimum).
