@@ -149,7 +149,7 @@ def peak_and_fall(steps: np.ndarray, values: np.ndarray, drop: float = 0.1) -> l
 
 
 def fit_change_points(steps: np.ndarray, values: np.ndarray, *, max_points: int = 3, noise_floor: float = 0.005,
-                      level: float = 0.05, min_size: int | None = None, bootstrap: int = 59) -> dict:
+                      level: float = 0.05, min_size: int | None = None, bootstrap: int = 39) -> dict:
     """Jumps in level that a smooth curve cannot explain, added greedily to a penalized spline.
 
     The null is a penalized cubic spline in the schedule's own coordinate (``smooth.coordinate``:
