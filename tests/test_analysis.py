@@ -77,8 +77,9 @@ def test_a_single_mean_shift_is_found_exactly_once_where_it_is(n):
     t = np.linspace(0, 1, n)
     hits = [change_points(np.arange(n), (t >= 0.5) + 0.01 * rng.standard_normal(n)) for _ in range(40)]
     # issue 22's criterion: within two checkpoints of the jump (the spline may take one point of it)
-    # measured 97-98% exactly one; a second, spurious point in the rest (1% noise)
-    assert np.mean([len(h) == 1 and abs(h[0] - n // 2) <= 2 for h in hits]) >= 0.93
+    # a second, spurious point is a false alarm of the bootstrap test at level 0.05: exactly one
+    # in >= 0.95 - 3 binomial SEs at 40 draws (0.95 - 0.10)
+    assert np.mean([len(h) == 1 and abs(h[0] - n // 2) <= 2 for h in hits]) >= 0.85
     noise = [len(change_points(np.arange(n), rng.standard_normal(n))) for _ in range(60)]
     assert np.mean(np.array(noise) == 0) >= 0.95 - 3 * np.sqrt(0.05 * 0.95 / 60)  # false alarms at level 0.05
 
