@@ -1,7 +1,8 @@
 """Developmental stages: critical points of a smoothed curve (Hoogland et al., TMLR 2025).
 
 Stage boundaries are where the curve's slope vanishes (a ``peak`` or a ``trough``: the slope
-changes sign, significantly on both sides) or dips to a near-plateau between faster phases
+changes sign, significantly on both sides, and the curve rises and falls by more than its
+noise's 95% band around the turn) or dips to a near-plateau between faster phases
 (a ``plateau``: an interior minimum of |slope| below half of the fastest |slope| on each side
 of it, significantly below each, those maxima themselves interior). The curve is a penalized
 spline in the schedule's own coordinate (log step on log-like schedules; λ by GCV, weights 1/stderr² where given); the
@@ -16,7 +17,7 @@ import numpy as np
 from scipy import stats
 
 from ..errors import InvalidSettingError
-from .smooth import coordinate, derivative_basis, pspline
+from .smooth import bspline_basis, coordinate, derivative_basis, pspline
 
 
 def _runs(mask: np.ndarray, i: int) -> tuple[int, int]:
@@ -53,6 +54,8 @@ def stages(steps: object, values: object, stderr: object = None, level: float = 
     se = np.sqrt(np.maximum(fit["sigma2"] * np.einsum("ij,jk,ik->i", d, fit["cov"], d), 1e-300))
     z = stats.norm.ppf(0.5 + level / 2)
     at = np.interp(grid, u, s)
+    fitted = bspline_basis(u, size, grid) @ fit["coef"]
+    material = z * np.sqrt(fit["sigma2"])  # a turn smaller than the noise is a smoothing ripple
     out = []
     sign = np.sign(slope)
     for i in np.nonzero(sign[:-1] * sign[1:] < 0)[0]:
@@ -61,6 +64,9 @@ def stages(steps: object, values: object, stderr: object = None, level: float = 
         zb = np.abs(before[lo_run:]).max()
         za = np.abs(after[: hi_run - i]).max()
         if min(zb, za) < z:
+            continue
+        turn = sign[i] * (fitted[i] - fitted[lo_run:hi_run + 1])
+        if min(turn[: i - lo_run + 1].max(), turn[i - lo_run:].max()) < material:
             continue
         lo, hi = _runs(np.abs(slope) <= z * se, i)
         out.append({"step": float(at[i]), "kind": "peak" if sign[i] > 0 else "trough",
