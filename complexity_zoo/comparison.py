@@ -96,20 +96,27 @@ class Comparison:
         names = [m for m in self.metrics if m not in ("epoch",)] + self.measures
         return {n: self.dataset[n].sel(run=run).values.astype(float) for n in names}
 
+    def _stderr(self, run: str) -> dict[str, np.ndarray]:
+        return {m: self.dataset[f"{m}_stderr"].sel(run=run).values.astype(float)
+                for m in self.measures if f"{m}_stderr" in self.dataset}
+
     def transitions(self) -> pd.DataFrame:
         """Regime changes of every metric and measure, with lead/lag to generalization.
 
         One row per transition: run, series, kind (memorization, generalization, peak,
-        fall_onset, change_point), step, strength, uncertainty (half the checkpoint gap around
-        it), flag (a caveat: a run still rising at its end, a capped number of change points),
-        lag_steps and lag_fraction relative to the run's generalization step. Computed once per
+        fall_onset, change_point, stage), step, strength, uncertainty (half the interval),
+        flag (a caveat: a run still rising at its end, a capped number of change points; for
+        a stage its kind: peak, trough or plateau), low and high (an interval for the step),
+        significance, lag_steps and lag_fraction relative to the run's generalization step. Computed once per
         Comparison; every method that needs transitions reuses them.
         """
         if self._transitions is None:
             from .analysis.transitions import detect, lead_lag
 
             steps = self.dataset["step"].values.astype(float)
-            frames = [detect(steps, self._series(run), run) for run in self.runs]
+            n_train = json.loads(self.dataset.attrs.get("n_train", "{}"))
+            frames = [detect(steps, self._series(run), run, self._stderr(run), {"train_acc": n_train.get(run)})
+                      for run in self.runs]
             table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
             self._transitions = lead_lag(table, float(steps[0]), float(steps[-1]))
         return self._transitions.copy()
@@ -119,13 +126,17 @@ class Comparison:
         target: str = "test_loss",
         methods: tuple[str, ...] = ("pearson", "spearman", "kendall"),
         window: tuple[float, float] | str | None = None,
+        adjust: str = "table",
     ) -> pd.DataFrame:
         """Each measure against ``target`` across checkpoints, per run (analysis.correlation).
 
-        Columns: n; levels (co-trending): n_eff, r, ci_low, ci_high; increments scaled by the
-        step gaps (H0: no co-movement beyond the trends): n_eff_diff, r_diff and its interval,
-        p, p_adjusted (Holm across measures); flags signs_disagree and shared_curvature;
-        granger_p and granger_reliable. ``window``: (first_step, last_step), or
+        Columns: n; levels (co-trending, an interval only): n_eff, r, ci_low, ci_high;
+        innovations (H0: no co-movement beyond each series' trend under its noise model, chosen
+        by BIC among analysis.noise_models.MODELS, stderr-weighted where the measure has one):
+        n_eff_diff, r_diff and its interval, p, p_adjusted (Holm over the whole table, or per
+        run × method with ``adjust="run"``; the family is in ``attrs["p_family"]``),
+        p_reliable, noise_model, trend_edf, ljung_box_p; flags signs_disagree and
+        shared_curvature; granger_p and granger_reliable. ``window``: (first_step, last_step), or
         "post_memorization" (from each run's memorization step on).
         """
         from .analysis.correlation import METHODS, correlation_table
@@ -149,7 +160,8 @@ class Comparison:
                         for m in self.measures if m != target} for run in self.runs}
         targets = {run: self.dataset[target].sel(run=run).values[masks[run]].astype(float) for run in self.runs}
         at = {run: steps[masks[run]].astype(float) for run in self.runs}
-        return correlation_table(series, targets, target, tuple(methods), steps=at)
+        errs = {run: {m: e[masks[run]] for m, e in self._stderr(run).items()} for run in self.runs}
+        return correlation_table(series, targets, target, tuple(methods), steps=at, stderr=errs, adjust=adjust)
 
     def run_correlations(self, hyperparameters: pd.DataFrame | None = None, *, seed: str | None = None,
                          gap: str = "loss") -> pd.DataFrame:
@@ -232,7 +244,7 @@ class Comparison:
         return (out, stale) if with_stale else out
 
     def bounds(self, n: int | dict[str, int] | None = None, delta: float = 0.05, num_classes: int | None = None,
-               union_size: int = 1) -> pd.DataFrame:
+               union_size: int | None = None) -> pd.DataFrame:
         """Occam, kl and binomial-tail bounds for every measure in bits, at every step.
 
         Each bound pairs the bits with the training error of the model those bits describe:
@@ -240,8 +252,9 @@ class Comparison:
         trained model's ``train_acc`` metric for a ``lossless`` measure; otherwise the bound is
         NaN and ``errors_of`` says why. ``test_error`` is that same model's. ``n``: training
         examples (default: what the measure or compare() recorded); ``delta`` the confidence;
-        ``union_size`` the number of candidates the reported bound was picked from (e.g. the
-        checkpoints times the ε values), paid as ln(union_size) (analysis.bounds).
+        ``union_size`` the number of candidates the reported bound was picked from, paid as
+        ln(union_size) (analysis.bounds); default: every step it reports (the number of
+        checkpoints), so any row of the table may be picked; pass 1 for one step fixed in advance.
         """
         from .analysis.bounds import bounds_table, prefix_free_bits
         from .registry import get_measure
@@ -268,7 +281,8 @@ class Comparison:
         table.insert(4, "code_bits", [prefix_free_bits(b) if np.isfinite(b) else np.nan for b in table["bits"]])
         classes = num_classes or self.dataset.attrs.get("num_classes")
         chance = 1 - 1 / int(classes) if classes else 1.0
-        return bounds_table(table, delta=delta, chance_error=chance, union_size=union_size)
+        union = union_size if union_size is not None else max(self.dataset.sizes["step"], 1)
+        return bounds_table(table, delta=delta, chance_error=chance, union_size=union)
 
     def _bound_inputs(self, measure: str, run: str, step: int, lossless: bool, n: int | None) -> dict:
         """The bits of one cell and the errors of the model they describe."""

@@ -35,14 +35,18 @@ def test_known_transitions_are_recovered():
     assert 1500 / 1.5 <= get[("test_acc", "generalization")] <= 1500 * 1.5
     assert 400 / 1.5 <= get[("complexity", "peak")] <= 400 * 1.5
     assert get[("complexity", "fall_onset")] > get[("complexity", "peak")]
+    # issue 22: a grokking sigmoid is a transition (generalization), not a change point
     cps = table[(table["series"] == "test_acc") & (table["kind"] == "change_point")]["step"]
-    assert any(1500 / 2 <= s <= 1500 * 2 for s in cps)
+    assert not any(1500 / 2 <= s <= 1500 * 2 for s in cps)
+    gen = table.set_index(["series", "kind"]).loc[("test_acc", "generalization")]
+    assert gen["low"] <= gen["step"] <= gen["high"]
 
 
 def test_change_points_find_a_noisy_mean_shift_and_no_more():
     rng = np.random.default_rng(1)
     values = np.where(np.arange(40) < 25, 0.0, 3.0) + rng.normal(0, 0.5, 40)
-    assert change_points(np.arange(40.0), values) == [25.0]
+    (found,) = fit_change_points(np.arange(40.0), values)["points"]  # issue 22: within two checkpoints
+    assert abs(found["step"] - 25) <= 2 and found["low"] <= 25 <= found["high"]
     assert change_points(np.arange(40.0), rng.normal(0, 1, 40)) == []
 
 
@@ -63,18 +67,21 @@ def test_smooth_curves_get_at_most_one_change_point(shape, n):
     t = np.linspace(0, 1, n)
     clean = SMOOTH[shape](t)
     assert len(change_points(t, clean)) <= 1
-    counts = [len(change_points(t, clean + 0.01 * np.ptp(clean) * rng.standard_normal(n))) for _ in range(100)]
-    assert np.mean(np.array(counts) <= 1) >= 0.9
+    counts = [len(change_points(t, clean + 0.01 * np.ptp(clean) * rng.standard_normal(n))) for _ in range(40)]
+    assert np.mean(np.array(counts) <= 1) >= 0.9  # 40 draws (the bootstrap-calibrated test is slower)
 
 
 @pytest.mark.parametrize("n", [20, 40])
 def test_a_single_mean_shift_is_found_exactly_once_where_it_is(n):
     rng = np.random.default_rng(100 + n)
     t = np.linspace(0, 1, n)
-    hits = [change_points(np.arange(n), (t >= 0.5) + 0.01 * rng.standard_normal(n)) for _ in range(100)]
-    assert all(h == [float(n // 2)] for h in hits)
-    noise = [len(change_points(np.arange(n), rng.standard_normal(n))) for _ in range(200)]
-    assert np.mean(np.array(noise) == 0) >= 0.9  # false alarms on pure noise
+    hits = [change_points(np.arange(n), (t >= 0.5) + 0.01 * rng.standard_normal(n)) for _ in range(40)]
+    # issue 22's criterion: within two checkpoints of the jump (the spline may take one point of it)
+    # a second, spurious point is a false alarm of the bootstrap test at level 0.05: exactly one
+    # in >= 0.95 - 3 binomial SEs at 40 draws (0.95 - 0.10)
+    assert np.mean([len(h) == 1 and abs(h[0] - n // 2) <= 2 for h in hits]) >= 0.85
+    noise = [len(change_points(np.arange(n), rng.standard_normal(n))) for _ in range(60)]
+    assert np.mean(np.array(noise) == 0) >= 0.95 - 3 * np.sqrt(0.05 * 0.95 / 60)  # false alarms at level 0.05
 
 
 def test_the_cap_is_reported():
@@ -202,3 +209,65 @@ def test_transitions_are_computed_once_per_comparison(monkeypatch):
     result.correlations(window="post_memorization")
     result.transitions()
     assert len(calls) == 1
+
+
+def test_no_peak_on_a_monotone_series():
+    from complexity_zoo.analysis.transitions import peak_and_fall
+
+    assert peak_and_fall(np.arange(5.0), np.array([0.0, 1, 2, 2, 2])) == []
+
+
+def test_noise_model_likelihood_matches_scipy_and_can_be_forced():
+    from scipy import stats
+
+    from complexity_zoo.analysis.noise_models import _gls, _whitener
+    from complexity_zoo.analysis.smooth import bspline_basis, coordinate
+
+    rng = np.random.default_rng(0)
+    s = 10 * 1.15 ** np.arange(30)
+    u, y = coordinate(s), rng.standard_normal(30)
+    basis = bspline_basis(u, 4)
+    for model, param in [("ar1", 0.6), ("ou", np.log(50.0)), ("brownian", 0.0), ("white_growing", 2.0)]:
+        ll = _gls(model, param, y, basis, s, u, None)[0]
+        w = _whitener(model, param, s, u, None)[0](np.eye(30))
+        cov = np.linalg.inv(w.T @ w)
+        prec = np.linalg.inv(cov)
+        beta = np.linalg.solve(basis.T @ prec @ basis, basis.T @ prec @ y)
+        r = y - basis @ beta
+        ref = stats.multivariate_normal(basis @ beta, (r @ prec @ r / 30) * cov).logpdf(y)
+        assert ll == pytest.approx(ref, rel=1e-9)
+    out = correlate(y, rng.standard_normal(30), s, noise="ar1")
+    assert out["noise_model"] == "ar1 / ar1" and isinstance(out["p_reliable"], bool)
+
+
+def test_stages_find_a_plateau_and_a_dip_but_nothing_on_smooth_curves():
+    from scipy.ndimage import gaussian_filter1d
+
+    from complexity_zoo.analysis import stages
+
+    steps = np.geomspace(10, 1e5, 80)
+    u = np.log10(steps)
+    knots = ([1, 2, 2.2, 2.8, 3, 4, 4.3, 5], [0, 1, 1.02, 1.04, 1.05, 1.5, 1.3, 2.5])
+    curve = gaussian_filter1d(np.interp(u, *knots), 1.5)
+    found = stages(steps, curve + 0.01 * np.random.default_rng(0).standard_normal(80))
+    kinds = [f["kind"] for f in found]
+    assert kinds == ["plateau", "peak", "trough"]
+    for f, truth in zip(found, [(2.0, 3.0), (4.0, 4.0), (4.3, 4.3)]):
+        assert f["low"] <= f["step"] <= f["high"]
+        assert truth[0] - 0.15 <= np.log10(f["step"]) <= truth[1] + 0.15
+    assert stages(steps, 1 / (1 + np.exp(-(u - 3) / 0.3))) == []
+    assert stages(steps, 2 + 5 * steps**-0.3) == []
+
+
+def test_holm_family_is_the_whole_table_and_named_in_the_caption(tmp_path):
+    rng = np.random.default_rng(9)
+    result = comparison_with({"train_acc": sigmoid_step(30), "test_acc": sigmoid_step(1500),
+                              "test_loss": 1 - sigmoid_step(1500) + rng.normal(0, 0.02, len(STEPS)),
+                              "m1": rng.normal(size=len(STEPS)), "m2": rng.normal(size=len(STEPS))}, runs=("a", "b"))
+    table = result.correlations(methods=("pearson",))
+    assert "all 4 tests" in table.attrs["p_family"]
+    from complexity_zoo.analysis.correlation import holm
+
+    np.testing.assert_allclose(table["p_adjusted"], holm(table["p"].to_numpy()))
+    tex = result.export(tmp_path / "c.tex", methods=("pearson",)).read_text()
+    assert "Holm over all 4 tests" in tex

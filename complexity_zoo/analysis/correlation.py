@@ -13,25 +13,33 @@ answers two questions, each with its own statistic, interval and hypothesis:
   a log-spaced schedule the last few checkpoints carry most of a drifting curve's variance.
   The interval describes co-trending; no p-value is given for it, since two independent
   trending curves are correlated in every sample.
-* **Increments** (``r_diff``, its interval and ``p``): do the curves move together beyond their
-  trends? Each increment is divided by √(step gap), so Brownian-like curves give exchangeable
-  increments on any checkpoint schedule; on uneven schedules each increment series is also
-  regressed on √gap first (a constant drift otherwise leaves a √gap pattern in both). ``p``
-  tests H0 "the increments are uncorrelated", with a t (Pearson, Spearman) or normal (Kendall)
-  reference on the increments' own effective n, n / (1 + 2 ρ̂x ρ̂y) with lag-1
-  autocorrelations (differencing noise makes increments anti-correlated at lag 1). ``p_adjusted``: Holm across measures.
-* Flags: ``signs_disagree`` (levels and increments correlate with opposite signs: the level
-  correlation comes from the trends) and ``shared_curvature`` (after differencing, both
-  increment series still trend: a quadratic in checkpoint position explains them at p < 0.05,
-  so ``r_diff`` may reflect shared curvature rather than co-movement).
-* ``granger_p``: does the measure's last increment help predict the target's next one beyond
-  the target's own (F test on the scaled increments, lag one checkpoint)? On uneven schedules a
-  lag spans different numbers of steps; ``granger_reliable`` is False when the largest gap is
-  more than twice the smallest.
+* **Innovations** (``r_diff``, its interval and ``p``): do the curves move together beyond their
+  trends? Each series gets a noise model (``noise_models``: white, white with growing variance,
+  white weighted by the given stderr, AR(1) in index, Ornstein–Uhlenbeck in steps, Brownian
+  in steps), each around a P-spline trend, fitted jointly by REML and chosen by AIC
+  (``noise_model`` names the pair; ``noise=`` forces one). ``r_diff`` is the correlation of
+  the two GLS-whitened residual series and ``p`` tests H0 "no co-movement beyond each series'
+  trend under its noise model" with a t reference on Bartlett's effective n for the two
+  residual-makers (``n_eff_diff``). Where several models are within 2 AIC units of the best,
+  the largest of their p-values is reported. ``p_reliable`` is False where a chosen model
+  does not fit (Ljung–Box p < 0.05 on its whitened residuals), its trend is at the least
+  smoothness allowed, or n < 10: the table then leaves the p blank and says why.
+  ``p_adjusted``: Holm over the whole table by default (``attrs["p_family"]``).
+* The levels' n_eff is also capped by Bartlett's (Σvx)(Σvy)/Σ(vx vy) for the noise variance
+  profiles of the chosen models (growing variance or stderr weights), so the interval widens
+  where a few late checkpoints carry most of the noise.
+* Flags: ``signs_disagree`` (levels and innovations correlate with opposite signs at p < 0.05:
+  the level correlation comes from the trends) and ``shared_curvature`` (both whitened residual
+  series still follow a quadratic in position at p < 0.05: the trends were not fully removed).
+* ``granger_p``: does the measure's last innovation help predict the target's next one beyond
+  the target's own (F test, lag one checkpoint)? On uneven schedules a lag spans different
+  numbers of steps; ``granger_reliable`` is False when the largest gap is more than twice the
+  smallest.
 
 Fisher-z standard errors: 1/√(n-3) for Pearson, √(1.06/(n-3)) for Spearman and √(0.437/(n-4))
-for Kendall (Fieller, Hartley & Pearson 1957), with n the effective n. Coverage and type-I
-error are checked by simulation in ``tests/test_correlation_simulation.py``.
+for Kendall (Fieller, Hartley & Pearson 1957), with n the effective n. Type-I error, power and
+coverage are checked by simulation in ``tests/test_correlation_simulation.py`` (fast cells) and
+``benchmarks/analysis_simulation.py`` (the grid).
 """
 
 from __future__ import annotations
@@ -44,11 +52,16 @@ import pandas as pd
 from scipy import stats
 
 from ..errors import ComplexityZooWarning, InvalidSettingError
+from .noise_models import NoiseFit, comovement, fit_noise
+from .smooth import coordinate
 
 METHODS = ("pearson", "spearman", "kendall")
 COLUMNS = ["run", "measure", "target", "method", "n", "n_eff", "r", "ci_low", "ci_high", "n_eff_diff",
-           "r_diff", "r_diff_ci_low", "r_diff_ci_high", "p", "p_adjusted", "signs_disagree", "shared_curvature",
-           "granger_p", "granger_reliable"]
+           "r_diff", "r_diff_ci_low", "r_diff_ci_high", "p", "p_adjusted", "p_reliable", "noise_model", "trend_edf",
+           "ljung_box_p", "signs_disagree", "shared_curvature", "granger_p", "granger_reliable"]
+HYPOTHESES = ("levels r [CI]: how strongly the curves co-trend (an interval, no test); "
+              "innovations r [CI] and p: H0 no co-movement beyond each series' trend under its noise model "
+              "(noise_model), valid where p_reliable")
 _FISHER = {"pearson": (1.0, 3), "spearman": (1.06, 3), "kendall": (0.437, 4)}
 
 
@@ -77,22 +90,6 @@ def batch_corr(method: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         raise InvalidSettingError(f"Unknown correlation method {method!r}; choose from {METHODS}.")
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 1e-300, num / np.where(den > 1e-300, den, 1), np.nan)
-
-
-def lag1(v: np.ndarray) -> np.ndarray:
-    """Lag-1 autocorrelation of each row (0 for a constant row)."""
-    v = v - v.mean(-1, keepdims=True)
-    den = (v * v).sum(-1)
-    num = (v[..., :-1] * v[..., 1:]).sum(-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / np.where(den > 0, den, 1), 0.0)
-
-
-def bartlett_n_eff(n: int, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """n / (1 + 2 ρx ρy), Bartlett's sum truncated at lag 1 (increments have short memory;
-    exact for differenced white noise, where ρ = -1/2), between 1 and n."""
-    prod = lag1(x) * lag1(y)
-    return np.clip(n / np.maximum(1 + 2 * prod, 1e-9), 1.0, float(n))
 
 
 def _model_covariance(v: np.ndarray, steps: np.ndarray) -> np.ndarray:
@@ -159,89 +156,113 @@ def correlation_p(r: np.ndarray, n_eff: np.ndarray, method: str, extra: int = 0)
     return np.where(ne > 3, p, np.nan)
 
 
-def scaled_increments(steps: np.ndarray | None, *series: np.ndarray) -> tuple[list[np.ndarray], int]:
-    """Increments divided by √gap; on uneven schedules regressed on [1, √gap] (residuals).
-
-    Returns the increment rows and the number of regressors beyond the mean (0 or 1).
-    """
-    n = series[0].shape[-1]
-    gaps = np.ones(n - 1) if steps is None else np.diff(np.asarray(steps, dtype=float))
-    if (gaps <= 0).any():
-        raise InvalidSettingError("steps must be strictly increasing.")
-    root = np.sqrt(gaps)
-    uneven = np.ptp(root) > 1e-9 * root.max()
-    design = np.column_stack([np.ones(n - 1), root]) if uneven else np.ones((n - 1, 1))
-    hat = design @ np.linalg.pinv(design)
-    out = []
-    for s in series:
-        u = np.diff(s, axis=-1) / root
-        out.append(u - u @ hat.T)
-    return out, int(uneven)
+def _pair_p(fx: NoiseFit, fy: NoiseFit, method: str) -> tuple[float, float, float]:
+    """(r, n_eff, p) of the co-movement test on two fitted series (see noise_models.comovement)."""
+    r, n_eff = comovement(fx, fy)
+    if method != "pearson":
+        r = float(batch_corr(method, fx.z, fy.z)[0])
+    return r, n_eff, float(correlation_p(np.array([r]), np.array([n_eff + 1]), method)[0])
 
 
-def _curvature_p(u: np.ndarray, extra: int) -> np.ndarray:
-    """p of an F test that a quadratic in position explains the (residual) increments."""
-    m = u.shape[-1]
+def _innovations_test(x: np.ndarray, y: np.ndarray, steps: np.ndarray | None, method: str, level: float,
+                      noise: str | None, stderr_x: np.ndarray | None, stderr_y: np.ndarray | None) -> dict:
+    """The co-movement columns of one pair: each series' noise model, its innovations, the test."""
+    fits_x = fit_noise(x, steps, stderr_x, noise)
+    fits_y = fit_noise(y, steps, stderr_y, noise)
+    fx, fy = fits_x[0], fits_y[0]
+    r, n_eff, p = _pair_p(fx, fy, method)
+    # a fragile choice: every model within 2 AIC of the best is as plausible; report the largest p
+    for a in fits_x[:3]:
+        for b in fits_y[:3]:
+            if a is not fx or b is not fy:
+                p = max(p, _pair_p(a, b, method)[2])
+    lo, hi = fisher_interval(np.array([r]), np.array([n_eff + 1]), method, level)
+    n = len(x)
+    fitted = min(fx.ljung_box_p, fy.ljung_box_p) >= 0.05 and not (fx.saturated or fy.saturated)
+    return {"fx": fx, "fy": fy, "r_diff": r, "n_eff_diff": n_eff, "r_diff_ci_low": float(lo[0]),
+            "r_diff_ci_high": float(hi[0]), "p": p, "p_reliable": bool(n >= 10 and fitted and np.isfinite(p)),
+            "noise_model": f"{fx.model} / {fy.model}", "trend_edf": f"{fx.trend_edf:.1f} / {fy.trend_edf:.1f}",
+            "ljung_box_p": min(fx.ljung_box_p, fy.ljung_box_p)}
+
+
+def _variance_profile(fit: NoiseFit, steps: np.ndarray, stderr: np.ndarray | None) -> np.ndarray:
+    """Relative noise variance at each checkpoint under a fitted model (ones unless heteroscedastic)."""
+    n = len(fit.z)
+    if fit.model == "white_growing":
+        u = coordinate(steps)
+        return np.exp(fit.param * (u - u.mean()))
+    if fit.model == "white_stderr" and stderr is not None:
+        return stderr**2
+    return np.ones(n)
+
+
+def _curvature_p(u: np.ndarray) -> float:
+    """p of an F test that a quadratic in position explains a (residual) series."""
+    m = len(u)
     t = np.linspace(-1, 1, m)
     basis = np.column_stack([t, t * t - (t * t).mean()])
-    fit = u @ (basis @ np.linalg.pinv(basis)).T
-    rss1 = ((u - fit) ** 2).sum(-1)
-    rss0 = (u**2).sum(-1)
-    dof = m - 3 - extra
-    with np.errstate(invalid="ignore", divide="ignore"):
-        f = ((rss0 - rss1) / 2) / (rss1 / dof)
-    return np.where((dof > 0) & (rss0 > 0), stats.f.sf(f, 2, max(dof, 1)), 1.0)
+    fit = basis @ np.linalg.lstsq(basis, u, rcond=None)[0]
+    rss1, rss0 = float(((u - fit) ** 2).sum()), float((u**2).sum())
+    dof = m - 3
+    if dof <= 0 or rss0 <= 0 or rss1 <= 0:
+        return 1.0
+    return float(stats.f.sf(((rss0 - rss1) / 2) / (rss1 / dof), 2, dof))
 
 
-def _granger(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """F-test p that u[t-1] predicts v[t] beyond v[t-1] (rows are replicates)."""
-    y, own, other = v[..., 1:], v[..., :-1], u[..., :-1]
-    m = y.shape[-1]
+def _granger(u: np.ndarray, v: np.ndarray) -> float:
+    """F-test p that u[t-1] predicts v[t] beyond v[t-1]."""
+    y, own, other = v[1:], v[:-1], u[:-1]
+    m = len(y)
     if m < 8:
-        return np.full(y.shape[:-1], np.nan)
-    p = np.empty(y.shape[:-1])
-    for idx in np.ndindex(*y.shape[:-1]):
-        x1 = np.column_stack([np.ones(m), own[idx]])
-        x2 = np.column_stack([x1, other[idx]])
-        rss1 = float(((y[idx] - x1 @ np.linalg.lstsq(x1, y[idx], rcond=None)[0]) ** 2).sum())
-        rss2 = float(((y[idx] - x2 @ np.linalg.lstsq(x2, y[idx], rcond=None)[0]) ** 2).sum())
-        p[idx] = stats.f.sf((rss1 - rss2) / (rss2 / (m - 3)), 1, m - 3) if rss2 > 0 else np.nan
-    return p
+        return float("nan")
+    x1 = np.column_stack([np.ones(m), own])
+    x2 = np.column_stack([x1, other])
+    rss1 = float(((y - x1 @ np.linalg.lstsq(x1, y, rcond=None)[0]) ** 2).sum())
+    rss2 = float(((y - x2 @ np.linalg.lstsq(x2, y, rcond=None)[0]) ** 2).sum())
+    return float(stats.f.sf((rss1 - rss2) / (rss2 / (m - 3)), 1, m - 3)) if rss2 > 0 else float("nan")
 
 
-def correlate_batch(x: np.ndarray, y: np.ndarray, steps: np.ndarray | None = None, method: str = "pearson",
-                    level: float = 0.95, granger: bool = True) -> dict[str, np.ndarray]:
-    """``correlate`` for many replicate pairs at once (rows of ``x`` and ``y``; no NaN)."""
-    if method not in METHODS:
-        raise InvalidSettingError(f"Unknown correlation method {method!r}; choose from {METHODS}.")
-    x, y = np.atleast_2d(np.asarray(x, float)), np.atleast_2d(np.asarray(y, float))
-    n = x.shape[-1]
-    r = batch_corr(method, x, y)
-    n_eff = np.array([effective_n(a, b, steps) for a, b in zip(x, y)])
-    lo, hi = fisher_interval(r, n_eff, method, level)
-    (u, v), extra = scaled_increments(steps, x, y)
-    r_diff = batch_corr(method, u, v)
-    n_eff_diff = bartlett_n_eff(n - 1, u, v)
-    dlo, dhi = fisher_interval(r_diff, n_eff_diff, method, level, extra)
-    p = correlation_p(r_diff, n_eff_diff, method, extra)
-    curved = (_curvature_p(u, extra) < 0.05) & (_curvature_p(v, extra) < 0.05)
-    disagree = (np.sign(r) * np.sign(r_diff) < 0) & (p < 0.05)
-    out = {"n": np.full(len(r), n), "n_eff": n_eff, "r": r, "ci_low": lo, "ci_high": hi,
-           "n_eff_diff": n_eff_diff, "r_diff": r_diff, "r_diff_ci_low": dlo, "r_diff_ci_high": dhi, "p": p,
-           "signs_disagree": disagree, "shared_curvature": curved}
+def _one(x: np.ndarray, y: np.ndarray, steps: np.ndarray | None, method: str, level: float, granger: bool,
+         noise: str | None, stderr_x: np.ndarray | None, stderr_y: np.ndarray | None) -> dict:
+    n = len(x)
+    s = np.arange(n, dtype=float) if steps is None else np.asarray(steps, float)
+    r = float(batch_corr(method, x, y)[0])
+    test = _innovations_test(x, y, s, method, level, noise, stderr_x, stderr_y)
+    fx, fy = test.pop("fx"), test.pop("fy")
+    vx, vy = _variance_profile(fx, s, stderr_x), _variance_profile(fy, s, stderr_y)
+    hetero = float(vx.sum() * vy.sum() / (vx * vy).sum())  # Bartlett's n for unequal variances
+    n_eff = min(effective_n(x, y, steps), hetero)
+    lo, hi = fisher_interval(np.array([r]), np.array([n_eff]), method, level)
+    out = {"n": n, "n_eff": n_eff, "r": r, "ci_low": float(lo[0]), "ci_high": float(hi[0]), **test}
+    out["signs_disagree"] = bool(np.sign(r) * np.sign(out["r_diff"]) < 0 and out["p"] < 0.05)
+    out["shared_curvature"] = bool(_curvature_p(fx.z) < 0.05 and _curvature_p(fy.z) < 0.05)
     if granger:
-        gaps = np.ones(n - 1) if steps is None else np.diff(np.asarray(steps, float))
-        out["granger_p"] = _granger(u, v)
-        out["granger_reliable"] = np.full(len(r), bool(gaps.max() <= 2 * gaps.min()))
+        gaps = np.diff(s)
+        out["granger_p"] = _granger(fx.z, fy.z)
+        out["granger_reliable"] = bool(gaps.max() <= 2 * gaps.min())
     return out
 
 
-def correlate(x: object, y: object, steps: object = None, method: str = "pearson", level: float = 0.95) -> dict:
+def correlate_batch(x: np.ndarray, y: np.ndarray, steps: np.ndarray | None = None, method: str = "pearson",
+                    level: float = 0.95, granger: bool = True, noise: str | None = None) -> dict[str, np.ndarray]:
+    """``correlate`` for many replicate pairs (rows of ``x`` and ``y``; no NaN), as column arrays."""
+    if method not in METHODS:
+        raise InvalidSettingError(f"Unknown correlation method {method!r}; choose from {METHODS}.")
+    x, y = np.atleast_2d(np.asarray(x, float)), np.atleast_2d(np.asarray(y, float))
+    rows = [_one(a, b, steps, method, level, granger, noise, None, None) for a, b in zip(x, y)]
+    return {k: np.array([row[k] for row in rows]) for k in rows[0]}
+
+
+def correlate(x: object, y: object, steps: object = None, method: str = "pearson", level: float = 0.95, *,
+              noise: str | None = None, stderr_x: object = None, stderr_y: object = None) -> dict:
     """One correlation of a measure ``x`` with a target ``y`` along checkpoints at ``steps``.
 
-    Keys: n, n_eff, r, ci_low, ci_high (levels: co-trending), n_eff_diff, r_diff,
-    r_diff_ci_low, r_diff_ci_high, p (increments: H0 no co-movement beyond the trends),
-    signs_disagree, shared_curvature, granger_p, granger_reliable (see the module docstring).
+    Keys: n, n_eff, r, ci_low, ci_high (levels: co-trending); n_eff_diff, r_diff,
+    r_diff_ci_low, r_diff_ci_high, p (innovations: H0 no co-movement beyond each series' trend
+    under its noise model), noise_model ("x model / y model"), trend_edf, ljung_box_p,
+    p_reliable, signs_disagree, shared_curvature, granger_p, granger_reliable (see the module
+    docstring). ``noise`` forces one noise model for both series (noise_models.MODELS);
+    ``stderr_x``/``stderr_y``: per-value standard errors (adds the ``white_stderr`` candidate).
     Pairs with a non-finite value are dropped; fewer than 5 left, or a constant series, give
     NaN statistics and a ShortSeriesWarning.
     """
@@ -253,18 +274,25 @@ def correlate(x: object, y: object, steps: object = None, method: str = "pearson
         raise InvalidSettingError(f"steps must have one entry per value; got {len(s)} for {len(x)}.")
     if s is not None and (np.diff(s) <= 0).any():
         raise InvalidSettingError("steps must be strictly increasing.")
+    if method not in METHODS:
+        raise InvalidSettingError(f"Unknown correlation method {method!r}; choose from {METHODS}.")
+    errs = [None if e is None else np.asarray(e, float).reshape(-1) for e in (stderr_x, stderr_y)]
+    for e in errs:
+        if e is not None and e.shape != x.shape:
+            raise InvalidSettingError(f"a stderr must have one entry per value; got {len(e)} for {len(x)}.")
     ok = np.isfinite(x) & np.isfinite(y)
     x, y, s = x[ok], y[ok], (None if s is None else s[ok])
+    errs = [None if e is None else e[ok] for e in errs]
     if len(x) < 5 or np.ptp(x) == 0 or np.ptp(y) == 0:
         why = f"{len(x)} finite pairs" if len(x) < 5 else "a constant series"
         warnings.warn(f"No correlation from {why}: at least 5 non-constant pairs are needed.",
                       ShortSeriesWarning, stacklevel=2)
         nan = float("nan")
         return {"n": len(x), "n_eff": nan, "r": nan, "ci_low": nan, "ci_high": nan, "n_eff_diff": nan,
-                "r_diff": nan, "r_diff_ci_low": nan, "r_diff_ci_high": nan, "p": nan, "signs_disagree": False,
+                "r_diff": nan, "r_diff_ci_low": nan, "r_diff_ci_high": nan, "p": nan, "p_reliable": False,
+                "noise_model": "", "trend_edf": "", "ljung_box_p": nan, "signs_disagree": False,
                 "shared_curvature": False, "granger_p": nan, "granger_reliable": False}
-    out = correlate_batch(x, y, s, method, level)
-    return {k: (v[0].item() if hasattr(v[0], "item") else v[0]) for k, v in out.items()}
+    return _one(x, y, s, method, level, True, noise, errs[0], errs[1])
 
 
 def holm(p: np.ndarray) -> np.ndarray:
@@ -282,21 +310,35 @@ def holm(p: np.ndarray) -> np.ndarray:
 
 def correlation_table(series: dict[str, dict[str, np.ndarray]], targets: dict[str, np.ndarray],
                       target: str, methods: tuple[str, ...] = ("pearson",),
-                      steps: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
-    """Rows per run, measure and method; Holm-adjusted p across measures within run x method."""
+                      steps: dict[str, np.ndarray] | None = None,
+                      stderr: dict[str, dict[str, np.ndarray]] | None = None, adjust: str = "table") -> pd.DataFrame:
+    """Rows per run, measure and method, with Holm-adjusted p.
+
+    ``adjust``: "table" (default) adjusts over every row of the table, "run" within each run ×
+    method. The family is named in ``table.attrs["p_family"]`` (export puts it in the caption).
+    ``stderr``: per run and measure, the values' standard errors (the ``white_stderr`` model).
+    """
+    if adjust not in ("table", "run"):
+        raise InvalidSettingError(f"adjust must be 'table' or 'run'; got {adjust!r}.")
     rows = []
     for run, measures in series.items():
         for name, x in measures.items():
+            err = None if stderr is None else stderr.get(run, {}).get(name)
             for method in methods:
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always", ShortSeriesWarning)
-                    row = correlate(x, targets[run], None if steps is None else steps[run], method)
+                    row = correlate(x, targets[run], None if steps is None else steps[run], method, stderr_x=err)
                 if caught:
                     warnings.warn(f"{run}/{name} vs {target}: {caught[0].message}", ShortSeriesWarning, stacklevel=2)
                 rows.append({"run": run, "measure": name, "target": target, "method": method, **row})
     df = pd.DataFrame(rows, columns=[c for c in COLUMNS if c != "p_adjusted"])
     df["p_adjusted"] = np.nan
-    for _, idx in df.groupby(["run", "method"]).groups.items():
+    keys = ["run", "method"] if adjust == "run" else []
+    groups = df.groupby(keys).groups.items() if keys else [((), df.index)]
+    for _, idx in groups:
         df.loc[idx, "p_adjusted"] = holm(df.loc[idx, "p"].to_numpy())
+    tests = int(np.isfinite(df["p"]).sum())
+    df.attrs["p_family"] = (f"p adjusted by Holm over all {tests} tests of the table" if adjust == "table"
+                            else "p adjusted by Holm within each run and method")
+    df.attrs["hypotheses"] = HYPOTHESES
     return df[COLUMNS]
-

@@ -54,7 +54,13 @@ def to_markdown(df: pd.DataFrame) -> str:
 
 
 def write_table(df: pd.DataFrame, path: str | os.PathLike, caption: str, label: str) -> Path:
-    """Write ``df`` in the format that the suffix of ``path`` names."""
+    """Write ``df`` in the format that the suffix of ``path`` names.
+
+    The table's notes (``df.attrs`` "hypotheses" and "p_family") join the LaTeX caption and
+    follow a Markdown table as a paragraph."""
+    notes = [str(df.attrs[k]) for k in ("hypotheses", "p_family") if df.attrs.get(k)]
+    if notes:
+        caption = " ".join([caption.rstrip(), *(n[0].upper() + n[1:] + "." for n in notes)])
     path = Path(path)
     if path.suffix not in SUFFIXES:
         raise InvalidSettingError(f"export() writes {SUFFIXES}; got {str(path)!r}.")
@@ -62,29 +68,32 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike, caption: str, label: 
     if path.suffix == ".csv":
         df.to_csv(path, index=False)
     elif path.suffix == ".md":
-        path.write_text(to_markdown(df))
+        path.write_text(to_markdown(df) + ("\n" + caption + "\n" if notes else ""))
     else:
         path.write_text(to_latex(df, caption, label))
     return path
 
 
 def correlations_wide(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per (run, measure, method): r on levels and on scaled increments, each with its
-    95% interval, the Holm-adjusted p of the increments and the caveat flags."""
+    """One row per (run, measure, method): r on levels and on the innovations, each with its
+    95% interval, the Holm-adjusted p of the innovations (blank where the noise model does not
+    fit: the flag says so), the noise models and the caveat flags."""
     rows = []
     for rec in table.itertuples(index=False):
-        flags = [f for f, on in (("signs disagree", rec.signs_disagree), ("shared curvature", rec.shared_curvature))
-                 if bool(on)]
+        flags = [f for f, on in (("signs disagree", rec.signs_disagree), ("shared curvature", rec.shared_curvature),
+                                 ("noise model does not fit: p unreliable", not rec.p_reliable)) if bool(on)]
         rows.append({
             "run": rec.run, "measure": rec.measure, "method": rec.method, "n": int(rec.n),
             "n_eff": rec.n_eff,
             "r levels [95% CI]": f"{fmt(rec.r)} [{fmt(rec.ci_low)}, {fmt(rec.ci_high)}]",
-            "r increments [95% CI]": f"{fmt(rec.r_diff)} [{fmt(rec.r_diff_ci_low)}, {fmt(rec.r_diff_ci_high)}]",
-            "p increments (Holm)": rec.p_adjusted,
+            "r innovations [95% CI]": f"{fmt(rec.r_diff)} [{fmt(rec.r_diff_ci_low)}, {fmt(rec.r_diff_ci_high)}]",
+            "p innovations (Holm)": rec.p_adjusted if bool(rec.p_reliable) else float("nan"),
+            "noise model": rec.noise_model,
             "Granger p": rec.granger_p if bool(rec.granger_reliable) else float("nan"),
             "flags": ", ".join(flags),
         })
     out = pd.DataFrame(rows)
+    out.attrs.update(table.attrs)
     if not out.empty and out["run"].nunique() == 1:
         out = out.drop(columns="run")
     if not out.empty and out["method"].nunique() == 1:

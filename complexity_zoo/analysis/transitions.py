@@ -1,8 +1,10 @@
 """When does a series change regime? Memorization, generalization, peaks, falls, change points.
 
-Checkpoints are usually log-spaced, so every detector works on the checkpoint index (about
-log step) and reports steps. Change points are mean shifts that must beat a smooth null (a
-polynomial baseline; see fit_change_points); the named transitions are defined below.
+Every row carries an interval (``low``, ``high``) for its step and, where a test stands
+behind it, a ``significance``. Change points are jumps in level that a penalized spline in the
+schedule's own coordinate cannot explain (see fit_change_points); memorization and
+generalization intervals include the binomial noise of an accuracy measured on n examples;
+``stages`` (stages.py) are the critical points of the smoothed curve.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import math
 import numpy as np
 import pandas as pd
 
-COLUMNS = ["run", "series", "kind", "step", "strength", "uncertainty", "flag"]
+COLUMNS = ["run", "series", "kind", "step", "strength", "uncertainty", "flag", "low", "high", "significance"]
 
 
 def _interval(steps: np.ndarray, k: int) -> float:
@@ -36,46 +38,107 @@ def _crossing(steps: np.ndarray, values: np.ndarray, level: float) -> tuple[floa
     return float(math.exp(math.log(s0) + frac * (math.log(s1) - math.log(s0)))), k
 
 
-def memorization(steps: np.ndarray, train_acc: np.ndarray, tol: float = 0.01) -> dict | None:
-    """First step where training accuracy is within ``tol`` of its final plateau (max)."""
+def examples_behind(acc: np.ndarray, largest: int = 100_000) -> int | None:
+    """The smallest n such that every accuracy is a multiple of 1/n (None if none up to ``largest``):
+    the number of examples an accuracy was measured on, read from the data."""
+    a = np.asarray(acc, float)
+    a = a[np.isfinite(a)]
+    if len(a) == 0 or ((a > 0) & (a < 1)).sum() == 0:
+        return None
+    n = np.arange(1, largest + 1)[:, None]
+    for chunk in np.array_split(n, 50):
+        off = np.abs(chunk * a - np.round(chunk * a)).max(axis=1)
+        hit = np.nonzero(off < 1e-9 * chunk[:, 0])[0]
+        if len(hit):
+            return int(chunk[hit[0], 0])
+    return None
+
+
+def _binomial_interval(steps: np.ndarray, acc: np.ndarray, n_examples: int | None, locate, estimate: float,
+                       k: int, level: float = 0.95, reps: int = 400) -> tuple[float, float]:
+    """(low, high) of a step located by ``locate`` on accuracies re-drawn Binomial(n, acc) / n
+    (percentile bootstrap, seeded), widened to the checkpoints around the estimate (index ``k``)."""
+    lo, hi = float(steps[max(k - 1, 0)]), float(steps[k])
+    if n_examples:
+        rng = np.random.default_rng(0)
+        sims = rng.binomial(n_examples, np.clip(np.nan_to_num(acc), 0, 1), (reps, len(acc))) / n_examples
+        hits = [h for h in (locate(row) for row in sims) if h is not None]
+        if hits:
+            q = np.quantile(hits, [(1 - level) / 2, (1 + level) / 2])
+            lo, hi = min(lo, float(q[0])), max(hi, float(q[1]))
+    return min(lo, estimate), max(hi, estimate)
+
+
+def memorization(steps: np.ndarray, train_acc: np.ndarray, tol: float = 0.01,
+                 n_examples: int | str | None = None) -> dict | None:
+    """First step where training accuracy is within ``tol`` of its final plateau (max).
+
+    ``low``/``high``: a 95% interval from the checkpoint gap and the binomial noise of an
+    accuracy on ``n_examples`` ("infer": read from the accuracies' granularity; None: gap only).
+    """
+    steps, train_acc = np.asarray(steps, float), np.asarray(train_acc, float)
+
+    def locate(acc: np.ndarray) -> float | None:
+        hit = _crossing(steps, acc, float(np.nanmax(acc)) - tol)
+        return None if hit is None else hit[0]
+
     plateau = float(np.nanmax(train_acc))
     hit = _crossing(steps, train_acc, plateau - tol)
     if hit is None:
         return None
-    return {"kind": "memorization", "step": hit[0], "strength": plateau, "uncertainty": _interval(steps, hit[1])}
+    n = examples_behind(train_acc) if n_examples == "infer" else n_examples
+    lo, hi = _binomial_interval(steps, train_acc, n, locate, hit[0], hit[1])
+    return {"kind": "memorization", "step": hit[0], "strength": plateau, "uncertainty": (hi - lo) / 2,
+            "low": lo, "high": hi}
 
 
-def generalization(steps: object, test_acc: object, min_rise: float = 0.2, tail: float = 0.02) -> dict | None:
+def generalization(steps: object, test_acc: object, min_rise: float = 0.2, tail: float = 0.02,
+                   n_examples: int | str | None = None) -> dict | None:
     """The grokking step: test accuracy crosses halfway from its start to its final level.
 
     None when it rises by less than ``min_rise`` (no generalization transition). ``still_rising``
-    is True when the accuracy gained more than ``tail`` over the last tenth of the checkpoints:
-    the final level is then underestimated and the step biased early (a lower bound on the
-    halfway step of the completed curve, flagged in ``flag``).
+    is True when the accuracy gained more than ``tail`` over the last tenth of the checkpoints
+    beyond its binomial noise (one-sided z > 1.645 on ``n_examples``; "infer" reads n from the
+    accuracies' granularity; None: no noise): the final level is then underestimated and the
+    step biased early (flagged).
+    ``low``/``high``: a 95% interval from the checkpoint gap and that binomial noise.
     """
     steps, test_acc = np.asarray(steps, dtype=float), np.asarray(test_acc, dtype=float)
     k = max(2, len(test_acc) // 10)
+
+    def locate(acc: np.ndarray) -> float | None:
+        start, final = float(acc[0]), float(np.nanmax(acc[-k:]))
+        hit = _crossing(steps, acc, start + (final - start) / 2)
+        return None if hit is None or final - start < min_rise else hit[0]
+
     start, final = float(test_acc[0]), float(np.nanmax(test_acc[-k:]))
     if final - start < min_rise:
         return None
     hit = _crossing(steps, test_acc, start + (final - start) / 2)
-    rising = bool(test_acc[-1] - test_acc[-k] > tail)
-    return {"kind": "generalization", "step": hit[0], "strength": final - start,
-            "uncertainty": _interval(steps, hit[1]), "still_rising": rising,
+    n = examples_behind(test_acc) if n_examples == "infer" else n_examples
+    a, b = test_acc[-k], test_acc[-1]
+    se = math.sqrt((a * (1 - a) + b * (1 - b)) / n) if n else 0.0
+    rising = bool(b - a - tail > 1.645 * se)
+    lo, hi = _binomial_interval(steps, test_acc, n, locate, hit[0], hit[1])
+    return {"kind": "generalization", "step": hit[0], "strength": final - start, "uncertainty": (hi - lo) / 2,
+            "low": lo, "high": hi, "still_rising": rising,
             "flag": "still rising at the last checkpoint: the step is biased early" if rising else ""}
 
 
 def peak_and_fall(steps: np.ndarray, values: np.ndarray, drop: float = 0.1) -> list[dict]:
     """The maximum (when it is interior) and the onset of the fall after it.
 
-    Strength of the peak: how far the series falls after it, as a fraction of its range. The
-    fall's onset: the first checkpoint after the peak below peak - ``drop`` x range.
+    Strength of the peak: how far the series falls after it, as a fraction of its range; a
+    maximum followed by a fall of less than ``drop`` x range is not reported. The fall's
+    onset: the first checkpoint after the peak below peak - ``drop`` x range.
     """
     span = float(np.nanmax(values) - np.nanmin(values))
     k = int(np.nanargmax(values))
     if span == 0 or k in (0, len(values) - 1):
         return []
     fall = float(values[k] - np.nanmin(values[k:])) / span
+    if fall < drop:  # a maximum that the series never falls from (e.g. [0, 1, 2, 2, 2]) is no peak
+        return []
     rows = [{"kind": "peak", "step": float(steps[k]), "strength": fall, "uncertainty": _interval(steps, k)}]
     below = np.nonzero(values[k:] <= values[k] - drop * span)[0]
     if len(below):
@@ -85,71 +148,98 @@ def peak_and_fall(steps: np.ndarray, values: np.ndarray, drop: float = 0.1) -> l
     return rows
 
 
-def fit_change_points(steps: np.ndarray, values: np.ndarray, *, max_points: int = 3, degree: int = 5,
-                      noise_floor: float = 0.02, level: float = 0.05, min_size: int | None = None) -> dict:
-    """Mean shifts that a smooth curve cannot explain, added greedily to a smooth baseline.
+def fit_change_points(steps: np.ndarray, values: np.ndarray, *, max_points: int = 3, noise_floor: float = 0.005,
+                      level: float = 0.05, min_size: int | None = None, bootstrap: int = 39) -> dict:
+    """Jumps in level that a smooth curve cannot explain, added greedily to a penalized spline.
 
-    The baseline is a Chebyshev polynomial in checkpoint position of degree min(``degree``,
-    n // 4): it absorbs linear trends, exponential decays, logarithmic rises and gentle
-    sigmoids, so only a jump survives. A shift at position k (segments of at least
-    ``min_size`` = max(2, ⌈n/10⌉) checkpoints) is kept when its drop in the residual sum of
-    squares, in units of the noise variance, exceeds max(3 ln n, the Bonferroni F critical
-    value at ``level`` over the candidate positions): with the noise variance estimated from
-    the residuals but at least (``noise_floor`` x range)², a pure-noise series gets a false
-    change point with probability about ``level``. Returns ``points`` (rows with step,
-    strength: |shift| in noise units, uncertainty: half the checkpoint gap around it) and
-    ``truncated``: True when ``max_points`` stopped a further accepted point.
+    The null is a penalized cubic spline in the schedule's own coordinate (``smooth.coordinate``:
+    log step on log-like schedules) with its smoothness chosen by GCV, so logistic, power-law,
+    exponential and similar curves are absorbed. A jump at checkpoint k (segments of at least
+    ``min_size`` = max(2, ⌈n/20⌉) checkpoints) is fitted as an unpenalized step column with the
+    spline re-smoothed (its own GCV λ). It is kept when its drop in the residual sum of squares
+    against the spline alone at that same λ,
+    in units of the noise variance (residual variance of the alternative, but at least
+    (``noise_floor`` × range)², so noise-free curves are not cut at their approximation error),
+    exceeds 2 ln n and the maximum over candidates is significant at ``level`` by a parametric
+    bootstrap (``bootstrap`` series from the null fit plus Gaussian noise; seeded).
+    Returns ``points`` (step; strength: |jump| in noise units; low/high: the checkpoints whose
+    jump fits within χ²₁(0.95) of the best; significance: the F statistic) and ``truncated``.
     """
     from scipy import stats
+
+    from .noise_models import trend_coordinates
+    from .smooth import bspline_basis, coordinate, pspline
 
     x = np.asarray(values, dtype=float)
     steps = np.asarray(steps, dtype=float)
     n = len(x)
-    size = max(2, math.ceil(n / 10)) if min_size is None else min_size
-    if n < 2 * size + 2 or np.ptp(x) == 0:
+    size = max(2, math.ceil(n / 20)) if min_size is None else min_size
+    if n < 2 * size + 4 or np.ptp(x) == 0:
         return {"points": [], "truncated": False}
-    base = np.polynomial.chebyshev.chebvander(np.linspace(-1, 1, n), min(degree, max(1, n // 4)))
     floor = (noise_floor * np.ptp(x)) ** 2
-    candidates = range(size, n - size + 1)
     index = np.arange(n)
+    candidates = list(range(size, n - size + 1))
+    # the smooth null in step or log step, whichever fits better (GCV)
+    bases = [bspline_basis(c, int(np.clip(n // 2, 4, 30))) for c in (coordinate(steps), trend_coordinates(steps))]
+    base = min(bases, key=lambda b: pspline(None, x, base=b)["gcv"])
 
-    def fit(points: list[int]) -> tuple[float, np.ndarray, int]:
-        design = np.column_stack([base] + [(index >= k).astype(float) for k in points])
-        coef = np.linalg.lstsq(design, x, rcond=None)[0]
-        return float(((x - design @ coef) ** 2).sum()), coef, design.shape[1]
+    def scan(y: np.ndarray, chosen: list[int]) -> tuple[int, float, dict, dict, float] | None:
+        """The best further jump: (k, its statistic, fits, the null's rss, noise variance)."""
+        def fit(points: list[int], lam: float | None = None) -> dict:
+            extra = np.column_stack([(index >= k).astype(float) for k in points]) if points else None
+            return pspline(None, y, extra=extra, lam=lam, base=base)
+
+        trials = {k: fit(sorted([*chosen, k])) for k in candidates
+                  if k not in chosen and not (np.diff([0, *sorted([*chosen, k]), n]) < size).any()}
+        if not trials:
+            return None
+        # each candidate against the spline alone at the candidate's own smoothness (a spline free
+        # to bend absorbs any jump)
+        null_rss = {j: fit(chosen, lam=f["lam"])["rss"] for j, f in trials.items()}
+        noises = {j: max(f["rss"] / max(n - f["edf"], 1.0), floor) for j, f in trials.items()}
+        stat = {j: (null_rss[j] - trials[j]["rss"]) / noises[j] for j in trials}
+        k = max(stat, key=stat.get)
+        return k, stat[k], trials, stat, noises[k]
 
     chosen: list[int] = []
-    current = fit(chosen)[0]
     truncated = False
+    rows_info = []
+    rng = np.random.default_rng(0)
+    current = pspline(None, x, base=base)
     while True:
-        best = None
-        for k in candidates:
-            trial = sorted([*chosen, k])
-            if k in chosen or (np.diff([0, *trial, n]) < size).any():
-                continue
-            rss, coef, params = fit(trial)
-            if best is None or rss < best[0]:
-                best = (rss, k, params)
-        if best is None:
+        found = scan(x, chosen)
+        if found is None:
             break
-        rss, k, params = best
-        dof = max(n - params, 1)
-        noise = max(rss / dof, floor)
-        penalty = max(3 * math.log(n), float(stats.f.ppf(1 - level / len(candidates), 1, dof)))
-        if (current - rss) / noise <= penalty:
+        k, stat, trials, stats_all, noise = found
+        if stat <= 2 * math.log(n):
+            break
+        # calibrate the maximum over candidates by a parametric bootstrap from the null fit
+        extra = np.column_stack([(index >= j).astype(float) for j in chosen]) if chosen else None
+        null = pspline(None, x, extra=extra, base=base)
+        sd = math.sqrt(max(null["sigma2"], floor))
+        exceed = 0
+        for _ in range(bootstrap):
+            sim = scan(null["values"] + sd * rng.standard_normal(n), chosen)
+            exceed += sim is not None and sim[1] >= stat
+            if (exceed + 1) / (bootstrap + 1) > level:
+                break
+        if (exceed + 1) / (bootstrap + 1) > level:
             break
         if len(chosen) == max_points:
             truncated = True
             break
+        near = [j for j, v in stats_all.items() if stat - v <= stats.chi2.ppf(0.95, 1)]
+        rows_info.append((k, min(near), max(near), stat))
         chosen = sorted([*chosen, k])
-        current = rss
+        current = trials[k]
     rows = []
     if chosen:
-        rss, coef, params = fit(chosen)
-        noise = math.sqrt(max(rss / max(n - params, 1), floor))
-        for k, jump in zip(chosen, coef[base.shape[1]:]):
-            rows.append({"kind": "change_point", "step": float(steps[k]), "strength": float(abs(jump) / noise),
-                         "uncertainty": _interval(steps, k)})
+        noise = math.sqrt(max(current["sigma2"], floor))
+        jumps = dict(zip(chosen, current["coef"][-len(chosen):]))
+        for k, lo, hi, stat in sorted(rows_info):
+            low, high = float(steps[max(lo - 1, 0)]), float(steps[min(hi + 1, n - 1)])
+            rows.append({"kind": "change_point", "step": float(steps[k]), "strength": float(abs(jumps[k]) / noise),
+                         "uncertainty": (high - low) / 2, "low": low, "high": high, "significance": float(stat)})
     return {"points": rows, "truncated": truncated}
 
 
@@ -158,9 +248,15 @@ def change_points(steps: object, values: object, **options: object) -> list[floa
     return [row["step"] for row in fit_change_points(np.asarray(steps), np.asarray(values), **options)["points"]]
 
 
-def detect(steps: np.ndarray, series: dict[str, np.ndarray], run: str) -> pd.DataFrame:
-    """Every transition of one run: named ones for the metrics, peaks and change points for all."""
+def detect(steps: np.ndarray, series: dict[str, np.ndarray], run: str,
+           stderr: dict[str, np.ndarray] | None = None, n_examples: dict[str, int | None] | None = None
+           ) -> pd.DataFrame:
+    """Every transition of one run: named ones for the metrics, peaks and change points for all,
+    stages (kind "stage", the boundary's kind in ``flag``) for every non-accuracy series."""
+    from .stages import stages
+
     rows = []
+    stderr, n_examples = stderr or {}, n_examples or {}
     for name, values in series.items():
         ok = np.isfinite(values)
         if ok.sum() < 3:
@@ -168,11 +264,16 @@ def detect(steps: np.ndarray, series: dict[str, np.ndarray], run: str) -> pd.Dat
         s, v = steps[ok], values[ok]
         found = []
         if name == "train_acc":
-            found.append(memorization(s, v))
+            found.append(memorization(s, v, n_examples=n_examples.get(name)))
         if name == "test_acc":
-            found.append(generalization(s, v))
+            found.append(generalization(s, v, n_examples=n_examples.get(name)))
         if not name.endswith("_acc"):
             found.extend(peak_and_fall(s, v))
+            err = stderr.get(name)
+            for st in stages(s, v, None if err is None else err[ok]):
+                found.append({"kind": "stage", "step": st["step"], "strength": np.nan, "low": st["low"],
+                              "high": st["high"], "uncertainty": (st["high"] - st["low"]) / 2,
+                              "significance": st["significance"], "flag": st["kind"]})
         cps = fit_change_points(s, v)
         if cps["truncated"]:
             for row in cps["points"]:

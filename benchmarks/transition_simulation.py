@@ -1,0 +1,106 @@
+"""Issue 22's checks beyond the p-values: levels-interval coverage under heteroscedastic noise,
+memorization/generalization interval coverage with accuracy on 500 examples, stages on smooth
+and multi-stage curves, change-point power for a 4σ jump.
+
+    OMP_NUM_THREADS=1 python benchmarks/transition_simulation.py --draws 100
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+from scipy.ndimage import gaussian_filter1d
+
+from complexity_zoo.analysis import stages
+from complexity_zoo.analysis.correlation import correlate_batch
+from complexity_zoo.analysis.simulation import noise, schedule, shape
+from complexity_zoo.analysis.transitions import change_points, generalization, memorization
+
+
+def levels_coverage(family: str, sch: str, n: int, draws: int) -> float:
+    """Coverage of the levels interval; truth: the design correlation of trends plus noise
+    variance, (Σ(fx-f̄x)(fy-f̄y)) / sqrt((Σ(fx-f̄x)² + Σvx)(Σ(fy-f̄y)² + Σvy)) for independent noise."""
+    rng = np.random.default_rng(n)
+    s = schedule(sch, n, rng)
+    fx, fy = 0.3 * shape("logistic", s), -0.3 * shape("power_law", s)
+    ex = noise(family, s, rng.standard_normal((draws, n)), rng)
+    ey = noise(family, s, rng.standard_normal((draws, n)), rng)
+    scale = 0.1
+    var = (scale * np.std(noise(family, s, rng.standard_normal((4000, n)), rng), axis=0)) ** 2
+    cx, cy = fx - fx.mean(), fy - fy.mean()
+    truth = (cx @ cy) / np.sqrt((cx @ cx + var.sum()) * (cy @ cy + var.sum()))
+    out = correlate_batch(fx + scale * ex, fy + scale * ey, s, granger=False)
+    return float(np.mean((out["ci_low"] <= truth) & (truth <= out["ci_high"])))
+
+
+def accuracy_coverage(draws: int, n_examples: int = 500) -> tuple[float, float]:
+    steps = np.geomspace(10, 1e5, 40)
+    u = np.log10(steps)
+    test = 0.05 + 0.9 / (1 + np.exp(-(u - 3) / 0.3))
+    train = 0.1 + 0.9 / (1 + np.exp(-(u - 2) / 0.2))
+    g_true = generalization(steps, test)["step"]
+    m_true = memorization(steps, train)["step"]
+    rng = np.random.default_rng(1)
+    g_hit = m_hit = 0
+    for _ in range(draws):
+        g = generalization(steps, rng.binomial(n_examples, test) / n_examples, n_examples=n_examples)
+        m = memorization(steps, rng.binomial(n_examples, train) / n_examples, n_examples=n_examples)
+        g_hit += g["low"] <= g_true <= g["high"]
+        m_hit += m["low"] <= m_true <= m["high"]
+    return g_hit / draws, m_hit / draws
+
+
+def stage_rates(draws: int) -> dict:
+    rng = np.random.default_rng(2)
+    steps = np.geomspace(10, 1e5, 80)
+    u = np.log10(steps)
+    truth = {"plateau": (2.0, 3.0), "peak": (4.0, 4.0), "trough": (4.3, 4.3)}
+    knots = ([1, 2, 2.2, 2.8, 3, 4, 4.3, 5], [0, 1, 1.02, 1.04, 1.05, 1.5, 1.3, 2.5])
+    curve = gaussian_filter1d(np.interp(u, *knots), 1.5)
+    found_all = 0
+    for _ in range(draws):
+        got = stages(steps, curve + 0.01 * rng.standard_normal(80))
+        ok = len(got) == 3 and all(g["kind"] == k and 10**lo / 1.15 <= g["step"] <= 10**hi * 1.15
+                                   for g, (k, (lo, hi)) in zip(got, truth.items()))
+        found_all += ok
+    smooth = {}
+    for sh in ("linear", "logistic", "power_law", "exponential"):
+        for sch in ("even", "geometric", "pythia"):
+            s = schedule(sch, 60)
+            c = shape(sh, s)
+            smooth[(sh, sch)] = np.mean([len(stages(s, c + 0.02 * rng.standard_normal(60))) == 0 for _ in range(draws)])
+    return {"multi-stage: three boundaries within 15% of their steps": found_all / draws,
+            "smooth monotone: no stage (min over 12 cells)": min(smooth.values()),
+            "smooth monotone: no stage (mean)": float(np.mean(list(smooth.values())))}
+
+
+def jump_power(draws: int, n: int) -> float:
+    rng = np.random.default_rng(3)
+    hits = 0
+    for _ in range(draws):
+        s = schedule("geometric", n)
+        v = shape("exponential", s) + 0.05 * rng.standard_normal(n)
+        at = int(0.6 * n)
+        v[at:] += 0.2
+        hits += any(abs(np.searchsorted(s, c) - at) <= 2 for c in change_points(s, v))
+    return hits / draws
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--draws", type=int, default=200)
+    args = parser.parse_args()
+    for fam in ("white", "white_growing", "t3"):
+        for sch in ("even", "geometric"):
+            print(f"levels coverage {fam} {sch} n=40: {levels_coverage(fam, sch, 40, args.draws):.3f}", flush=True)
+    g, m = accuracy_coverage(args.draws)
+    print(f"generalization interval coverage (500 examples): {g:.3f}; memorization: {m:.3f}", flush=True)
+    for k, v in stage_rates(max(args.draws // 4, 10)).items():
+        print(f"stages: {k}: {v:.3f}", flush=True)
+    for n in (20, 50):
+        print(f"change point: 4-sigma jump found within two checkpoints, n={n}: {jump_power(args.draws // 2, n):.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""Smooth fits of a series along its checkpoints: the schedule's coordinate, spline bases, P-splines.
+
+Every smooth-vs-abrupt decision (change points, stages, the trends of the correlation table)
+works in the schedule's own coordinate: log step when the checkpoints span a wide range of
+gaps (geometric, dense-then-sparse, Pythia-style schedules), the step itself otherwise. The
+spline knots sit at quantiles of that coordinate, so every segment holds about the same number
+of checkpoints. The penalized spline (Eilers & Marx 1996: cubic B-splines, second-difference
+penalty) chooses its smoothness λ by generalized cross-validation (Craven & Wahba 1979).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.interpolate import BSpline
+
+from ..errors import InvalidSettingError
+
+
+def coordinate(steps: object) -> np.ndarray:
+    """The schedule's own coordinate: log(step - first + smallest gap) when the largest gap is
+    at least 10 times the smallest (log-like schedules), else the step; rescaled to [0, 1]."""
+    s = np.asarray(steps, dtype=float).reshape(-1)
+    if len(s) < 2:
+        return np.zeros(len(s))
+    gaps = np.diff(s)
+    if (gaps <= 0).any() or not np.isfinite(s).all():
+        raise InvalidSettingError("steps must be finite and strictly increasing.")
+    u = np.log(s - s[0] + gaps.min()) if gaps.max() >= 10 * gaps.min() else s
+    return (u - u[0]) / (u[-1] - u[0])
+
+
+def _knots(u: np.ndarray, size: int, degree: int) -> np.ndarray:
+    inner = np.quantile(u, np.linspace(0, 1, size - degree + 1)[1:-1])
+    inner = np.maximum.accumulate(inner + 1e-9 * np.arange(len(inner)))  # repeated quantiles apart
+    return np.concatenate([[u[0]] * (degree + 1), inner, [u[-1]] * (degree + 1)])
+
+
+def bspline_basis(u: np.ndarray, size: int, at: np.ndarray | None = None) -> np.ndarray:
+    """``size`` cubic B-spline columns with interior knots at quantiles of ``u`` (in [0, 1]),
+    evaluated at ``u`` or at the points ``at``. Size 1 is the constant, 2 adds a line; the
+    columns sum to one (the constant is in their span)."""
+    u = np.asarray(u, float)
+    x = u if at is None else np.asarray(at, float)
+    if size <= 2:
+        return np.column_stack([np.ones_like(x), x][:size])
+    degree = min(3, size - 1)
+    return BSpline.design_matrix(np.clip(x, u[0], u[-1]), _knots(u, size, degree), degree).toarray()
+
+
+def pspline(u: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None, size: int | None = None,
+            lam: float | None = None, extra: np.ndarray | None = None, base: np.ndarray | None = None) -> dict:
+    """Penalized cubic spline fit of ``y`` on ``u``, λ by GCV unless given.
+
+    ``weights``: inverse variances (relative). ``extra``: unpenalized columns fitted with the
+    spline (e.g. a step at a candidate jump). ``base``: the spline columns, when already built
+    (then ``u`` is not used). Returns fitted ``values``, ``rss`` (weighted),
+    ``edf`` (trace of the hat matrix), ``lam``, ``coef``, ``basis``, ``sigma2`` (weighted
+    residual variance, rss / (n - edf)) and ``cov`` (the Bayesian posterior covariance of the
+    coefficients in units of sigma2, Wahba 1983), and ``gcv``.
+    """
+    y = np.asarray(y, float)
+    n = len(y)
+    size = size or int(np.clip(n // 2, 4, 30))
+    base = bspline_basis(np.asarray(u, float), min(size, n)) if base is None else base
+    k = base.shape[1]
+    design = base if extra is None else np.column_stack([base, extra])
+    w = np.ones(n) if weights is None else np.asarray(weights, float) / np.mean(weights)
+    diff = np.diff(np.eye(k), 2, axis=0) if k > 2 else np.zeros((0, k))
+    pen = np.zeros((design.shape[1], design.shape[1]))
+    pen[:k, :k] = diff.T @ diff
+    gram = design.T @ (design * w[:, None])
+    # all λ at once (Demmler–Reinsch): with gram = L Lᵀ and L⁻¹ S L⁻ᵀ = U diag(d) Uᵀ, the fit at λ
+    # shrinks the coordinates b = Uᵀ L⁻¹ Dᵀ W y by 1 / (1 + λ d)
+    scale = np.trace(gram) / max(np.trace(pen), 1e-12)
+    chol = np.linalg.cholesky(gram + 1e-9 * np.trace(gram) * np.eye(len(gram)))
+    linv = np.linalg.inv(chol)
+    d, vecs = np.linalg.eigh(linv @ pen @ linv.T)
+    d = np.maximum(d, 0.0)
+    to_coef = linv.T @ vecs
+    b_ = to_coef.T @ (design.T @ (w * y))
+    yy = float((w * y * y).sum())
+    lams = np.array([lam]) if lam is not None else scale * np.logspace(-8, 4, 49)
+    shrink = 1 / (1 + lams[:, None] * d[None, :])
+    rss = np.maximum(yy - 2 * (shrink * b_**2).sum(1) + (shrink**2 * b_**2).sum(1), 0.0)
+    edf = shrink.sum(1)
+    gcv = n * rss / np.maximum(n - edf, 1e-3) ** 2
+    i = int(np.argmin(gcv))
+    coef = to_coef @ (shrink[i] * b_)
+    best = {"values": design @ coef, "rss": float(rss[i]), "edf": float(edf[i]), "lam": float(lams[i]),
+            "coef": coef, "basis": design, "gcv": float(gcv[i]), "cov": (to_coef * shrink[i]) @ to_coef.T}
+    best["sigma2"] = best["rss"] / max(n - best["edf"], 1.0)
+    return best
+
+
+def derivative_basis(u: np.ndarray, size: int, at: np.ndarray) -> np.ndarray:
+    """First derivatives (in u) of the ``bspline_basis(u, size)`` columns at the points ``at``."""
+    eps = 1e-5
+    lo, hi = np.clip(at - eps, u[0], u[-1]), np.clip(at + eps, u[0], u[-1])
+    return (bspline_basis(u, size, hi) - bspline_basis(u, size, lo)) / (hi - lo)[:, None]
