@@ -215,8 +215,12 @@ def _hf_folder(tmp_path: Path, steps=("1", "2")) -> Path:
     return tmp_path / "hf"
 
 
-@pytest.mark.parametrize("what", ["folder", "weights", "config", "trainer_state"])
-def test_hf_output_folder_never_follows_a_link_outside(tmp_path, outside, what):
+@pytest.mark.parametrize("revisions, what", [(None, "folder"), (None, "weights"), (None, "config"),
+                                             (None, "trainer_state"), ("checkpoint-*", "folder"),
+                                             ("checkpoint-*", "weights"), ("checkpoint-*", "config")])
+def test_hf_folder_never_follows_a_link_outside(tmp_path, outside, revisions, what):
+    """A Trainer output folder, and the same folder read as a local mirror of revisions (one
+    subfolder per revision), are confined alike."""
     from complexity_zoo.adapters import huggingface as hf
 
     root = _hf_folder(tmp_path)
@@ -228,30 +232,11 @@ def test_hf_output_folder_never_follows_a_link_outside(tmp_path, outside, what):
     elif what == "weights":
         _replace_with_link(ckpt / "model.safetensors", outside / "step.safetensors")
     else:
-        (ckpt / f"{what.replace('trainer_state', 'trainer_state')}.json").symlink_to(outside / "metrics.csv")
+        (ckpt / f"{what}.json").symlink_to(outside / "metrics.csv")
     outside.seal()
+    model = None if (revisions and what == "config") else mlp  # a mirror reads config.json only to build
     with pytest.raises(OutsideFolderError, match="is a link to .*outside the folder"):
-        hf.load_trajectory(root, model=mlp)
-
-
-@pytest.mark.parametrize("what", ["folder", "weights", "config"])
-def test_hf_local_mirror_never_follows_a_link_outside(tmp_path, outside, what):
-    """revisions= on a local mirror (one subfolder per revision) is confined like a Trainer folder."""
-    from complexity_zoo.adapters import huggingface as hf
-
-    root = _hf_folder(tmp_path)
-    ckpt = root / "checkpoint-2"
-    if what == "folder":
-        (outside / "ckpt").mkdir()
-        save_file(mlp().state_dict(), str(outside / "ckpt" / "model.safetensors"))
-        _replace_with_link(ckpt, outside / "ckpt")
-    elif what == "weights":
-        _replace_with_link(ckpt / "model.safetensors", outside / "step.safetensors")
-    else:
-        (ckpt / "config.json").symlink_to(outside / "metrics.csv")
-    outside.seal()
-    with pytest.raises(OutsideFolderError, match="is a link to .*outside the folder"):
-        hf.load_trajectory(root, revisions="checkpoint-*", model=None if what == "config" else mlp)
+        hf.load_trajectory(root, revisions=revisions, model=model)
 
 
 def _timm_file(path: Path, epoch: int = 0) -> None:
