@@ -132,7 +132,7 @@ class Comparison:
 
         Columns: n; levels (co-trending, an interval only): n_eff, r, ci_low, ci_high;
         innovations (H0: no co-movement beyond each series' trend under its noise model, chosen
-        by BIC among analysis.noise_models.MODELS, stderr-weighted where the measure has one):
+        by AIC among analysis.noise_models.MODELS, stderr-weighted where the measure has one):
         n_eff_diff, r_diff and its interval, p, p_adjusted (Holm over the whole table, or per
         run × method with ``adjust="run"``; the family is in ``attrs["p_family"]``),
         p_reliable, noise_model, trend_edf, ljung_box_p; flags signs_disagree and
