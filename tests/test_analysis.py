@@ -12,7 +12,7 @@ from PIL import Image
 
 import complexity_zoo as cz
 from complexity_zoo.analysis import correlate
-from complexity_zoo.analysis.transitions import change_points, detect, fit_change_points, generalization
+from complexity_zoo.analysis.transitions import change_points, detect, fit_change_points, generalization, memorization
 
 STEPS = np.unique(np.round(np.geomspace(1, 10**4, 40))).astype(float)  # log-spaced checkpoints
 
@@ -271,3 +271,20 @@ def test_holm_family_is_the_whole_table_and_named_in_the_caption(tmp_path):
     np.testing.assert_allclose(table["p_adjusted"], holm(table["p"].to_numpy()))
     tex = result.export(tmp_path / "c.tex", methods=("pearson",)).read_text()
     assert "Holm over all 4 tests" in tex
+
+
+def test_accuracy_transition_intervals_cover_at_their_nominal_rate():
+    """Issue 22: with accuracy measured on 500 examples the true memorization / generalization step
+    lies inside the 95% interval at the nominal rate (300 draws: >= 0.95 - 3 binomial SEs)."""
+    steps = np.geomspace(10, 1e5, 40)
+    u = np.log10(steps)
+    test = 0.05 + 0.9 / (1 + np.exp(-(u - 3) / 0.3))
+    train = 0.1 + 0.9 / (1 + np.exp(-(u - 2) / 0.2))
+    g_true, m_true = generalization(steps, test)["step"], memorization(steps, train)["step"]
+    rng = np.random.default_rng(0)
+    hits = np.zeros(2)
+    for _ in range(300):
+        g = generalization(steps, rng.binomial(500, test) / 500, n_examples=500)
+        m = memorization(steps, rng.binomial(500, train) / 500, n_examples=500)
+        hits += [g["low"] <= g_true <= g["high"], m["low"] <= m_true <= m["high"]]
+    assert (hits / 300 >= 0.95 - 3 * np.sqrt(0.05 * 0.95 / 300)).all()
