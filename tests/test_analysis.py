@@ -12,7 +12,7 @@ from PIL import Image
 
 import complexity_zoo as cz
 from complexity_zoo.analysis import correlate
-from complexity_zoo.analysis.transitions import change_points, detect, fit_change_points, generalization
+from complexity_zoo.analysis.transitions import change_points, detect, fit_change_points, generalization, memorization
 
 STEPS = np.unique(np.round(np.geomspace(1, 10**4, 40))).astype(float)  # log-spaced checkpoints
 
@@ -271,3 +271,30 @@ def test_holm_family_is_the_whole_table_and_named_in_the_caption(tmp_path):
     np.testing.assert_allclose(table["p_adjusted"], holm(table["p"].to_numpy()))
     tex = result.export(tmp_path / "c.tex", methods=("pearson",)).read_text()
     assert "Holm over all 4 tests" in tex
+
+
+def _accuracy_coverage(which: str, draws: int = 300) -> float:
+    steps = np.geomspace(10, 1e5, 40)
+    u = np.log10(steps)
+    curve = {"generalization": 0.05 + 0.9 / (1 + np.exp(-(u - 3) / 0.3)),
+             "memorization": 0.1 + 0.9 / (1 + np.exp(-(u - 2) / 0.2))}[which]
+    locate = {"generalization": generalization, "memorization": memorization}[which]
+    truth = locate(steps, curve)["step"]
+    rng = np.random.default_rng(0)
+    hits = 0
+    for _ in range(draws):
+        found = locate(steps, rng.binomial(500, curve) / 500, n_examples=500)
+        hits += found["low"] <= truth <= found["high"]
+    return hits / draws
+
+
+def test_generalization_interval_covers_at_its_nominal_rate():
+    """Issue 22: with test accuracy on 500 examples the true grokking step lies inside the 95%
+    interval at the nominal rate (300 draws: >= 0.95 - 3 binomial SEs)."""
+    assert _accuracy_coverage("generalization") >= 0.95 - 3 * np.sqrt(0.05 * 0.95 / 300)
+
+
+@pytest.mark.xfail(reason="measured 0.90-0.95 over seeds (300 draws each): a first crossing is pulled "
+                          "early by noise and the bootstrap does not remove all of that bias", strict=False)
+def test_memorization_interval_covers_at_its_nominal_rate():
+    assert _accuracy_coverage("memorization") >= 0.95 - 3 * np.sqrt(0.05 * 0.95 / 300)

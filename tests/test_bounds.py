@@ -146,3 +146,19 @@ def test_bits_without_recorded_errors_get_no_bound(trajectory, scratch_registry)
     _, data = tiny_classifier(1)
     table = cz.compare(trajectory, ["lossy_bits"], data=data, progress=False).bounds()
     assert table["occam_bound"].isna().all() and table["errors_of"].str.startswith("unknown").all()
+
+
+def test_bounds_union_over_every_reported_step_by_default(trajectory):
+    """Issue 22: the default table may be read at any of its steps, so every bound pays
+    ln(number of steps); checked on rows the union moves (bounds below 1, not clipped)."""
+    _, data = tiny_classifier(1)
+    result = cz.compare(trajectory, [("kolmogorov", {"epsilon": 0.5})], data=data, progress=False)
+    steps = len(result.dataset["step"])
+    default, fixed = result.bounds(), result.bounds(union_size=1)
+    ok = default["kl_bound"] < 1
+    assert steps > 1 and ok.any()
+    for (_, row), (_, one) in zip(default[ok].iterrows(), fixed[ok].iterrows()):
+        assert row["kl_bound"] == pytest.approx(kl_bound(row["bits"], row["n"], row["train_error"], 0.05, steps))
+        assert row["binomial_bound"] == pytest.approx(
+            binomial_bound(row["bits"], row["n"], row["train_error"], 0.05, union_size=steps))
+        assert row["kl_bound"] > one["kl_bound"]  # the union costs something where the bound is not clipped

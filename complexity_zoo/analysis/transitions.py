@@ -56,17 +56,24 @@ def examples_behind(acc: np.ndarray, largest: int = 100_000) -> int | None:
 
 def _binomial_interval(steps: np.ndarray, acc: np.ndarray, n_examples: int | None, locate, estimate: float,
                        k: int, level: float = 0.95, reps: int = 400) -> tuple[float, float]:
-    """(low, high) of a step located by ``locate`` on accuracies re-drawn Binomial(n, acc) / n
-    (percentile bootstrap, seeded), widened to the checkpoints around the estimate (index ``k``)."""
-    lo, hi = float(steps[max(k - 1, 0)]), float(steps[k])
-    if n_examples:
-        rng = np.random.default_rng(0)
-        sims = rng.binomial(n_examples, np.clip(np.nan_to_num(acc), 0, 1), (reps, len(acc))) / n_examples
-        hits = [h for h in (locate(row) for row in sims) if h is not None]
-        if hits:
-            q = np.quantile(hits, [(1 - level) / 2, (1 + level) / 2])
-            lo, hi = min(lo, float(q[0])), max(hi, float(q[1]))
-    return min(lo, estimate), max(hi, estimate)
+    """(low, high) of a step located by ``locate``: without ``n_examples``, the checkpoints around
+    the estimate (index ``k``); with it, a percentile parametric bootstrap (seeded): accuracies
+    re-drawn Binomial(n, p̂) / n from the monotone (isotonic) fit p̂ of the observed accuracies.
+    Re-drawing around the observed accuracies would add their noise twice: a first crossing of a
+    level is pulled early by noise, and the doubled noise pulls the re-drawn crossings earlier
+    still (memorization intervals covered 0.86 at 500 examples)."""
+    if not n_examples:
+        return min(float(steps[max(k - 1, 0)]), estimate), max(float(steps[k]), estimate)
+    from scipy.optimize import isotonic_regression
+
+    rng = np.random.default_rng(0)
+    fit = np.clip(isotonic_regression(np.nan_to_num(acc)).x, 0, 1)
+    sims = rng.binomial(n_examples, fit, (reps, len(acc))) / n_examples
+    hits = [h for h in (locate(row) for row in sims) if h is not None]
+    if not hits:
+        return min(float(steps[max(k - 1, 0)]), estimate), max(float(steps[k]), estimate)
+    q = np.quantile(hits, [(1 - level) / 2, (1 + level) / 2])
+    return min(float(q[0]), estimate), max(float(q[1]), estimate)
 
 
 def memorization(steps: np.ndarray, train_acc: np.ndarray, tol: float = 0.01,
