@@ -33,8 +33,8 @@ def _runs(mask: np.ndarray, i: int) -> tuple[int, int]:
 def stages(steps: object, values: object, stderr: object = None, level: float = 0.95,
            plateau_ratio: float = 0.5) -> list[dict]:
     """Stage boundaries of one series: dicts with step, kind ("peak", "trough", "plateau"),
-    low, high (interval in steps) and significance (z), in step order. None on a series with
-    fewer than 8 finite points."""
+    low, high (interval in steps) and significance (z), in step order. An empty list on a series
+    with fewer than 8 finite points."""
     s = np.asarray(steps, float).reshape(-1)
     v = np.asarray(values, float).reshape(-1)
     if s.shape != v.shape:

@@ -170,7 +170,8 @@ def fit_change_points(steps: np.ndarray, values: np.ndarray, *, max_points: int 
     exceeds 2 ln n and the maximum over candidates is significant at ``level`` by a parametric
     bootstrap (``bootstrap`` series from the null fit plus Gaussian noise; seeded).
     Returns ``points`` (step; strength: |jump| in noise units; low/high: the checkpoints whose
-    jump fits within χ²₁(0.95) of the best; significance: the F statistic) and ``truncated``.
+    jump fits within χ²₁(0.95) of the best; significance: that drop in residual sum of squares in
+    noise-variance units) and ``truncated``.
     """
     from scipy import stats
 
