@@ -175,22 +175,14 @@ def _located(error: ComplexityZooError, trajectory: Trajectory, step: int) -> Co
 
 def _run_checkpoint(trajectory, step, cells, data, device, strict, store, on_cell):
     if all(cell.measure.tensors_only for cell in cells) and not _folds_batchnorm(trajectory, step, cells):
-        streamer, out = _streamer(trajectory, step, device), []
-        for cell in cells:
-            item = (cell, *run_cell(streamer, cell, data, device, store, strict))
-            if on_cell is not None:
-                on_cell(*item)
-            out.append(item)
-        return out
+        streamer = _streamer(trajectory, step, device)
+        return _each(cells, lambda cell: run_cell(streamer, cell, data, device, store, strict), on_cell)
     try:
         model = trajectory.model_at(step, device=device)
     except Exception as e:
         if strict:
             raise
-        out = [(cell, e, 0.0) for cell in cells]
-        for item in out if on_cell else ():
-            on_cell(*item)
-        return out
+        return _each(cells, lambda cell, error=e: (error, 0.0), on_cell)
     init: dict | BaseException | None = None
     if any(cell.measure.needs_init for cell in cells):  # the run's initial weights, loaded once
         try:
@@ -199,12 +191,16 @@ def _run_checkpoint(trajectory, step, cells, data, device, strict, store, on_cel
             if strict:
                 raise
             init = e
+    return _each(cells, lambda cell: run_cell(model, cell, data, device, store, strict, init), on_cell)
+
+
+def _each(cells: list[Cell], run: Callable[[Cell], tuple], on_cell: Callable | None) -> list[tuple]:
+    """``(cell, *run(cell))`` for each cell in turn, ``on_cell`` told of each as it finishes."""
     out = []
     for cell in cells:
-        item = (cell, *run_cell(model, cell, data, device, store, strict, init))
+        out.append((cell, *run(cell)))
         if on_cell is not None:
-            on_cell(*item)
-        out.append(item)
+            on_cell(*out[-1])
     return out
 
 
