@@ -13,8 +13,11 @@ noise sd σ (magnitude-aware: sd √(σ'²θ_i² + ε²)). ``"reference_code"``:
 as the sd), so σ_ref² plays the part of σ_paper (up to Monte-Carlo and bisection error). It also
 seeds the generator as the reference code does (``REFERENCE_SEED_OFFSET + seed``), so on the CPU
 the draws, the search and σ are the reference code's with the same seed, draw for draw
-(tests/test_conventions.py, against a restatement of its search on an MLP). Unlike the reference
-code, the network is searched as stored (BatchNorm not folded).
+(tests/test_conventions.py, against a restatement of its search on an MLP;
+tests/test_reference_recorded.py, against σ recorded from the reference code on its NiN with
+BatchNorm). BatchNorm is folded before the search and the bounds, as in the reference code
+(``fold_batchnorm``, default True: the folded network's γ 1 and β 0 are perturbed too, as there);
+``fold_batchnorm=False`` searches and measures the network as stored.
 For a causal language model (``loss="causal_lm"``) the accuracy is next-token accuracy per
 sequence (the share of its counted tokens predicted by the argmax), averaged over sequences.
 From σ: flatness 1/σ² and the PAC-Bayes bound term ‖w − w_ref‖²/(4σ²) + log(m/σ) + 10 (w the
@@ -44,6 +47,7 @@ from ..data import Data
 from ..errors import DataError
 from ..measure import Convention, Measure, MeasureResult
 from ..registry import register_measure
+from ._batchnorm import fold_batchnorm, folded_module, has_batchnorm
 from .curvature import _Functional
 
 
@@ -137,7 +141,9 @@ def _sigma_stderr(trace: list[dict], sigma: float, half_width: float) -> float:
 
 
 MAG_BOUND_TESTS = ("tests/test_flatness.py::test_magnitude_aware_bound_terms_match_the_formula_in_numpy",)
-SIGMA_TESTS = ("tests/test_conventions.py::test_reference_code_sigma_reproduces_the_reference_search",)
+SIGMA_TESTS = ("tests/test_conventions.py::test_reference_code_sigma_reproduces_the_reference_search",
+               "tests/test_reference_recorded.py::test_reference_code_sigma_equals_the_recorded_search",
+               "tests/test_reference_recorded.py::test_reference_code_bounds_equal_the_recorded_reference")
 
 
 def pacbayes_convention(eq: str, tests: tuple[str, ...] = ()) -> Convention:
@@ -147,7 +153,8 @@ def pacbayes_convention(eq: str, tests: tuple[str, ...] = ()) -> Convention:
         "data/generation/measures.py (_pacbayes_sigma)", default="sigma_convention='paper': noise sd σ",
         switch="sigma_convention='reference_code' (noise sd σ², its seeding)",
         agreement="reference_code: σ and the search path equal to a restatement of the reference search, draw "
-                  "for draw (MLP, CPU); BatchNorm is not folded in the search (the reference code folds)",
+                  "for draw (MLP, CPU); σ equal to σ recorded from the reference code itself and the bound "
+                  "terms to 1e-7 relative (its NiN with BatchNorm folded, CPU, seed 0)",
         tests=SIGMA_TESTS + tests)
 
 
@@ -183,6 +190,15 @@ class _PacBayes(_PerturbationSearch):
               "sigma_convention": one_of("paper", "reference_code")}
     montecarlo_samples: int = 10
     sigma_convention: str = "paper"
+    fold_batchnorm: bool = True
+    version = 2  # version 1 searched and measured BatchNorm networks unfolded
+
+    def prepared(self, model: nn.Module, init: dict[str, Tensor] | None = None):
+        """The network (and initialization) measured: BatchNorm folded as the reference code does
+        (``fold_batchnorm``, :func:`._batchnorm.folded_module`), or as given."""
+        if not (self.fold_batchnorm and has_batchnorm(model)):
+            return model, init
+        return folded_module(model), None if init is None else fold_batchnorm(model, state=init)
 
     def __post_init__(self) -> None:
         if not (isinstance(self.target_deviation, (int, float)) and 0 < self.target_deviation < 1):
@@ -209,7 +225,7 @@ class PacBayesFlatness(_PacBayes):
     convention = pacbayes_convention("53")
 
     def compute(self, model: nn.Module, data: Data) -> MeasureResult:
-        s, se, extras = self.sigma(model, data)
+        s, se, extras = self.sigma(self.prepared(model)[0], data)
         return MeasureResult(1 / s**2, stderr=2 * se / s**3, extras=extras)
 
 
@@ -223,7 +239,7 @@ class PacBayesMagFlatness(_PacBayes):
     magnitude_aware = True
 
     def compute(self, model: nn.Module, data: Data) -> MeasureResult:
-        s, se, extras = self.sigma(model, data)
+        s, se, extras = self.sigma(self.prepared(model)[0], data)
         return MeasureResult(1 / s**2, stderr=2 * se / s**3, extras=extras)
 
 
@@ -248,6 +264,7 @@ class PacBayesOrig(_PacBayes):
     convention = pacbayes_convention("49", ("tests/test_flatness.py::test_bound_terms_follow_from_sigma",))
 
     def compute(self, model: nn.Module, data: Data) -> MeasureResult:
+        model, _ = self.prepared(model)
         return _pacbayes_bound(model, data, self, dict(model.named_parameters()))
 
 
@@ -261,6 +278,7 @@ class PacBayesInit(_PacBayes):
     needs_init = True
 
     def compute(self, model: nn.Module, data: Data, init: dict[str, Tensor]) -> MeasureResult:
+        model, init = self.prepared(model, init)
         return _pacbayes_bound(model, data, self, {k: p.detach() - init[k].to(p) for k, p in model.named_parameters()})
 
 
@@ -286,6 +304,7 @@ class _PacBayesMagBound(_PacBayes):
 
     def compute(self, model: nn.Module, data: Data, init: dict[str, Tensor]) -> MeasureResult:
         m = data.n("train")
+        model, init = self.prepared(model, init)
         s, se, extras = self.sigma(model, data)
         w = layer_weights(dict(model.named_parameters()))
         w0 = layer_weights({k: init[k].to(p) for k, p in model.named_parameters()})
