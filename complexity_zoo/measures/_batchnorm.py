@@ -133,6 +133,7 @@ def folded_module(model: nn.Module) -> nn.Module:
             modules[bn_name].running_var.fill_(1.0)
     return net
 
+
 class FoldingMeasure(Measure):
     """A measure of the weights that folds BatchNorm first (``fold_batchnorm``, default True,
     as the reference code of Jiang et al. 2020 does); ``fold_batchnorm=False`` measures the stored
