@@ -194,7 +194,6 @@ class HessianTrace(_Curvature):
     limits = {**_Curvature.limits, "num_probes": at_least(2)}
     num_probes: int = 100
 
-
     def compute(self, model: nn.Module, data: Data) -> MeasureResult:
         with _eval(model):
             batches, gen = self._setup(model, data)
