@@ -109,6 +109,12 @@ def matrix_key(name: str, w: torch.Tensor) -> tuple:
     return (name, tuple(w.shape), w.dtype, str(w.device))
 
 
+def model_state(model: torch.nn.Module) -> tuple:
+    """The version counters of the model's parameters and buffers: part of the key of work derived
+    from the model, so a model changed in place within a job is computed anew."""
+    return tuple(t._version for t in (*model.parameters(), *model.buffers()))
+
+
 def shared_forward(kind: str, model: torch.nn.Module, data: Any, split: str, compute: Callable[[], Any]) -> Any:
     """``compute()``, the ``kind`` of output of ``model`` on ``data``'s ``split``, shared within a
     job while the model's parameters and buffers are unchanged (their version counters are part of
@@ -117,8 +123,7 @@ def shared_forward(kind: str, model: torch.nn.Module, data: Any, split: str, com
     ctx = current()
     if ctx is None or not isinstance(getattr(data, split, None), tuple):
         return compute()
-    state = tuple(t._version for t in (*model.parameters(), *model.buffers()))
-    key = (kind, id(model), id(data), split, model.training, state)
+    key = (kind, id(model), id(data), split, model.training, model_state(model))
     entry = ctx.lookup("forward", key)
     if entry is not None and entry[0]() is model and entry[1] is data:  # ids are reused only after death
         return entry[2]

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .._context import current, folded_weights
+from .._context import current, folded_weights, model_state
 from ..errors import ModelError
 from ..measure import Measure
 
@@ -157,8 +157,7 @@ class FoldingMeasure(Measure):
         ctx = current()
         if ctx is None:
             return fold_batchnorm(model)
-        state = tuple(t._version for t in (*model.parameters(), *model.buffers()))
-        return ctx.get("folded", (id(model), state), lambda: fold_batchnorm(model))
+        return ctx.get("folded", (id(model), model_state(model)), lambda: fold_batchnorm(model))
 
     def init_weights(self, model: nn.Module, init: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """The initialization's parameters, folded with its own statistics when the model's are."""
