@@ -31,6 +31,7 @@ from pathlib import Path
 from torch import Tensor
 
 from complexity_zoo._io import load_state_dict_file
+from complexity_zoo._steps import unique_steps
 from complexity_zoo.errors import CheckpointError, CheckpointNotFoundError, TrajectoryError, UntrustedCodeError
 from complexity_zoo.trajectory import Checkpoint, step_from_filename
 
@@ -109,18 +110,16 @@ def steps_of(revisions: Iterable[str] | Mapping[int, str]) -> dict[int, str]:
     """Step -> revision, the step read from each name (its last number) unless given as a mapping."""
     if isinstance(revisions, Mapping):
         return {int(step): str(rev) for step, rev in revisions.items()}
-    by_step: dict[int, str] = {}
-    for rev in revisions:
+    def step(rev: str) -> int:
         try:
-            step = step_from_filename(str(rev))
+            return step_from_filename(rev)
         except TrajectoryError:
             raise TrajectoryError(
                 f"The revision {rev!r} has no step number in its name: pass revisions as a "
                 f"mapping {{step: revision}}, or a pattern that leaves it out."
             ) from None
-        if step in by_step:
-            raise TrajectoryError(f"The revisions {by_step[step]!r} and {rev!r} both read as step {step}.")
-        by_step[step] = str(rev)
+
+    by_step = unique_steps(((step(str(rev)), str(rev)) for rev in revisions), "The revisions")
     if not by_step:
         raise TrajectoryError("revisions is empty: name at least one revision.")
     return by_step
