@@ -319,6 +319,8 @@ def compare(
     errors.sort(key=lambda e: (run_pos[e["run"]], e["step"], labels.index(e["measure"])))  # same for every back end
     dataset = build_dataset(runs, wanted, labeled, cells, device, seed)
     dataset.attrs["n_train"] = json.dumps({name: d.n("train") for name, d in data_for.items() if d is not None})
+    dataset.attrs["n_test"] = json.dumps({name: d.n("test") for name, d in data_for.items()
+                                          if d is not None and d.test is not None})
     classes = {d.num_classes() for d in data_for.values() if d is not None} - {None}
     if len(classes) == 1:
         dataset.attrs["num_classes"] = classes.pop()

@@ -26,6 +26,20 @@ class DroppedRunsWarning(ComplexityZooWarning):
     """run_correlations() left a measure's runs out, or used a value from before a run's last step."""
 
 
+def _examples_of(acc: np.ndarray | None, n: int | None) -> int | None:
+    """How many examples an accuracy series was measured on: the data's split size when every
+    accuracy is a multiple of 1/n (the metrics came from that split), else what the accuracies'
+    granularity says (None when it says nothing: intervals then come from the checkpoint gaps)."""
+    from .analysis.transitions import examples_behind
+
+    if acc is None:
+        return None
+    finite = np.asarray(acc, float)[np.isfinite(acc)]
+    if n and np.allclose(finite * n, np.round(finite * n), rtol=0, atol=1e-4):
+        return int(n)
+    return examples_behind(finite)
+
+
 class Comparison:
     """Measures and metrics over checkpoints, with provenance, uncertainty and failures.
 
@@ -107,16 +121,23 @@ class Comparison:
         fall_onset, change_point, stage), step, strength, uncertainty (half the interval),
         flag (a caveat: a run still rising at its end, a capped number of change points; for
         a stage its kind: peak, trough or plateau), low and high (an interval for the step),
-        significance, lag_steps and lag_fraction relative to the run's generalization step. Computed once per
-        Comparison; every method that needs transitions reuses them.
+        significance, lag_steps and lag_fraction relative to the run's generalization step. The
+        memorization and generalization intervals include the binomial noise of an accuracy on
+        the train/test split given to compare() (when the accuracies are multiples of 1/n), else
+        on the number of examples their granularity shows. Computed once per Comparison; every
+        method that needs transitions reuses them.
         """
         if self._transitions is None:
             from .analysis.transitions import detect, lead_lag
 
             steps = self.dataset["step"].values.astype(float)
-            n_train = json.loads(self.dataset.attrs.get("n_train", "{}"))
-            frames = [detect(steps, self._series(run), run, self._stderr(run), {"train_acc": n_train.get(run)})
-                      for run in self.runs]
+            recorded = {split: json.loads(self.dataset.attrs.get(f"n_{split}", "{}")) for split in ("train", "test")}
+            frames = []
+            for run in self.runs:
+                series = self._series(run)
+                n = {f"{split}_acc": _examples_of(series.get(f"{split}_acc"), recorded[split].get(run))
+                     for split in ("train", "test")}
+                frames.append(detect(steps, series, run, self._stderr(run), n))
             table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
             self._transitions = lead_lag(table, float(steps[0]), float(steps[-1]))
         return self._transitions.copy()

@@ -301,3 +301,25 @@ def test_memorization_interval_covers_near_its_nominal_rate():
     measured and above what the bootstrap around the noisy accuracies gave (0.865), so it catches
     that regression without claiming the nominal 0.95."""
     assert _accuracy_coverage("memorization") >= 0.89
+
+
+def test_comparison_intervals_use_the_split_sizes_given_to_compare():
+    """Issue 22: the memorization/generalization intervals include the binomial noise of the
+    split the accuracies were measured on: the recorded split size when the accuracies are
+    multiples of 1/n, else the size their granularity shows."""
+    from complexity_zoo.analysis.transitions import examples_behind, generalization, memorization
+
+    rng = np.random.default_rng(3)
+    train = rng.binomial(400, np.clip(sigmoid_step(300), 0.02, 0.98)) / 400
+    test = rng.binomial(250, np.clip(sigmoid_step(1500), 0.02, 0.98)) / 250
+    result = comparison_with({"train_acc": train, "test_acc": test, "test_loss": 1 - test})
+    result.dataset.attrs.update(n_train='{"a": 400}', n_test='{"a": 250}')
+    rows = result.transitions().set_index("kind")
+    for kind, fn, acc, n in (("memorization", memorization, train, 400), ("generalization", generalization, test, 250)):
+        expected = fn(STEPS.astype(float), acc, n_examples=n)
+        assert (rows.loc[kind, "low"], rows.loc[kind, "high"]) == pytest.approx((expected["low"], expected["high"]))
+    # a recorded size the accuracies do not fit (they came from another set): their granularity decides
+    from complexity_zoo.comparison import _examples_of
+
+    assert _examples_of(test.astype(np.float32), 250) == 250  # float32-logged metrics still fit
+    assert _examples_of(test, 7) == examples_behind(test) == 250
