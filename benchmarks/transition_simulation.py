@@ -91,14 +91,20 @@ def stage_rates(draws: int) -> dict:
                                    for g, (k, (lo, hi)) in zip(got, truth.items()))
         found_all += ok
     smooth = {}
-    for sh in ("linear", "logistic", "power_law", "exponential"):
-        for sch in ("even", "geometric", "pythia"):
-            s = schedule(sch, 60)
-            c = shape(sh, s)
-            smooth[(sh, sch)] = np.mean([len(stages(s, c + 0.02 * rng.standard_normal(60))) == 0 for _ in range(draws)])
-    return {"multi-stage: three boundaries within 15% of their steps": found_all / draws,
-            "smooth monotone: no stage (min over 12 cells)": min(smooth.values()),
-            "smooth monotone: no stage (mean)": float(np.mean(list(smooth.values())))}
+    for noise_sd, n in ((0.01, 50), (0.02, 60)):
+        for sh in ("linear", "logistic", "power_law", "exponential"):
+            for sch in ("even", "geometric", "pythia", "random", "dense_sparse"):
+                s = schedule(sch, n)
+                c = shape(sh, s)
+                rate = np.mean([len(stages(s, c + noise_sd * rng.standard_normal(n))) == 0 for _ in range(draws)])
+                smooth[(noise_sd, sh, sch)] = rate
+                print(f"stages: smooth {sh} {sch} n={n} noise {noise_sd}: no stage in {rate:.3f}", flush=True)
+    out = {"multi-stage: three boundaries within 15% of their steps": found_all / draws}
+    for noise_sd in (0.01, 0.02):
+        rates = [v for k, v in smooth.items() if k[0] == noise_sd]
+        out[f"smooth monotone, noise {noise_sd}: no stage (min over {len(rates)} cells)"] = min(rates)
+        out[f"smooth monotone, noise {noise_sd}: no stage (mean)"] = float(np.mean(rates))
+    return out
 
 
 def jump_power(draws: int, n: int) -> float:
