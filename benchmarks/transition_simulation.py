@@ -1,8 +1,10 @@
 """Issue 22's checks beyond the p-values: levels-interval coverage under heteroscedastic noise,
-memorization/generalization interval coverage with accuracy on 500 examples, stages on smooth
-and multi-stage curves, change-point power for a 4σ jump.
+memorization/generalization interval coverage over a grid (schedules x checkpoints x sigmoid
+speed x 100/500/5,000 examples), stages on smooth and multi-stage curves, change-point power
+for a 4σ jump.
 
     OMP_NUM_THREADS=1 python benchmarks/transition_simulation.py --draws 100
+    OMP_NUM_THREADS=1 python benchmarks/transition_simulation.py --draws 200 --parts accuracy
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from scipy.ndimage import gaussian_filter1d
 from complexity_zoo.analysis import stages
 from complexity_zoo.analysis.correlation import correlate_batch
 from complexity_zoo.analysis.simulation import noise, schedule, shape
+from complexity_zoo.analysis.smooth import coordinate
 from complexity_zoo.analysis.transitions import change_points, generalization, memorization
 
 
@@ -34,21 +37,44 @@ def levels_coverage(family: str, sch: str, n: int, draws: int) -> float:
     return float(np.mean((out["ci_low"] <= truth) & (truth <= out["ci_high"])))
 
 
-def accuracy_coverage(draws: int, n_examples: int = 500) -> tuple[float, float]:
-    steps = np.geomspace(10, 1e5, 40)
-    u = np.log10(steps)
-    test = 0.05 + 0.9 / (1 + np.exp(-(u - 3) / 0.3))
-    train = 0.1 + 0.9 / (1 + np.exp(-(u - 2) / 0.2))
-    g_true = generalization(steps, test)["step"]
-    m_true = memorization(steps, train)["step"]
-    rng = np.random.default_rng(1)
-    g_hit = m_hit = 0
+def accuracy_curve(kind: str, speed: str, steps: np.ndarray) -> np.ndarray:
+    """A memorization (training accuracy 0.1 -> 1) or grokking (test accuracy 0.05 -> 0.95)
+    sigmoid in the schedule's coordinate u; fast: width 0.03 of the run, slow: 0.1-0.12."""
+    u = coordinate(steps)
+    if kind == "memorization":
+        centre, width = (0.2, 0.03) if speed == "fast" else (0.35, 0.1)
+        return 0.1 + 0.9 / (1 + np.exp(-(u - centre) / width))
+    return 0.05 + 0.9 / (1 + np.exp(-(u - 0.5) / (0.03 if speed == "fast" else 0.12)))
+
+
+def accuracy_coverage(kind: str, sch: str, n: int, speed: str, n_examples: int, draws: int) -> float:
+    """Share of draws whose 95% interval holds the step located on the noise-free curve
+    (accuracies Binomial(n_examples, p)/n_examples at each checkpoint)."""
+    rng = np.random.default_rng([n, n_examples, len(sch), len(speed), len(kind)])
+    steps = schedule(sch, n, rng)
+    curve = accuracy_curve(kind, speed, steps)
+    locate = {"memorization": memorization, "generalization": generalization}[kind]
+    truth = locate(steps, curve)["step"]
+    hits = 0
     for _ in range(draws):
-        g = generalization(steps, rng.binomial(n_examples, test) / n_examples, n_examples=n_examples)
-        m = memorization(steps, rng.binomial(n_examples, train) / n_examples, n_examples=n_examples)
-        g_hit += g["low"] <= g_true <= g["high"]
-        m_hit += m["low"] <= m_true <= m["high"]
-    return g_hit / draws, m_hit / draws
+        found = locate(steps, rng.binomial(n_examples, curve) / n_examples, n_examples=n_examples)
+        hits += found is not None and found["low"] <= truth <= found["high"]
+    return hits / draws
+
+
+def accuracy_grid(draws: int) -> None:
+    """Coverage per cell: kind x schedule x checkpoints x speed x examples."""
+    rates = {}
+    for kind in ("memorization", "generalization"):
+        for sch in ("even", "geometric", "random", "dense_sparse"):
+            for n in (30, 80):
+                for speed in ("fast", "slow"):
+                    for n_ex in (100, 500, 5000):
+                        rate = accuracy_coverage(kind, sch, n, speed, n_ex, draws)
+                        rates[(kind, n_ex)] = [*rates.get((kind, n_ex), []), rate]
+                        print(f"{kind} interval coverage {sch} n={n} {speed} examples={n_ex}: {rate:.3f}", flush=True)
+    for (kind, n_ex), r in rates.items():
+        print(f"{kind} examples={n_ex}: min {min(r):.3f}, mean {np.mean(r):.3f} over {len(r)} cells")
 
 
 def stage_rates(draws: int) -> dict:
@@ -65,14 +91,20 @@ def stage_rates(draws: int) -> dict:
                                    for g, (k, (lo, hi)) in zip(got, truth.items()))
         found_all += ok
     smooth = {}
-    for sh in ("linear", "logistic", "power_law", "exponential"):
-        for sch in ("even", "geometric", "pythia"):
-            s = schedule(sch, 60)
-            c = shape(sh, s)
-            smooth[(sh, sch)] = np.mean([len(stages(s, c + 0.02 * rng.standard_normal(60))) == 0 for _ in range(draws)])
-    return {"multi-stage: three boundaries within 15% of their steps": found_all / draws,
-            "smooth monotone: no stage (min over 12 cells)": min(smooth.values()),
-            "smooth monotone: no stage (mean)": float(np.mean(list(smooth.values())))}
+    for noise_sd, n in ((0.01, 50), (0.02, 60)):
+        for sh in ("linear", "logistic", "power_law", "exponential"):
+            for sch in ("even", "geometric", "pythia", "random", "dense_sparse"):
+                s = schedule(sch, n)
+                c = shape(sh, s)
+                rate = np.mean([len(stages(s, c + noise_sd * rng.standard_normal(n))) == 0 for _ in range(draws)])
+                smooth[(noise_sd, sh, sch)] = rate
+                print(f"stages: smooth {sh} {sch} n={n} noise {noise_sd}: no stage in {rate:.3f}", flush=True)
+    out = {"multi-stage: three boundaries within 15% of their steps": found_all / draws}
+    for noise_sd in (0.01, 0.02):
+        rates = [v for k, v in smooth.items() if k[0] == noise_sd]
+        out[f"smooth monotone, noise {noise_sd}: no stage (min over {len(rates)} cells)"] = min(rates)
+        out[f"smooth monotone, noise {noise_sd}: no stage (mean)"] = float(np.mean(rates))
+    return out
 
 
 def jump_power(draws: int, n: int) -> float:
@@ -90,15 +122,17 @@ def jump_power(draws: int, n: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--draws", type=int, default=200)
+    parser.add_argument("--parts", nargs="+", default=["levels", "accuracy", "stages", "jumps"],
+                        choices=["levels", "accuracy", "stages", "jumps"])
     args = parser.parse_args()
-    for fam in ("white", "white_growing", "t3"):
+    if "accuracy" in args.parts:
+        accuracy_grid(args.draws)
+    for fam in ("white", "white_growing", "t3") if "levels" in args.parts else ():
         for sch in ("even", "geometric"):
             print(f"levels coverage {fam} {sch} n=40: {levels_coverage(fam, sch, 40, args.draws):.3f}", flush=True)
-    g, m = accuracy_coverage(args.draws)
-    print(f"generalization interval coverage (500 examples): {g:.3f}; memorization: {m:.3f}", flush=True)
-    for k, v in stage_rates(max(args.draws // 4, 10)).items():
+    for k, v in (stage_rates(max(args.draws // 4, 10)) if "stages" in args.parts else {}).items():
         print(f"stages: {k}: {v:.3f}", flush=True)
-    for n in (20, 50):
+    for n in (20, 50) if "jumps" in args.parts else ():
         print(f"change point: 4-sigma jump found within two checkpoints, n={n}: {jump_power(args.draws // 2, n):.3f}")
 
 

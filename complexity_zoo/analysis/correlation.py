@@ -32,7 +32,8 @@ answers two questions, each with its own statistic, interval and hypothesis:
   the level correlation comes from the trends) and ``shared_curvature`` (both whitened residual
   series still follow a quadratic in position at p < 0.05: the trends were not fully removed).
 * ``granger_p``: does the measure's last innovation help predict the target's next one beyond
-  the target's own (F test, lag one checkpoint)? On uneven schedules a lag spans different
+  the target's own (F test, lag one checkpoint; its denominator degrees of freedom less the
+  target trend's edf)? On uneven schedules a lag spans different
   numbers of steps; ``granger_reliable`` is False when the largest gap is more than twice the
   smallest.
 
@@ -209,17 +210,23 @@ def _curvature_p(u: np.ndarray) -> float:
     return float(stats.f.sf(((rss0 - rss1) / 2) / (rss1 / dof), 2, dof))
 
 
-def _granger(u: np.ndarray, v: np.ndarray) -> float:
-    """F-test p that u[t-1] predicts v[t] beyond v[t-1]."""
+def _granger(u: np.ndarray, v: np.ndarray, edf: float = 0.0) -> float:
+    """F-test p that u[t-1] predicts v[t] beyond v[t-1], on residual series.
+
+    ``edf``: the degrees of freedom the target's trend already took from ``v`` (its residuals
+    span only n − edf dimensions), deducted from the F test's denominator degrees of freedom;
+    without it the residual variance is underestimated and the test is liberal.
+    """
     y, own, other = v[1:], v[:-1], u[:-1]
     m = len(y)
-    if m < 8:
+    dof = m - 3 - edf
+    if m < 8 or dof < 2:
         return float("nan")
     x1 = np.column_stack([np.ones(m), own])
     x2 = np.column_stack([x1, other])
     rss1 = float(((y - x1 @ np.linalg.lstsq(x1, y, rcond=None)[0]) ** 2).sum())
     rss2 = float(((y - x2 @ np.linalg.lstsq(x2, y, rcond=None)[0]) ** 2).sum())
-    return float(stats.f.sf((rss1 - rss2) / (rss2 / (m - 3)), 1, m - 3)) if rss2 > 0 else float("nan")
+    return float(stats.f.sf((rss1 - rss2) / (rss2 / dof), 1, dof)) if rss2 > 0 else float("nan")
 
 
 def _one(x: np.ndarray, y: np.ndarray, steps: np.ndarray | None, method: str, level: float, granger: bool,
@@ -238,7 +245,7 @@ def _one(x: np.ndarray, y: np.ndarray, steps: np.ndarray | None, method: str, le
     out["shared_curvature"] = bool(_curvature_p(fx.z) < 0.05 and _curvature_p(fy.z) < 0.05)
     if granger:
         gaps = np.diff(s)
-        out["granger_p"] = _granger(fx.z, fy.z)
+        out["granger_p"] = _granger(fx.z, fy.z, fy.trend_edf)
         out["granger_reliable"] = bool(gaps.max() <= 2 * gaps.min())
     return out
 
