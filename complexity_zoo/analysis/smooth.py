@@ -48,8 +48,10 @@ def bspline_basis(u: np.ndarray, size: int, at: np.ndarray | None = None) -> np.
 
 
 def pspline(u: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None, size: int | None = None,
-            lam: float | None = None, extra: np.ndarray | None = None, base: np.ndarray | None = None) -> dict:
-    """Penalized cubic spline fit of ``y`` on ``u``, λ by GCV unless given.
+            lam: float | None = None, extra: np.ndarray | None = None, base: np.ndarray | None = None,
+            select: str = "gcv", floor: float = 0.0) -> dict:
+    """Penalized cubic spline fit of ``y`` on ``u``, λ by GCV (``select="reml"``: by restricted
+    maximum likelihood, the spline as a Gaussian random effect, Wood 2011) unless given.
 
     ``weights``: inverse variances (relative). ``extra``: unpenalized columns fitted with the
     spline (e.g. a step at a candidate jump). ``base``: the spline columns, when already built
@@ -84,12 +86,27 @@ def pspline(u: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None, siz
     rss = np.maximum(yy - 2 * (shrink * b_**2).sum(1) + (shrink**2 * b_**2).sum(1), 0.0)
     edf = shrink.sum(1)
     gcv = n * rss / np.maximum(n - edf, 1e-3) ** 2
-    i = int(np.argmin(gcv))
+    restricted = _restricted_loglik(lams, d, b_, yy, n, floor)
+    i = int(np.argmin(gcv if select == "gcv" else -restricted))
     coef = to_coef @ (shrink[i] * b_)
     best = {"values": design @ coef, "rss": float(rss[i]), "edf": float(edf[i]), "lam": float(lams[i]),
-            "coef": coef, "basis": design, "gcv": float(gcv[i]), "cov": (to_coef * shrink[i]) @ to_coef.T}
+            "coef": coef, "basis": design, "gcv": float(gcv[i]),
+            "reml": float(restricted[i]) - float(np.log(np.diag(chol)).sum()), "cov": (to_coef * shrink[i]) @ to_coef.T}
     best["sigma2"] = best["rss"] / max(n - best["edf"], 1.0)
     return best
+
+
+def _restricted_loglik(lams: np.ndarray, d: np.ndarray, b: np.ndarray, yy: float, n: int,
+                       floor: float = 0.0) -> np.ndarray:
+    """Restricted log-likelihood (σ² profiled out, constants dropped) at each λ, from the
+    Demmler–Reinsch coordinates: penalized rss = yy - Σ b²/(1 + λd), log|G + λS| - log|λS|₊ =
+    Σ log(1 + λd) - r log λ over the r penalized directions; n - (unpenalized dimension) degrees
+    of freedom."""
+    pos = d > 1e-10 * max(float(d.max()), 1e-300)
+    free = n - (len(d) - int(pos.sum()))
+    prss = np.maximum(yy - (b[None, :] ** 2 / (1 + lams[:, None] * d[None, :])).sum(1), 0.0) + free * floor + 1e-300
+    logdet = np.log1p(lams[:, None] * d[None, pos]).sum(1) - pos.sum() * np.log(lams)
+    return -0.5 * (free * np.log(prss / free) + logdet)
 
 
 def derivative_basis(u: np.ndarray, size: int, at: np.ndarray) -> np.ndarray:
