@@ -49,7 +49,7 @@ def bspline_basis(u: np.ndarray, size: int, at: np.ndarray | None = None) -> np.
 
 def pspline(u: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None, size: int | None = None,
             lam: float | None = None, extra: np.ndarray | None = None, base: np.ndarray | None = None,
-            select: str = "gcv", floor: float = 0.0, order: int = 2) -> dict:
+            select: str = "gcv", floor: float = 0.0) -> dict:
     """Penalized cubic spline fit of ``y`` on ``u``, λ by GCV (``select="reml"``: by restricted
     maximum likelihood, the spline as a Gaussian random effect, Wood 2011) unless given.
 
@@ -67,7 +67,7 @@ def pspline(u: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None, siz
     k = base.shape[1]
     design = base if extra is None else np.column_stack([base, extra])
     w = np.ones(n) if weights is None else np.asarray(weights, float) / np.mean(weights)
-    diff = np.diff(np.eye(k), order, axis=0) if k > order else np.zeros((0, k))
+    diff = np.diff(np.eye(k), 2, axis=0) if k > 2 else np.zeros((0, k))
     pen = np.zeros((design.shape[1], design.shape[1]))
     pen[:k, :k] = diff.T @ diff
     gram = design.T @ (design * w[:, None])
