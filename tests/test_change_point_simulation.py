@@ -73,3 +73,15 @@ def test_a_four_sigma_jump_on_a_power_law_is_found_where_it_is():
         covered += any(r["low"] <= s[at] <= r["high"] for r in rows)
     assert found / 30 >= 0.50
     assert covered >= 0.9 * found
+
+
+def test_curvature_penalty_is_the_integrated_squared_second_derivative():
+    """Closed forms on uneven quantile knots: a line costs 0, u² costs ∫ 2² du = 4 on [0, 1]."""
+    from complexity_zoo.analysis.smooth import curvature_penalty
+
+    u = np.sort(np.random.default_rng(0).random(40))
+    u = (u - u[0]) / (u[-1] - u[0])
+    pen, base = curvature_penalty(u, 20), bspline_basis(u, 20)
+    for f, cost in ((u, 0.0), (u**2, 4.0)):
+        c = np.linalg.lstsq(base, f, rcond=None)[0]  # exact: cubic splines hold quadratics
+        assert abs(c @ pen @ c - cost) < 1e-8

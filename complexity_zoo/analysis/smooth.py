@@ -49,15 +49,19 @@ def bspline_basis(u: np.ndarray, size: int, at: np.ndarray | None = None) -> np.
 
 def pspline(u: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None, size: int | None = None,
             lam: float | None = None, extra: np.ndarray | None = None, base: np.ndarray | None = None,
-            select: str = "gcv", floor: float = 0.0) -> dict:
+            select: str = "gcv", floor: float = 0.0, penalty: np.ndarray | None = None) -> dict:
     """Penalized cubic spline fit of ``y`` on ``u``, λ by GCV (``select="reml"``: by restricted
     maximum likelihood, the spline as a Gaussian random effect, Wood 2011) unless given.
 
     ``weights``: inverse variances (relative). ``extra``: unpenalized columns fitted with the
     spline (e.g. a step at a candidate jump). ``base``: the spline columns, when already built
-    (then ``u`` is not used). Returns fitted ``values``, ``rss`` (weighted),
+    (then ``u`` is not used). ``penalty``: the spline's penalty matrix (default: second
+    differences of the coefficients, Eilers & Marx; ``curvature_penalty``: ∫f''² du).
+    ``floor``: a variance added to the residual variance of the restricted likelihood (noise-free curves).
+    Returns fitted ``values``, ``rss`` (weighted),
     ``edf`` (trace of the hat matrix), ``lam``, ``coef``, ``basis``, ``sigma2`` (weighted
-    residual variance, rss / (n - edf)) and ``cov`` (the Bayesian posterior covariance of the
+    residual variance, rss / (n - edf)), ``reml`` (the restricted log-likelihood at the chosen λ,
+    Wood 2011's, constants dropped) and ``cov`` (the Bayesian posterior covariance of the
     coefficients in units of sigma2, Wahba 1983), and ``gcv``.
     """
     y = np.asarray(y, float)
@@ -69,7 +73,7 @@ def pspline(u: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None, siz
     w = np.ones(n) if weights is None else np.asarray(weights, float) / np.mean(weights)
     diff = np.diff(np.eye(k), 2, axis=0) if k > 2 else np.zeros((0, k))
     pen = np.zeros((design.shape[1], design.shape[1]))
-    pen[:k, :k] = diff.T @ diff
+    pen[:k, :k] = diff.T @ diff if penalty is None else penalty
     gram = design.T @ (design * w[:, None])
     # all λ at once (Demmler–Reinsch): with gram = L Lᵀ and L⁻¹ S L⁻ᵀ = U diag(d) Uᵀ, the fit at λ
     # shrinks the coordinates b = Uᵀ L⁻¹ Dᵀ W y by 1 / (1 + λ d)
@@ -94,6 +98,24 @@ def pspline(u: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None, siz
             "reml": float(restricted[i]) - float(np.log(np.diag(chol)).sum()), "cov": (to_coef * shrink[i]) @ to_coef.T}
     best["sigma2"] = best["rss"] / max(n - best["edf"], 1.0)
     return best
+
+
+def curvature_penalty(u: np.ndarray, size: int) -> np.ndarray:
+    """∫ B_i''(u) B_j''(u) du over the ``bspline_basis(u, size)`` columns (O'Sullivan 1986): a
+    penalty on curvature in u itself, whose null space is the lines in u however unevenly the
+    quantile knots fall (the difference penalty's null space is linear in knot index)."""
+    u = np.asarray(u, float)
+    if size <= 3:
+        return np.zeros((size, size))
+    knots = _knots(u, size, 3)
+    edges = np.unique(knots)
+    half = np.diff(edges) / 2
+    mid = edges[:-1] + half
+    node = 1 / np.sqrt(3)  # two-point Gauss-Legendre: exact for the piecewise quadratic B_i'' B_j''
+    at = np.concatenate([mid - node * half, mid + node * half])
+    wts = np.concatenate([half, half])
+    second = np.column_stack([BSpline(knots, np.eye(size)[i], 3).derivative(2)(at) for i in range(size)])
+    return second.T @ (second * wts[:, None])
 
 
 def _restricted_loglik(lams: np.ndarray, d: np.ndarray, b: np.ndarray, yy: float, n: int,

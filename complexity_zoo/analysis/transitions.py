@@ -160,17 +160,19 @@ def fit_change_points(steps: np.ndarray, values: np.ndarray, *, max_points: int 
     """Jumps in level that a smooth curve cannot explain, added greedily to a penalized spline.
 
     Two models compete at every candidate checkpoint k (segments of at least ``min_size`` =
-    max(2, ⌈n/20⌉) checkpoints): the penalized cubic spline alone, in the schedule's own
+    max(2, ⌈n/20⌉) checkpoints): a penalized cubic spline alone, in the schedule's own
     coordinate (``smooth.coordinate``, or the other one of step / log step where it fits better),
-    and the spline plus an unpenalized step at k. Each chooses its own smoothness by restricted
-    maximum likelihood (the spline a Gaussian random effect; the residual variance taken as at
-    least (``noise_floor`` × range)², so noise-free curves are not cut at their approximation
-    error). The statistic is twice the gain in restricted log-likelihood, T_k = 2 (ℓ_k − ℓ_0):
-    a smooth curve, however steep, is explained as well by the spline alone, while a jump lets
-    the step model stay stiff (the spline alone must bend, and pays for it). The best k is kept
-    when max_k T_k is significant at ``level`` by a parametric bootstrap (``bootstrap`` series
-    from the spline-alone fit plus Gaussian noise of its residual variance; seeded), so the
-    test assumes independent Gaussian noise of constant variance around a smooth curve.
+    and the spline plus an unpenalized step at k. The penalty is the spline's integrated squared
+    second derivative in that coordinate (lines in it are free, however unevenly the checkpoints
+    fall). Each model chooses its own smoothness by restricted maximum likelihood (the spline a
+    Gaussian random effect; (``noise_floor`` × range)² added to the residual variance, so
+    noise-free curves are not cut at their approximation error). The statistic is twice the gain
+    in restricted log-likelihood, T_k = 2 (ℓ_k − ℓ_0): a smooth curve is explained about as well
+    by the spline alone, while under a jump the spline alone must bend and pays for it, and the
+    step model stays stiff. The best k is kept when max_k T_k is significant at ``level`` by a
+    parametric bootstrap (``bootstrap`` series from the spline-alone fit plus Gaussian noise of
+    its residual variance; seeded): the test assumes independent noise of constant variance
+    around a smooth curve.
     Returns ``points`` (step; strength: |jump| in noise sd; low/high: the checkpoints whose T is
     within χ²₁(0.95) of the best; significance: T; p: the bootstrap p-value) and ``truncated``
     (a further significant point beyond ``max_points``).
@@ -178,7 +180,7 @@ def fit_change_points(steps: np.ndarray, values: np.ndarray, *, max_points: int 
     from scipy import stats
 
     from .noise_models import trend_coordinates
-    from .smooth import bspline_basis, coordinate, pspline
+    from .smooth import bspline_basis, coordinate, curvature_penalty, pspline
 
     x = np.asarray(values, dtype=float)
     steps = np.asarray(steps, dtype=float)
@@ -189,13 +191,16 @@ def fit_change_points(steps: np.ndarray, values: np.ndarray, *, max_points: int 
     floor = (noise_floor * np.ptp(x)) ** 2
     index = np.arange(n)
     candidates = list(range(size, n - size + 1))
-    # the smooth null in step or log step, whichever fits better (GCV)
-    bases = [bspline_basis(c, int(np.clip(n // 2, 4, 30))) for c in (coordinate(steps), trend_coordinates(steps))]
-    base = min(bases, key=lambda b: pspline(None, x, base=b)["gcv"])
+    # the smooth null in step or log step, whichever fits better (GCV); curvature penalized in
+    # that coordinate itself, not in knot index (the quantile knots of uneven schedules)
+    size_basis = int(np.clip(n // 2, 4, 30))
+    nulls = [(bspline_basis(u, size_basis), curvature_penalty(u, size_basis))
+             for u in (coordinate(steps), trend_coordinates(steps))]
+    base, penalty = min(nulls, key=lambda bp: pspline(None, x, base=bp[0], penalty=bp[1])["gcv"])
 
     def fit(y: np.ndarray, points: list[int]) -> dict:
         extra = np.column_stack([(index >= k).astype(float) for k in points]) if points else None
-        return pspline(None, y, extra=extra, base=base, select="reml", floor=floor)
+        return pspline(None, y, extra=extra, base=base, select="reml", floor=floor, penalty=penalty)
 
     def scan(y: np.ndarray, chosen: list[int]) -> tuple[int, float, dict, dict, dict] | None:
         """The best further jump: (k, T_k, the fits with a step at each k, every T, the null fit)."""
