@@ -81,7 +81,8 @@ def test_curvature_penalty_is_the_integrated_squared_second_derivative():
 
     u = np.sort(np.random.default_rng(0).random(40))
     u = (u - u[0]) / (u[-1] - u[0])
-    pen, base = curvature_penalty(u, 20), bspline_basis(u, 20)
-    for f, cost in ((u, 0.0), (u**2, 4.0)):
-        c = np.linalg.lstsq(base, f, rcond=None)[0]  # exact: cubic splines hold quadratics
-        assert abs(c @ pen @ c - cost) < 1e-8
+    for even in (0.0, 0.5):  # knots at quantiles, and halfway to even spacing
+        pen, base = curvature_penalty(u, 20, even=even), bspline_basis(u, 20, even=even)
+        for f, cost in ((u, 0.0), (u**2, 4.0)):
+            c = np.linalg.lstsq(base, f, rcond=None)[0]  # exact: cubic splines hold quadratics
+            assert abs(c @ pen @ c - cost) < 1e-8

@@ -29,22 +29,24 @@ def coordinate(steps: object) -> np.ndarray:
     return (u - u[0]) / (u[-1] - u[0])
 
 
-def _knots(u: np.ndarray, size: int, degree: int) -> np.ndarray:
-    inner = np.quantile(u, np.linspace(0, 1, size - degree + 1)[1:-1])
+def _knots(u: np.ndarray, size: int, degree: int, even: float = 0.0) -> np.ndarray:
+    at = np.linspace(0, 1, size - degree + 1)[1:-1]
+    inner = (1 - even) * np.quantile(u, at) + even * (u[0] + at * (u[-1] - u[0]))
     inner = np.maximum.accumulate(inner + 1e-9 * np.arange(len(inner)))  # repeated quantiles apart
     return np.concatenate([[u[0]] * (degree + 1), inner, [u[-1]] * (degree + 1)])
 
 
-def bspline_basis(u: np.ndarray, size: int, at: np.ndarray | None = None) -> np.ndarray:
+def bspline_basis(u: np.ndarray, size: int, at: np.ndarray | None = None, even: float = 0.0) -> np.ndarray:
     """``size`` cubic B-spline columns with interior knots at quantiles of ``u`` (in [0, 1]),
     evaluated at ``u`` or at the points ``at``. Size 1 is the constant, 2 adds a line; the
-    columns sum to one (the constant is in their span)."""
+    columns sum to one (the constant is in their span). ``even``: the weight of evenly spaced
+    knots blended into the quantiles, so sparse stretches of an uneven schedule keep some."""
     u = np.asarray(u, float)
     x = u if at is None else np.asarray(at, float)
     if size <= 2:
         return np.column_stack([np.ones_like(x), x][:size])
     degree = min(3, size - 1)
-    return BSpline.design_matrix(np.clip(x, u[0], u[-1]), _knots(u, size, degree), degree).toarray()
+    return BSpline.design_matrix(np.clip(x, u[0], u[-1]), _knots(u, size, degree, even), degree).toarray()
 
 
 def pspline(u: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None, size: int | None = None,
@@ -100,14 +102,14 @@ def pspline(u: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None, siz
     return best
 
 
-def curvature_penalty(u: np.ndarray, size: int) -> np.ndarray:
+def curvature_penalty(u: np.ndarray, size: int, even: float = 0.0) -> np.ndarray:
     """∫ B_i''(u) B_j''(u) du over the ``bspline_basis(u, size)`` columns (O'Sullivan 1986): a
     penalty on curvature in u itself, whose null space is the lines in u however unevenly the
     quantile knots fall (the difference penalty's null space is linear in knot index)."""
     u = np.asarray(u, float)
     if size <= 3:
         return np.zeros((size, size))
-    knots = _knots(u, size, 3)
+    knots = _knots(u, size, 3, even)
     edges = np.unique(knots)
     half = np.diff(edges) / 2
     mid = edges[:-1] + half

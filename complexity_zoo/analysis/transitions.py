@@ -192,9 +192,11 @@ def fit_change_points(steps: np.ndarray, values: np.ndarray, *, max_points: int 
     index = np.arange(n)
     candidates = list(range(size, n - size + 1))
     # the smooth null in step or log step, whichever fits better (GCV); curvature penalized in
-    # that coordinate itself, not in knot index (the quantile knots of uneven schedules)
+    # that coordinate itself, not in knot index; knots halfway between quantiles and even spacing,
+    # so the sparse stretch of a Pythia-style schedule is not left without (a logistic there got
+    # a change point in 8 of 10 draws with 1% noise at n = 150)
     size_basis = int(np.clip(n // 2, 4, 30))
-    nulls = [(bspline_basis(u, size_basis), curvature_penalty(u, size_basis))
+    nulls = [(bspline_basis(u, size_basis, even=0.5), curvature_penalty(u, size_basis, even=0.5))
              for u in (coordinate(steps), trend_coordinates(steps))]
     base, penalty = min(nulls, key=lambda bp: pspline(None, x, base=bp[0], penalty=bp[1])["gcv"])
 
