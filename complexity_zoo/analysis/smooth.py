@@ -5,7 +5,9 @@ works in the schedule's own coordinate: log step when the checkpoints span a wid
 gaps (geometric, dense-then-sparse, Pythia-style schedules), the step itself otherwise. The
 spline knots sit at quantiles of that coordinate, so every segment holds about the same number
 of checkpoints. The penalized spline (Eilers & Marx 1996: cubic B-splines, second-difference
-penalty) chooses its smoothness λ by generalized cross-validation (Craven & Wahba 1979).
+penalty) chooses its smoothness λ by generalized cross-validation (Craven & Wahba 1979), or by
+restricted maximum likelihood (Wood 2011); ``curvature_penalty`` penalizes ∫f''² in the
+coordinate itself instead (O'Sullivan 1986), for fits whose null space must be the lines in it.
 """
 
 from __future__ import annotations
