@@ -1,48 +1,108 @@
-"""change_points beyond the issue's cells: power for a 4σ level jump (σ = 0.05, jump 0.2, at a
-random place in the middle half) on several shape × schedule pairs, false alarms with 1% noise,
-and noise-free smooth curves over five schedules and n = 12 to 150.
+"""change_points by simulation over a grid nobody tuned it to: power, false alarms, noise-free curves.
+
+* power: a jump of ``--jumps`` σ (σ = 0.05 on a curve of range 1) at a random checkpoint in
+  the middle half, found when a reported point is within two checkpoints of it (issue 22's
+  criterion), per noise family × schedule × shape × n;
+* false alarms: the share of draws with any change point on a smooth curve plus noise of sd
+  ``--noise`` (1% of the range: issue 22's criterion; 5%: the power runs' noise), per noise
+  family × schedule × shape × n;
+* noise-free: smooth curves with no noise at all, every schedule × shape × n.
+
+Noise families (complexity_zoo.analysis.simulation.noise, unit sd): ``white`` is the model
+change_points assumes; ``t3`` (heavy tails) and ``ar1`` (φ = 0.7 in checkpoint index) show how
+it behaves misspecified. The issue's cells:
 
     OMP_NUM_THREADS=1 python benchmarks/change_point_simulation.py --draws 20
+
+Wider (each flag takes a list; the grid is the product):
+
+    OMP_NUM_THREADS=1 python benchmarks/change_point_simulation.py --part power --shapes power_law \\
+        --jumps 2 3 4 6 --n 20 50 --draws 20
+    OMP_NUM_THREADS=1 python benchmarks/change_point_simulation.py --part false --families white t3 ar1 \\
+        --n 12 20 50 --draws 20
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 
 import numpy as np
 
-from complexity_zoo.analysis.simulation import schedule, shape
+from complexity_zoo.analysis.simulation import SCHEDULES, noise, schedule, shape
 from complexity_zoo.analysis.transitions import change_points
+
+SMOOTH = ("linear", "logistic", "power_law", "exponential")
+ISSUE_CELLS = (("geometric", "exponential"), ("even", "logistic"), ("pythia", "power_law"), ("random", "linear"))
+
+
+def draw(family: str, sch: str, sh: str, n: int, sd: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    s = schedule(sch, n, rng)
+    return s, shape(sh, s) + sd * noise(family, s, rng.standard_normal((1, n)), rng)[0]
+
+
+def power(family: str, sch: str, sh: str, n: int, jump: float, draws: int, rng: np.random.Generator) -> float:
+    hits = 0
+    for _ in range(draws):
+        s, v = draw(family, sch, sh, n, 0.05, rng)
+        at = int(rng.integers(n // 4, 3 * n // 4))
+        v[at:] += jump * 0.05
+        hits += any(abs(np.searchsorted(s, c) - at) <= 2 for c in change_points(s, v))
+    return hits / draws
+
+
+def false_alarms(family: str, sch: str, sh: str, n: int, sd: float, draws: int, rng: np.random.Generator) -> float:
+    return float(np.mean([len(change_points(*draw(family, sch, sh, n, sd, rng))) > 0 for _ in range(draws)]))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--draws", type=int, default=20)
+    parser.add_argument("--part", choices=["power", "false", "clean", "time", "all"], default="all")
+    parser.add_argument("--families", nargs="+", default=["white"])
+    parser.add_argument("--schedules", nargs="+", default=None, help="default: the issue's four cells for power")
+    parser.add_argument("--shapes", nargs="+", default=None)
+    parser.add_argument("--n", nargs="+", type=int, default=None, help="default 20 50 (power), 50 (false)")
+    parser.add_argument("--jumps", nargs="+", type=float, default=[4.0], help="in noise sd")
+    parser.add_argument("--noise", nargs="+", type=float, default=[0.01], help="false alarms: noise sd")
+    parser.add_argument("--seed", type=int, default=11)
     args = parser.parse_args()
-    rng = np.random.default_rng(11)
-    for sch, sh in (("geometric", "exponential"), ("even", "logistic"), ("pythia", "power_law"), ("random", "linear")):
-        for n in (20, 50):
-            hits = 0
-            for _ in range(args.draws):
-                s = schedule(sch, n, rng)
-                v = shape(sh, s) + 0.05 * rng.standard_normal(n)
-                at = int(rng.integers(n // 4, 3 * n // 4))
-                v[at:] += 0.2
-                hits += any(abs(np.searchsorted(s, c) - at) <= 2 for c in change_points(s, v))
-            print(f"power (4σ jump within two checkpoints) {sch} {sh} n={n}: {hits / args.draws:.2f}", flush=True)
-    for sch in ("even", "geometric", "pythia", "dense_sparse"):
-        rates = []
-        for sh in ("flat", "linear", "logistic", "power_law", "exponential"):
-            s = schedule(sch, 50)
-            c = shape(sh, s)
-            rates.append(np.mean([len(change_points(s, c + 0.01 * rng.standard_normal(50))) > 0
-                                  for _ in range(args.draws)]))
-        print(f"1% noise, share with a change point, {sch} n=50 (flat linear logistic power_law exponential): "
-              f"{np.round(rates, 2).tolist()}", flush=True)
-    bad = [(sch, sh, n) for sch in ("even", "geometric", "pythia", "dense_sparse", "random")
-           for sh in ("linear", "logistic", "power_law", "exponential") for n in (12, 20, 50, 150)
-           if change_points(schedule(sch, n), shape(sh, schedule(sch, n)))]
-    print(f"noise-free smooth curves with a change point ({len(bad)} of 80 cells): {bad}")
+    rng = np.random.default_rng(args.seed)
+    start = time.time()
+    if args.part in ("power", "all"):
+        cells = ISSUE_CELLS if args.schedules is None and args.shapes is None else [
+            (sch, sh) for sch in (args.schedules or SCHEDULES) for sh in (args.shapes or SMOOTH)]
+        print("power: a jump within two checkpoints | family schedule shape n jump(σ) share", flush=True)
+        for fam in args.families:
+            for sch, sh in cells:
+                for n in args.n or (20, 50):
+                    for j in args.jumps:
+                        print(f"power {fam} {sch} {sh} n={n} {j:g}σ: "
+                              f"{power(fam, sch, sh, n, j, args.draws, rng):.2f}", flush=True)
+    if args.part in ("false", "all"):
+        print("false alarms: share of draws with a change point | family schedule n noise (shapes in order)")
+        shapes = args.shapes or ("flat", *SMOOTH)
+        for fam in args.families:
+            for sch in args.schedules or ("even", "geometric", "pythia", "dense_sparse", "random"):
+                for n in args.n or (50,):
+                    for sd in args.noise:
+                        rates = [false_alarms(fam, sch, sh, n, sd, args.draws, rng) for sh in shapes]
+                        print(f"false {fam} {sch} n={n} sd={sd:g} {shapes}: {np.round(rates, 2).tolist()}", flush=True)
+    if args.part in ("clean", "all"):
+        bad = [(sch, sh, n) for sch in SCHEDULES for sh in SMOOTH for n in (12, 20, 50, 150)
+               if change_points(schedule(sch, n), shape(sh, schedule(sch, n)))]
+        print(f"noise-free smooth curves with a change point ({len(bad)} of 80 cells): {bad}")
+    if args.part in ("time", "all"):
+        for n in (50, 150):
+            s = schedule("geometric", n)
+            for label, jump in (("smooth", 0.0), ("4σ jump", 0.2)):
+                v = shape("power_law", s) + 0.05 * np.random.default_rng(3).standard_normal(n)
+                v[n // 2:] += jump
+                t0 = time.perf_counter()
+                for _ in range(3):
+                    change_points(s, v)
+                print(f"time per call, n={n}, {label}: {(time.perf_counter() - t0) / 3:.3f} s", flush=True)
+    print(f"{time.time() - start:.0f} s")
 
 
 if __name__ == "__main__":

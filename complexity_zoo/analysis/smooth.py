@@ -5,7 +5,9 @@ works in the schedule's own coordinate: log step when the checkpoints span a wid
 gaps (geometric, dense-then-sparse, Pythia-style schedules), the step itself otherwise. The
 spline knots sit at quantiles of that coordinate, so every segment holds about the same number
 of checkpoints. The penalized spline (Eilers & Marx 1996: cubic B-splines, second-difference
-penalty) chooses its smoothness λ by generalized cross-validation (Craven & Wahba 1979).
+penalty) chooses its smoothness λ by generalized cross-validation (Craven & Wahba 1979), or by
+restricted maximum likelihood (Wood 2011); ``curvature_penalty`` penalizes ∫f''² in the
+coordinate itself instead (O'Sullivan 1986), for fits whose null space must be the lines in it.
 """
 
 from __future__ import annotations
@@ -29,33 +31,41 @@ def coordinate(steps: object) -> np.ndarray:
     return (u - u[0]) / (u[-1] - u[0])
 
 
-def _knots(u: np.ndarray, size: int, degree: int) -> np.ndarray:
-    inner = np.quantile(u, np.linspace(0, 1, size - degree + 1)[1:-1])
+def _knots(u: np.ndarray, size: int, degree: int, even: float = 0.0) -> np.ndarray:
+    at = np.linspace(0, 1, size - degree + 1)[1:-1]
+    inner = (1 - even) * np.quantile(u, at) + even * (u[0] + at * (u[-1] - u[0]))
     inner = np.maximum.accumulate(inner + 1e-9 * np.arange(len(inner)))  # repeated quantiles apart
     return np.concatenate([[u[0]] * (degree + 1), inner, [u[-1]] * (degree + 1)])
 
 
-def bspline_basis(u: np.ndarray, size: int, at: np.ndarray | None = None) -> np.ndarray:
+def bspline_basis(u: np.ndarray, size: int, at: np.ndarray | None = None, even: float = 0.0) -> np.ndarray:
     """``size`` cubic B-spline columns with interior knots at quantiles of ``u`` (in [0, 1]),
     evaluated at ``u`` or at the points ``at``. Size 1 is the constant, 2 adds a line; the
-    columns sum to one (the constant is in their span)."""
+    columns sum to one (the constant is in their span). ``even``: the weight of evenly spaced
+    knots blended into the quantiles, so sparse stretches of an uneven schedule keep some."""
     u = np.asarray(u, float)
     x = u if at is None else np.asarray(at, float)
     if size <= 2:
         return np.column_stack([np.ones_like(x), x][:size])
     degree = min(3, size - 1)
-    return BSpline.design_matrix(np.clip(x, u[0], u[-1]), _knots(u, size, degree), degree).toarray()
+    return BSpline.design_matrix(np.clip(x, u[0], u[-1]), _knots(u, size, degree, even), degree).toarray()
 
 
 def pspline(u: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None, size: int | None = None,
-            lam: float | None = None, extra: np.ndarray | None = None, base: np.ndarray | None = None) -> dict:
-    """Penalized cubic spline fit of ``y`` on ``u``, λ by GCV unless given.
+            lam: float | None = None, extra: np.ndarray | None = None, base: np.ndarray | None = None,
+            select: str = "gcv", floor: float = 0.0, penalty: np.ndarray | None = None) -> dict:
+    """Penalized cubic spline fit of ``y`` on ``u``, λ by GCV (``select="reml"``: by restricted
+    maximum likelihood, the spline as a Gaussian random effect, Wood 2011) unless given.
 
     ``weights``: inverse variances (relative). ``extra``: unpenalized columns fitted with the
     spline (e.g. a step at a candidate jump). ``base``: the spline columns, when already built
-    (then ``u`` is not used). Returns fitted ``values``, ``rss`` (weighted),
+    (then ``u`` is not used). ``penalty``: the spline's penalty matrix (default: second
+    differences of the coefficients, Eilers & Marx; ``curvature_penalty``: ∫f''² du).
+    ``floor``: a variance added to the residual variance of the restricted likelihood (noise-free curves).
+    Returns fitted ``values``, ``rss`` (weighted),
     ``edf`` (trace of the hat matrix), ``lam``, ``coef``, ``basis``, ``sigma2`` (weighted
-    residual variance, rss / (n - edf)) and ``cov`` (the Bayesian posterior covariance of the
+    residual variance, rss / (n - edf)), ``reml`` (the restricted log-likelihood at the chosen λ,
+    Wood 2011's, constants dropped) and ``cov`` (the Bayesian posterior covariance of the
     coefficients in units of sigma2, Wahba 1983), and ``gcv``.
     """
     y = np.asarray(y, float)
@@ -67,7 +77,7 @@ def pspline(u: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None, siz
     w = np.ones(n) if weights is None else np.asarray(weights, float) / np.mean(weights)
     diff = np.diff(np.eye(k), 2, axis=0) if k > 2 else np.zeros((0, k))
     pen = np.zeros((design.shape[1], design.shape[1]))
-    pen[:k, :k] = diff.T @ diff
+    pen[:k, :k] = diff.T @ diff if penalty is None else penalty
     gram = design.T @ (design * w[:, None])
     # all λ at once (Demmler–Reinsch): with gram = L Lᵀ and L⁻¹ S L⁻ᵀ = U diag(d) Uᵀ, the fit at λ
     # shrinks the coordinates b = Uᵀ L⁻¹ Dᵀ W y by 1 / (1 + λ d)
@@ -84,12 +94,45 @@ def pspline(u: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None, siz
     rss = np.maximum(yy - 2 * (shrink * b_**2).sum(1) + (shrink**2 * b_**2).sum(1), 0.0)
     edf = shrink.sum(1)
     gcv = n * rss / np.maximum(n - edf, 1e-3) ** 2
-    i = int(np.argmin(gcv))
+    restricted = _restricted_loglik(lams, d, b_, yy, n, floor)
+    i = int(np.argmin(gcv if select == "gcv" else -restricted))
     coef = to_coef @ (shrink[i] * b_)
     best = {"values": design @ coef, "rss": float(rss[i]), "edf": float(edf[i]), "lam": float(lams[i]),
-            "coef": coef, "basis": design, "gcv": float(gcv[i]), "cov": (to_coef * shrink[i]) @ to_coef.T}
+            "coef": coef, "basis": design, "gcv": float(gcv[i]),
+            "reml": float(restricted[i]) - float(np.log(np.diag(chol)).sum()), "cov": (to_coef * shrink[i]) @ to_coef.T}
     best["sigma2"] = best["rss"] / max(n - best["edf"], 1.0)
     return best
+
+
+def curvature_penalty(u: np.ndarray, size: int, even: float = 0.0) -> np.ndarray:
+    """∫ B_i''(u) B_j''(u) du over the ``bspline_basis(u, size)`` columns (O'Sullivan 1986): a
+    penalty on curvature in u itself, whose null space is the lines in u however unevenly the
+    quantile knots fall (the difference penalty's null space is linear in knot index)."""
+    u = np.asarray(u, float)
+    if size <= 3:
+        return np.zeros((size, size))
+    knots = _knots(u, size, 3, even)
+    edges = np.unique(knots)
+    half = np.diff(edges) / 2
+    mid = edges[:-1] + half
+    node = 1 / np.sqrt(3)  # two-point Gauss-Legendre: exact for the piecewise quadratic B_i'' B_j''
+    at = np.concatenate([mid - node * half, mid + node * half])
+    wts = np.concatenate([half, half])
+    second = np.column_stack([BSpline(knots, np.eye(size)[i], 3).derivative(2)(at) for i in range(size)])
+    return second.T @ (second * wts[:, None])
+
+
+def _restricted_loglik(lams: np.ndarray, d: np.ndarray, b: np.ndarray, yy: float, n: int,
+                       floor: float = 0.0) -> np.ndarray:
+    """Restricted log-likelihood (σ² profiled out, constants dropped) at each λ, from the
+    Demmler–Reinsch coordinates: penalized rss = yy - Σ b²/(1 + λd), log|G + λS| - log|λS|₊ =
+    Σ log(1 + λd) - r log λ over the r penalized directions; n - (unpenalized dimension) degrees
+    of freedom."""
+    pos = d > 1e-10 * max(float(d.max()), 1e-300)
+    free = n - (len(d) - int(pos.sum()))
+    prss = np.maximum(yy - (b[None, :] ** 2 / (1 + lams[:, None] * d[None, :])).sum(1), 0.0) + free * floor + 1e-300
+    logdet = np.log1p(lams[:, None] * d[None, pos]).sum(1) - pos.sum() * np.log(lams)
+    return -0.5 * (free * np.log(prss / free) + logdet)
 
 
 def derivative_basis(u: np.ndarray, size: int, at: np.ndarray) -> np.ndarray:
