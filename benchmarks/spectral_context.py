@@ -14,7 +14,8 @@ GPT-2 token embedding included), and on the matrices ``analyze()`` reads (its la
 for GPT-2 all but the 50257 x 768 token embedding; for ResNet-18 the same 21). Then the five
 each alone (no context). Prints the ratios ours/theirs and checks that the values in the
 context equal the values alone. ``--profile``: where the time in the context goes (spectra per
-matrix, power-law fits, the rest). Models: a GPT-2-style LM (4 layers, width 768, GPT-2's 50257
+matrix, power-law fits, the rest), and how far the CPU's Gram route moves each layer's value from
+the SVD's. Models: a GPT-2-style LM (4 layers, width 768, GPT-2's 50257
 vocabulary; ``transformers``) and ResNet-18 (``torchvision``, random init).
 """
 
@@ -118,6 +119,23 @@ def one_model(label: str, model: torch.nn.Module, repeat: int, show_profile: boo
           f"{t_alone:.2f} s (ratio {t_alone / t_ww:.2f}); best of {repeat}. Values identical: yes.")
     if show_profile:
         profile(model)
+        route_difference(model)
+
+
+def route_difference(model: torch.nn.Module) -> None:
+    """The largest relative difference, per layer, between the five by the CPU's Gram route and by SVD."""
+    import math
+
+    from complexity_zoo.measures import _weights
+
+    gram = {n: cz.get_measure(n)(model).extras["per_layer"] for n in FIVE}
+    floor, _weights.GRAM_FLOOR = _weights.GRAM_FLOOR, math.inf  # every matrix by SVD
+    try:
+        svd = {n: cz.get_measure(n)(model).extras["per_layer"] for n in FIVE}
+    finally:
+        _weights.GRAM_FLOOR = floor
+    print("  Gram route against SVD, largest relative difference over layers: " + ", ".join(
+        f"{n} {max(abs(gram[n][k] - v) / abs(v) for k, v in svd[n].items()):.1e}" for n in FIVE))
 
 
 def main() -> None:
