@@ -185,9 +185,9 @@ def _executor(args: argparse.Namespace):
         return
     if args.executor not in (None, "dask"):
         raise InvalidSettingError(f"--scheduler runs on Dask; it cannot be used with --executor {args.executor}.")
-    from ._executors import _import_distributed
+    from ._dask import import_distributed
 
-    with _import_distributed().Client(args.scheduler) as client:
+    with import_distributed().Client(args.scheduler) as client:
         yield client
 
 
