@@ -252,3 +252,23 @@ def test_alpha_and_alpha_weighted_share_each_layers_fit(monkeypatch):
     assert [r.value for r in together] == [r.value for r in alone]
     assert together[0].extras == alone[0].extras
     assert len(calls) == len(alone[0].extras["fits"])  # one fit per layer for both measures
+
+
+def test_the_perturbation_searches_share_the_base_accuracy_and_equal_each_alone(trajectory, monkeypatch):
+    from complexity_zoo.measures import flatness
+    from complexity_zoo.testing import tiny_classifier
+
+    _, data = tiny_classifier(seed=1)
+    model = trajectory.model_at(trajectory.steps[-1])
+    names = [("pacbayes_flatness", {"montecarlo_samples": 3, "search_depth": 3, "seed": 0}),
+             ("sharpness_flatness", {"search_depth": 3, "ascent_steps": 2, "seed": 0})]
+    alone = [_measure(s)(model, data) for s in names]
+    bases = []
+    real = flatness.accuracy_tensor
+    monkeypatch.setattr(flatness, "accuracy_tensor", lambda m, d, params=None: (
+        bases.append(1) if params is None else None) or real(m, d, params))
+    with checkpoint_context():
+        together = [_measure(s)(model, data) for s in names]
+    assert [r.value for r in together] == [r.value for r in alone]
+    assert [r.extras for r in together] == [r.extras for r in alone]
+    assert len(bases) == 1  # the unperturbed training accuracy, once for both searches
