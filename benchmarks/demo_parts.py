@@ -1,6 +1,6 @@
 """The parts of ``complexity-zoo demo``, each one way and the other, in one process.
 
-Run: ``python benchmarks/demo_parts.py [--out /tmp/demo-parts] [--workers 2]`` (about 10 minutes on
+Run: ``python benchmarks/demo_parts.py [--out /tmp/demo-parts] [--workers 2] [--compare-only]`` (about 10 minutes on
 2 idle cores; the install is not timed here). Times, with the machine's load beside each:
 
 - training the demo's two runs (cpu-small, cpu-small-noreg) one after the other, then at once in
@@ -49,18 +49,23 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="/tmp/demo-parts")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--compare-only", action="store_true", help="reuse the runs an earlier call trained in --out")
     args = ap.parse_args()
     out = Path(args.out)
-    shutil.rmtree(out, ignore_errors=True)
     print(machine())
     settings = {p: from_preset(p) for p in PRESETS}
-    print(f"[{load()}] training {', '.join(PRESETS)}")
-    t_seq, seq = timed(lambda: _train_all(out / "apart", settings, "cpu", False, 1))
-    print(f"[{load()}] one after the other: {t_seq:.1f} s")
-    t_par, par = timed(lambda: _train_all(out / "together", settings, "cpu", False, args.workers))
-    same = all(same_runs(a, b) for a, b in zip(seq, par))
-    print(f"[{load()}] at once in {args.workers} processes: {t_par:.1f} s (ratio {t_par / t_seq:.2f}); "
-          f"runs bit-identical: {same}")
+    t_seq = t_par = 0.0
+    if args.compare_only:
+        seq = [out / "apart" / p for p in PRESETS]
+    else:
+        shutil.rmtree(out, ignore_errors=True)
+        print(f"[{load()}] training {', '.join(PRESETS)}")
+        t_seq, seq = timed(lambda: _train_all(out / "apart", settings, "cpu", False, 1))
+        print(f"[{load()}] one after the other: {t_seq:.1f} s")
+        t_par, par = timed(lambda: _train_all(out / "together", settings, "cpu", False, args.workers))
+        same = all(same_runs(a, b) for a, b in zip(seq, par))
+        print(f"[{load()}] at once in {args.workers} processes: {t_par:.1f} s (ratio {t_par / t_seq:.2f}); "
+              f"runs bit-identical: {same}")
 
     runs = [cz.Trajectory.from_dir(p) for p in seq]
     steps = sorted({s for t in runs for s in _log_spaced(t.steps, 25)})
