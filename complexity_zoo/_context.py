@@ -4,8 +4,10 @@ compare() runs a checkpoint's pending measures as one job (see ``compare.run_che
 job opens a :class:`CheckpointContext` and every measure of the job reads shared work from it
 instead of redoing it: the singular values of each weight matrix (taken once, by the policy
 of :func:`~complexity_zoo.measures._weights.singular_values`, and read by the spectral, norm,
-margin and heavy-tail measures), and outputs of the model on the data (:func:`shared_forward`:
-the training margins the margin family reads). Entries are keyed by what produced them, so a measure in a job
+margin and heavy-tail measures), the power-law fit of each layer's eigenvalues (kind "power-law
+fit", read by ``alpha`` and ``alpha_weighted``; keyed by the eigenvalues' bytes), and outputs of
+the model on the data (:func:`shared_forward`: the training margins the margin family reads).
+Entries are keyed by what produced them, so a measure in a job
 gets exactly the tensor it would have computed alone. Further kinds of shared work (e.g. folded
 weights, kind "folded") are further ``kind`` names of :meth:`CheckpointContext.get`.
 

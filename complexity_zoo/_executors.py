@@ -1,4 +1,4 @@
-"""The back ends that run compare()'s jobs: serial, concurrent.futures executors, Dask distributed.
+"""The back ends that run compare()'s jobs: serial, concurrent.futures executors, Dask (in :mod:`._dask`).
 
 A job is one checkpoint with its pending cells. It ships the trajectory cut down to that
 checkpoint (a file path and the model factory; tensors only for a checkpoint that exists only in
@@ -27,19 +27,19 @@ import os
 import pickle
 import pickletools
 import sys
-import uuid
-import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import torch
 
+from ._dask import import_distributed, is_dask_client, local_client, on_dask, restored_environ  # noqa: F401
 from ._threads import ENV, check_threads, choose_threads, host_cores, trajectory_work, using_threads
-from .errors import ExecutorError, ExecutorWarning, MeasureError, WorkerLostError
+from .errors import ExecutorError, MeasureError, WorkerLostError
 
 EXECUTORS = ("serial", "threads", "processes", "dask")
 RETRIES = 2  # a job whose worker died is run again at most this many times
+
 # The Dask settings of the local cluster that executor="dask" starts. A worker that dies takes its
 # job with it; the scheduler reruns it RETRIES times. Dask's nanny starts workers with
 # MALLOC_TRIM_THRESHOLD_=65536, which also turns off glibc's adaptive mmap threshold: every torch
@@ -143,8 +143,8 @@ def execute(executor, jobs, data_for, device, strict: bool, store, record: Calla
         _on_process_pool(executor, jobs, data_for, device, strict, store, record, threads)
     elif isinstance(executor, cf.Executor):  # e.g. mpi4py's MPIPoolExecutor: maybe on other machines
         _on_pool(executor, jobs, data_for, device, strict, store, record, False, override(threads))
-    elif _is_dask_client(executor):
-        _on_dask(executor, jobs, data_for, device, strict, store, record, override(threads) or 1)
+    elif is_dask_client(executor):
+        on_dask(executor, jobs, data_for, device, strict, store, record, override(threads) or 1)
     else:
         raise ExecutorError(f"executor must be one of {list(EXECUTORS)}, a concurrent.futures.Executor or a "
                             f"distributed.Client; got {type(executor).__name__}.")
@@ -164,36 +164,8 @@ def _owned(name: str, workers: int | None) -> Iterator[Any]:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
     else:
-        distributed = _import_distributed()
-        import dask
-
-        # The scheduler always serves HTTP (metrics); ":0" picks a free port, so two comparisons coexist.
-        # Dask's nanny writes its workers' variables (OMP_NUM_THREADS=1 ...) into this process's
-        # environment; they are put back as they were when the cluster closes (two executor="dask"
-        # calls overlapping in threads of one process would restore each other's: not supported).
-        with restored_environ(set(dask.config.get(PRE_SPAWN)) | {"PYTHONHASHSEED"}):
-            with dask.config.set(DASK_CONFIG):
-                cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                                   dashboard_address=":0")
-            try:
-                with distributed.Client(cluster) as client:
-                    yield client
-            finally:
-                cluster.close()
-
-
-@contextlib.contextmanager
-def restored_environ(keys) -> Iterator[None]:
-    """On exit, ``keys`` of this process's environment are as they were on entry (set or absent)."""
-    before = {k: os.environ.get(k) for k in keys}
-    try:
-        yield
-    finally:
-        for k, v in before.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        with local_client(n) as client:
+            yield client
 
 
 def process_pool(n: int, initializer=None, initargs=()) -> cf.ProcessPoolExecutor:
@@ -352,84 +324,3 @@ def _names_main(blob: bytes) -> bool:
         if op.name == "GLOBAL" and str(arg).split(" ", 1)[0] == "__main__":
             return True
     return False
-
-
-# -- Dask ---------------------------------------------------------------------------------------
-def _import_distributed():
-    try:
-        import distributed
-    except ImportError as e:
-        from .errors import MissingDependencyError
-
-        raise MissingDependencyError(
-            "The Dask back end needs dask.distributed: pip install 'complexity-zoo[dask]'."
-        ) from e
-    return distributed
-
-
-def _is_dask_client(obj) -> bool:
-    distributed = sys.modules.get("distributed")
-    return distributed is not None and isinstance(obj, distributed.Client)
-
-
-def malloc_trim_threshold() -> str | None:
-    """This process's MALLOC_TRIM_THRESHOLD_ (run on each Dask worker)."""
-    return os.environ.get("MALLOC_TRIM_THRESHOLD_")
-
-
-def _warn_if_malloc_trimmed(client, device) -> None:
-    """Say when the workers run with Dask's default MALLOC_TRIM_THRESHOLD_ (see DASK_CONFIG):
-    correct, but torch's CPU work is 30-55% slower there."""
-    if device is not None and torch.device(device).type != "cpu":
-        return
-    try:
-        seen = client.run(malloc_trim_threshold)
-    except Exception:  # a worker that cannot answer is not this check's business
-        return
-    trimmed = sorted(w for w, v in seen.items() if v is not None)
-    if trimmed:
-        warnings.warn(
-            f"{len(trimmed)} of {len(seen)} Dask workers run with MALLOC_TRIM_THRESHOLD_="
-            f"{seen[trimmed[0]]} (Dask's nanny sets 65536 by default), which turns off glibc's adaptive mmap "
-            "threshold and makes torch's CPU work about 30-55% slower. The results are the same. Unset it in the "
-            "workers' Dask config (distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_: null) and in the "
-            "environment of the process that starts them, where an earlier cluster's nanny may have left it "
-            "(README: Running at scale).", ExecutorWarning, stacklevel=2)
-
-
-def _on_dask(client, jobs, data_for, device, strict, store, record, threads: int = 1) -> None:
-    """One Dask task per job. The scheduler reruns a task whose worker died (up to its
-    ``distributed.scheduler.allowed-failures``); after that the job is given up."""
-    distributed = _import_distributed()
-    if jobs:
-        _warn_if_malloc_trimmed(client, device)
-    remote_store = SharedDiskStore(store.root) if store is not None else None
-    scattered: dict[int, Any] = {}
-    for d in data_for.values():  # each Data is sent to the cluster once, not once per job
-        if d is not None and id(d) not in scattered:
-            scattered[id(d)] = client.scatter(d, hash=False)
-    futures = {}
-    for job in jobs:
-        traj, step, _ = job
-        d = data_for[traj.name]
-        args = _job_args(job, scattered[id(d)] if d is not None else None, device, strict, remote_store, threads)
-        key = f"complexity_zoo-{traj.name}-{step}-{uuid.uuid4().hex[:8]}"
-        futures[client.submit(run_job, *args, key=key, pure=False)] = job
-    try:
-        for fut in distributed.as_completed(list(futures)):
-            job = futures[fut]
-            try:
-                out = fut.result()
-            except distributed.KilledWorker as e:
-                left = _unfinished(job, store, record)  # what the dead workers finished is kept
-                if left[2]:
-                    _give_up(left, getattr(e, "allowed_failures", 0) + 1, strict, record, cause=e)
-                continue
-            _deliver(job, out, record, store)
-    except BaseException:
-        client.cancel(list(futures))
-        raise
-    finally:
-        if scattered:
-            client.cancel(list(scattered.values()))
-

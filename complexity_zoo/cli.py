@@ -185,9 +185,9 @@ def _executor(args: argparse.Namespace):
         return
     if args.executor not in (None, "dask"):
         raise InvalidSettingError(f"--scheduler runs on Dask; it cannot be used with --executor {args.executor}.")
-    from ._executors import _import_distributed
+    from ._dask import import_distributed
 
-    with _import_distributed().Client(args.scheduler) as client:
+    with import_distributed().Client(args.scheduler) as client:
         yield client
 
 
@@ -257,9 +257,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     """Train cpu-small with and without weight decay, compare every measure, write a report."""
+    from ._threads import host_cores
     from .tasks.report import grokking_report
 
-    result, written = grokking_report(args.out, device=args.device, progress=not args.quiet)
+    workers = args.workers if args.workers is not None else min(4, host_cores())
+    result, written = grokking_report(args.out, device=args.device, progress=not args.quiet, workers=workers)
     for path in written:
         print(f"wrote {path}")
     t = result.transitions()
@@ -331,6 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the whole pipeline on a small grokking run (CPU, a few minutes)")
     p.add_argument("--out", default="demo_out", help="folder for runs, cache, result, tables, figure")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes that train the two runs at once and run the comparison's checkpoints "
+                        "(default: one per core, at most 4; 1: all in this process). Results are the same.")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_demo)
 

@@ -35,17 +35,23 @@ def _model() -> nn.Module:
 
 @pytest.fixture
 def svd_calls(monkeypatch):
-    """Every matrix whose singular values are taken (torch.linalg.svdvals or eigvalsh)."""
+    """Every matrix whose singular values are taken (by _weights.singular_values, the one route
+    of spectra() on the CPU: Gram eigenvalues or SVD)."""
+    from complexity_zoo.measures import _weights
+
     calls = []
-    for name in ("svdvals", "eigvalsh"):
-        real = getattr(torch.linalg, name)
+    real = _weights.singular_values
 
-        def counted(a, *args, real=real, **kwargs):
-            calls.append(tuple(a.shape))
-            return real(a, *args, **kwargs)
+    def counted(w):
+        calls.append(tuple(w.shape))
+        return real(w)
 
-        monkeypatch.setattr(torch.linalg, name, counted)
+    monkeypatch.setattr(_weights, "singular_values", counted)
     return calls
+
+
+def _spectrum_bytes(ctx) -> int:
+    return sum(v.numel() * v.element_size() for (kind, _), v in ctx._entries.items() if kind == "spectrum")
 
 
 def test_measures_in_one_context_equal_each_alone_and_share_each_svd(svd_calls):
@@ -59,7 +65,7 @@ def test_measures_in_one_context_equal_each_alone_and_share_each_svd(svd_calls):
         assert together[k].value == want.value, k
         assert together[k].extras == want.extras, k
     assert len(svd_calls) == 4 < n_alone  # one per weight matrix (3 Linear + 1 conv), not one per measure
-    assert ctx.hits > 0 and ctx.nbytes == sum(min(s) * 8 for s in svd_calls)
+    assert ctx.hits > 0 and _spectrum_bytes(ctx) == sum(min(s) * 8 for s in svd_calls)
     assert current() is None  # closed with the block
 
 
@@ -230,3 +236,39 @@ def test_margin_measures_share_one_forward_pass_and_equal_each_alone(trajectory)
         changed = cz.get_measure("inverse_margin")(model, data).value
     assert together == alone
     assert len(calls) == 2 * n_alone // len(MARGINS) and changed != alone["inverse_margin"]
+
+
+def test_alpha_and_alpha_weighted_share_each_layers_fit(monkeypatch):
+    from complexity_zoo.measures import heavy_tail
+
+    model = _model()
+    names = [("alpha", {"min_eigenvalues": 3}), ("alpha_weighted", {"min_eigenvalues": 3})]
+    alone = [_measure(s)(model) for s in names]
+    calls = []
+    real = heavy_tail.power_law_fit
+    monkeypatch.setattr(heavy_tail, "power_law_fit", lambda *a: calls.append(1) or real(*a))
+    with checkpoint_context():
+        together = [_measure(s)(model) for s in names]
+    assert [r.value for r in together] == [r.value for r in alone]
+    assert together[0].extras == alone[0].extras
+    assert len(calls) == len(alone[0].extras["fits"])  # one fit per layer for both measures
+
+
+def test_the_perturbation_searches_share_the_base_accuracy_and_equal_each_alone(trajectory, monkeypatch):
+    from complexity_zoo.measures import flatness
+    from complexity_zoo.testing import tiny_classifier
+
+    _, data = tiny_classifier(seed=1)
+    model = trajectory.model_at(trajectory.steps[-1])
+    names = [("pacbayes_flatness", {"montecarlo_samples": 3, "search_depth": 3, "seed": 0}),
+             ("sharpness_flatness", {"search_depth": 3, "ascent_steps": 2, "seed": 0})]
+    alone = [_measure(s)(model, data) for s in names]
+    bases = []
+    real = flatness.accuracy_tensor
+    monkeypatch.setattr(flatness, "accuracy_tensor", lambda m, d, params=None: (
+        bases.append(1) if params is None else None) or real(m, d, params))
+    with checkpoint_context():
+        together = [_measure(s)(model, data) for s in names]
+    assert [r.value for r in together] == [r.value for r in alone]
+    assert [r.extras for r in together] == [r.extras for r in alone]
+    assert len(bases) == 1  # the unperturbed training accuracy, once for both searches

@@ -357,3 +357,16 @@ def test_spectral_penalty_lowers_effective_rank(tmp_path):
     assert er(plain.model_at(0)).value == er(penal.model_at(0)).value  # same initialization
     r_plain, r_pen = er(plain.model_at(3000)).value, er(penal.model_at(3000)).value
     assert r_pen < 0.8 * r_plain
+
+
+@pytest.mark.slow  # spawning two processes that import torch: ~10 s idle, over a minute on a loaded machine
+def test_runs_trained_at_once_in_processes_equal_runs_trained_one_by_one(tmp_path):
+    from complexity_zoo.tasks.report import _train_all
+
+    settings = {"a": {k: v for k, v in TINY.items() if k != "progress"}}
+    settings["b"] = {**settings["a"], "seed": 8, "weight_decay": 0.0}
+    apart = _train_all(tmp_path / "apart", settings, "cpu", False, workers=1)
+    together = _train_all(tmp_path / "together", settings, "cpu", False, workers=2)
+    assert [p.name for p in together] == ["a", "b"]
+    for x, y in zip(apart, together):
+        _assert_same_run(x, y)

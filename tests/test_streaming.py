@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 
 import pytest
 import torch
@@ -248,6 +249,62 @@ def test_gram_spectra_of_tall_matrices_match_a_float64_svd():
         assert s.dtype == torch.float64
         assert torch.allclose(s, exact, rtol=1e-9, atol=0)
 
+
+
+def _gram_bound(w: torch.Tensor, exact: torch.Tensor) -> torch.Tensor:
+    """Per singular value, the error a float64 Gram route may carry: forming WᵀW (|ΔG| ≤ n·eps|W|ᵀ|W|,
+    ‖|W|ᵀ|W|‖ ≤ m·s_max²) and its eigensolve (m·eps·s_max²) move each λ by at most δ, so s_i by
+    δ / s_i; plus the reference SVD's own m·eps·s_max."""
+    n, m = max(w.shape), min(w.shape)
+    eps = torch.finfo(torch.float64).eps
+    delta = (n * m + m) * eps * exact[0] ** 2
+    return delta / exact + m * eps * exact[0]
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (200, 37), (37, 200), (300, 120), (120, 120)])
+@pytest.mark.parametrize("decay", [1.0, 3.0])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cpu_spectra_from_the_gram_matrix_are_within_their_error_bound_of_a_float64_svd(shape, decay, dtype):
+    from complexity_zoo.measures._weights import GRAM_FLOOR, singular_values
+
+    g = torch.Generator().manual_seed(sum(shape))
+    m = min(shape)
+    u, _ = torch.linalg.qr(torch.randn(shape[0], m, generator=g, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(shape[1], m, generator=g, dtype=torch.float64))
+    w = ((u * torch.logspace(0, -decay, m, dtype=torch.float64)) @ v.T).to(dtype)  # condition number 10**decay
+    exact = torch.linalg.svdvals(w.double())
+    assert float(exact[-1] / exact[0]) ** 2 >= GRAM_FLOOR  # the Gram route is the one tested
+    s = singular_values(w)
+    assert s.dtype == torch.float64 and s.shape == exact.shape
+    assert torch.all((s - exact).abs() <= _gram_bound(w, exact))
+
+
+def test_ill_conditioned_matrices_take_the_svd():
+    from complexity_zoo.measures._weights import singular_values
+
+    g = torch.Generator().manual_seed(0)
+    f64 = {"generator": g, "dtype": torch.float64}
+    low_rank = torch.randn(50, 3, **f64) @ torch.randn(3, 40, **f64)
+    graded = torch.randn(60, 60, **f64) * torch.logspace(0, -6, 60, dtype=torch.float64)
+    for w in (low_rank, low_rank.T, graded):
+        assert torch.equal(singular_values(w), torch.linalg.svdvals(w.T if w.shape[0] < w.shape[1] else w))
+
+
+def test_spectral_measures_by_the_gram_route_equal_them_by_svd_within_float_error(monkeypatch):
+    from complexity_zoo.measures import _weights
+
+    torch.manual_seed(0)
+    model = mlp(20, 64, 10)
+    names = ["effective_rank", "spectral_entropy", "stable_rank", "log_prod_spectral"]
+    gram = {n: cz.get_measure(n)(model).value for n in names}
+    gram_alpha = cz.get_measure("alpha", min_eigenvalues=3)(model).extras["fits"]
+    monkeypatch.setattr(_weights, "GRAM_FLOOR", math.inf)  # every matrix by SVD
+    for n in names:  # σ relative errors ≤ ~1e-9 (bound above, condition numbers < 1e3 here)
+        assert cz.get_measure(n)(model).value == pytest.approx(gram[n], rel=1e-8), n
+    svd_alpha = cz.get_measure("alpha", min_eigenvalues=3)(model).extras["fits"]
+    for layer, fit in svd_alpha.items():  # same x_min, α within float error of the λ
+        assert fit["n_tail"] == gram_alpha[layer]["n_tail"]
+        assert fit["alpha"] == pytest.approx(gram_alpha[layer]["alpha"], rel=1e-8)
 
 
 def test_batched_spectra_equal_one_by_one():

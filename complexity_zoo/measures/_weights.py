@@ -6,6 +6,7 @@ and ``complexity_zoo.regularizers`` can use it without registering any measure.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -79,27 +80,55 @@ def vector_norm(t: Tensor) -> Tensor:
     return parts[0] if len(parts) == 1 else torch.linalg.vector_norm(torch.stack(parts))
 
 
-def gram_singular_values(w: Tensor) -> Tensor:
-    """Singular values of a tall matrix (N >= M) as √eig(WᵀW), Gram accumulated in float64.
+def _gram_eigenvalues(w: Tensor) -> Tensor:
+    """Eigenvalues (ascending, float64, on w's device) of WᵀW for a tall W, the Gram matrix
+    accumulated in float64 from CHUNK-sized row blocks (memory: M x M float64 plus one block).
 
-    Memory: an M x M float64 matrix plus a CHUNK-sized slice, where an SVD would copy W twice
-    in float64. Accuracy: eigenvalues carry an absolute error of about eps64·s_max², so s_i has
-    a relative error of about eps64·(s_max/s_i)²: below 1e-8 for s_i > 1e-4·s_max, more
-    accurate than a float32 SVD (eps32·s_max/s_i) whenever s_i > 1e-9·s_max.
+    On the CPU the product and the eigensolve go through NumPy's BLAS/LAPACK: it takes ``c.T @ c``
+    as one symmetric rank-k update, and on this project's AMD machine it ran 1.8x (product) and
+    1.4x (eigvalsh) faster than torch's MKL (benchmarks/spectral_context.py).
     """
     m = w.shape[1]
-    gram = torch.zeros(m, m, dtype=torch.float64, device=w.device)
     rows = max(1, CHUNK // m)
     buf = torch.empty(min(rows, w.shape[0]), m, dtype=torch.float64, device=w.device)  # reused, see _chunks
+    cpu = w.device.type == "cpu"
+    gram = np.zeros((m, m)) if cpu else torch.zeros(m, m, dtype=torch.float64, device=w.device)
     for i in range(0, w.shape[0], rows):
         piece = w[i:i + rows].detach()
         c = buf[:piece.shape[0]].copy_(piece)
-        gram.addmm_(c.T, c)
-    return torch.linalg.eigvalsh(gram).flip(0).clamp_min(0).sqrt()
+        if cpu:
+            c = c.numpy()
+            gram += c.T @ c
+        else:
+            gram.addmm_(c.T, c)
+    return torch.from_numpy(np.linalg.eigvalsh(gram)) if cpu else torch.linalg.eigvalsh(gram)
+
+
+def gram_singular_values(w: Tensor) -> Tensor:
+    """Singular values (descending) of a tall matrix (N >= M) as √eig(WᵀW), Gram in float64.
+
+    Accuracy: the eigenvalues carry an absolute error of about p·eps64·s_max² (p a small multiple
+    of N + M: forming the product and the eigensolve are both backward stable), so s_i has a
+    relative error of about p·eps64·(s_max/s_i)²/2: below 1e-8 for s_i > 1e-3·s_max; more
+    accurate than a float32 SVD (eps32·s_max/s_i) whenever s_i > 1e-9·s_max. Singular values
+    below √(p·eps64)·s_max (~1e-7·s_max) keep only an absolute accuracy of about that size.
+    """
+    return _gram_eigenvalues(w).flip(0).clamp_min(0).sqrt()
+
+
+#: On the CPU a matrix's spectrum comes from its Gram matrix when λ_min / λ_max ≥ GRAM_FLOOR
+#: (every s_i ≥ 1e-4·s_max, so each carries a relative error below ~p·eps64·1e8/2 ≈ 1e-7 for
+#: p ≤ 2000, and typically ~1e-12); below it (rank-deficient or ill-conditioned) the SVD is taken.
+GRAM_FLOOR = 1e-8
 
 
 def singular_values(w: Tensor) -> Tensor:
     """Singular values (descending) of one matrix, by the dtype and method policy above.
+
+    CPU (float64): from the Gram matrix (:func:`gram_singular_values`; 2-3x faster than the SVD
+    for the 768-wide matrices of a GPT-2-style model) when it is well-conditioned (λ_min/λ_max ≥
+    :data:`GRAM_FLOOR`), else from LAPACK's SVD, whose error is absolute (about eps64·s_max).
+    Matrices at least TALL_RATIO times taller than wide always take the Gram route (memory).
 
     On CUDA the driver is left to PyTorch's default on purpose: 'gesvdj' (Jacobi, accurate
     for the general matrices here) with a fall-back to 'gesvd' (QR) when Jacobi does not
@@ -109,6 +138,10 @@ def singular_values(w: Tensor) -> Tensor:
     n, m = w.shape
     if n >= TALL_RATIO * m:
         return gram_singular_values(w)
+    if w.device.type == "cpu" and m > 0:
+        lam = _gram_eigenvalues(w)
+        if lam[0] >= GRAM_FLOOR * lam[-1]:
+            return lam.flip(0).clamp_min(0).sqrt()
     return torch.linalg.svdvals(w.to(spectrum_dtype(w.device)))
 
 

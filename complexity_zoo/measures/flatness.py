@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from .. import _causal_lm
+from .._context import shared_forward
 from .._settings import at_least, one_of
 from ..data import Data
 from ..errors import DataError
@@ -89,7 +90,11 @@ def accuracy_tensor(model: nn.Module, data: Data, params: dict[str, Tensor] | No
 
 
 def train_accuracy(model: nn.Module, data: Data, params: dict[str, Tensor] | None = None) -> float:
-    """Accuracy over the training split, of the model or of ``params`` in it."""
+    """Accuracy over the training split, of the model or of ``params`` in it. The model's own (the
+    PAC-Bayes and sharpness searches' unperturbed base) is shared within a compare() job
+    (:func:`~complexity_zoo._context.shared_forward`)."""
+    if params is None:
+        return shared_forward("train_accuracy", model, data, "train", lambda: float(accuracy_tensor(model, data)))
     return float(accuracy_tensor(model, data, params))
 
 

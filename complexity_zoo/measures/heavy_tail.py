@@ -30,6 +30,7 @@ WeightWatcher does not fold BatchNorm, and neither do these measures.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterable
 
@@ -37,6 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .. import _context
 from .._settings import one_of
 from ..errors import UndefinedMeasureError
 from ..measure import Convention, Measure, MeasureResult
@@ -97,6 +99,17 @@ def _ks_distances(lam: np.ndarray, i: np.ndarray, n: np.ndarray, alpha: np.ndarr
         lo = np.abs(cdf - k / n[:, None])
     d = np.where(k >= 0, np.maximum(hi, lo), -np.inf)
     return d.max(axis=1)
+
+
+def shared_fit(eigenvalues: np.ndarray, xmin_statistic: str) -> dict[str, float]:
+    """:func:`power_law_fit`, shared within a job (``alpha`` and ``alpha_weighted`` fit the same
+    layers): keyed by the eigenvalues' bytes, so a measure gets the fit of exactly its input."""
+    ctx = _context.current()
+    if ctx is None:
+        return power_law_fit(eigenvalues, xmin_statistic)
+    lam = np.ascontiguousarray(eigenvalues, dtype=np.float64)
+    key = (xmin_statistic, lam.shape, hashlib.blake2b(lam.tobytes()).digest())
+    return dict(ctx.get("power-law fit", key, lambda: power_law_fit(lam, xmin_statistic)))
 
 
 def _ww_fit(eigenvalues: np.ndarray) -> dict[str, float]:
@@ -213,7 +226,7 @@ class _Fitted(_HeavyTail):
         fits = {}
         for n, s in spectra.items():
             try:
-                fits[n] = power_law_fit(s, self.xmin_statistic)
+                fits[n] = shared_fit(s, self.xmin_statistic)
             except UndefinedMeasureError:
                 if self.xmin_statistic != "weightwatcher":
                     raise
@@ -231,6 +244,8 @@ class Alpha(_Fitted):
     Per-layer α, x_min, tail size, KS distance and α's standard error (α − 1)/√n in extras.
     α ≈ 2–4 is 'well trained'; α < 2 warns of over-fitting (Prakash & Martin 2025, 'anti-grokking')."""
 
+    version = 2  # 2: CPU spectra from the float64 Gram matrix where well-conditioned (issue 25)
+
     convention = WW_CONVENTION
 
     def compute_tensors(self, tensors, init=None) -> MeasureResult:
@@ -244,6 +259,8 @@ class Alpha(_Fitted):
 class AlphaWeighted(_Fitted):
     """Mean over layers of α · log10 λ_max (Martin, Peng & Mahoney 2021; WeightWatcher's
     ``alpha_weighted``), λ_max the largest eigenvalue of WᵀW."""
+
+    version = 2  # 2: CPU spectra from the float64 Gram matrix where well-conditioned (issue 25)
 
     convention = WW_CONVENTION
 
@@ -265,7 +282,7 @@ class CorrelationTraps(_HeavyTail):
     """
 
     stochastic = True
-    version = 2
+    version = 3  # 3: CPU spectra from the float64 Gram matrix where well-conditioned (issue 25)
     num_shuffles: int = 3
     seed: int | None = None
 

@@ -175,6 +175,8 @@ class InverseMargin(_MarginMeasure):
 class LogProdSpectralOverMargin(_FoldedMargin):
     """Σ_i log ‖W_i‖_2² − 2 log γ (Jiang et al. 2020, eq. 31; Bartlett et al. 2017's numerator)."""
 
+    version = 3  # 3: CPU spectra from the float64 Gram matrix where well-conditioned (issue 25)
+
     convention = margin_convention("31")
 
     numerator = _log_norm_numerator("spectral", "prod")
@@ -186,6 +188,8 @@ class LogSumSpectralOverMargin(_FoldedMargin):
 
     Note the reference code divides the margin term by d as well (as here).
     """
+
+    version = 3  # 3: CPU spectra from the float64 Gram matrix where well-conditioned (issue 25)
 
     convention = margin_convention("34")
 
@@ -217,6 +221,8 @@ class SpecOrig(_FoldedMargin):
     """log(Π_i ‖W_i‖_2² / γ²) + log Σ_i ‖W_i‖_F²/‖W_i‖_2² (Jiang et al. 2020, eq. 30: the
     spectral bound of Bartlett et al. 2017 with the origin as reference)."""
 
+    version = 3  # 3: CPU spectra from the float64 Gram matrix where well-conditioned (issue 25)
+
     convention = margin_convention("30")
 
     def numerator(self, model: nn.Module) -> tuple[float, dict]:
@@ -230,6 +236,8 @@ class SpecOrig(_FoldedMargin):
 class SpecInit(_FoldedMargin):
     """log(Π_i ‖W_i‖_2² / γ²) + log Σ_i ‖W_i − W_i⁰‖_F²/‖W_i‖_2² (Jiang et al. 2020, eq. 29:
     Bartlett et al. 2017's bound with the initialization as reference)."""
+
+    version = 3  # 3: CPU spectra from the float64 Gram matrix where well-conditioned (issue 25)
 
     convention = margin_convention("29")
 

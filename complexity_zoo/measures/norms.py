@@ -251,6 +251,8 @@ class FrobeniusDistance(_LayerSum):
 class SpectralDistance(_LayerSum):
     """Σ_i ‖W_i − W_i⁰‖_2², spectral distance from initialization (Jiang et al. 2020, eq. 41)."""
 
+    version = 3  # 3: CPU spectra from the float64 Gram matrix where well-conditioned (issue 25)
+
     convention = jiang("41")
 
     needs_init = True
@@ -264,6 +266,8 @@ class SpectralDistance(_LayerSum):
 class FroOverSpectral(_LayerSum):
     """Σ_i ‖W_i‖_F² / ‖W_i‖_2², the sum of stable ranks (Jiang et al. 2020, eq. 33)."""
 
+    version = 3  # 3: CPU spectra from the float64 Gram matrix where well-conditioned (issue 25)
+
     convention = jiang("33")
 
     norms = ("frobenius", "spectral")
@@ -276,6 +280,8 @@ class FroOverSpectral(_LayerSum):
 class LogProdFroOverSpectral(FoldingMeasure):
     """Σ_i log(‖W_i‖_F² / ‖W_i‖_2²), the log product of stable ranks (Bartlett et al. 2017's
     product form; Jiang et al. use the sum, ``fro_over_spectral``)."""
+
+    version = 3  # 3: CPU spectra from the float64 Gram matrix where well-conditioned (issue 25)
 
     convention = Convention(
         paper="Bartlett et al. 2017 (product of stable ranks)", default=JIANG_DEFAULT,
@@ -308,6 +314,8 @@ class _LogNorm(FoldingMeasure):
 class LogProdSpectral(_LogNorm):
     """Σ_i log ‖W_i‖_2², log product of squared spectral norms (Jiang et al. 2020, eq. 32)."""
 
+    version = 3  # 3: CPU spectra from the float64 Gram matrix where well-conditioned (issue 25)
+
     convention = jiang("32")
 
 
@@ -317,6 +325,8 @@ class LogSumSpectral(_LogNorm):
 
     The reference code's form: d times the geometric mean of the squared norms, in logs.
     """
+
+    version = 3  # 3: CPU spectra from the float64 Gram matrix where well-conditioned (issue 25)
 
     convention = jiang("35")
 

@@ -21,7 +21,7 @@ def _mean_over_matrices(tensors, per_matrix) -> MeasureResult:
     """Mean over non-zero weight matrices of ``per_matrix(singular values)``, from a tensor stream.
 
     Spectra follow :func:`~._weights.singular_values` (float64 on the CPU, float32 on GPUs,
-    Gram eigenvalues for very tall matrices; the dtype is in extras["svd_dtype"]); statistics
+    Gram eigenvalues on the CPU where well-conditioned; the dtype is in extras["svd_dtype"]); statistics
     are taken in float64 on the device and moved to the host once.
     """
     with torch.no_grad():
@@ -51,6 +51,8 @@ class EffectiveRank(Measure):
     quantity DeMoss et al. 2024 log. Equals k for a matrix with k equal non-zero singular values.
     """
 
+    version = 2  # 2: CPU spectra from the float64 Gram matrix where well-conditioned (issue 25)
+
     tensors_only = True
 
     def compute_tensors(self, tensors, init=None) -> MeasureResult:
@@ -64,6 +66,8 @@ class SpectralEntropy(Measure):
     The quantity DeMoss et al. 2024's regularizer penalizes (singular values, not their
     squares: WeightWatcher's 'entropy' normalizes s^2 and is a different quantity).
     """
+
+    version = 2  # 2: CPU spectra from the float64 Gram matrix where well-conditioned (issue 25)
 
     unit = "nats"
     tensors_only = True
@@ -79,6 +83,8 @@ class StableRank(Measure):
     Rudelson & Vershynin 2007; used in norm-based bounds (Bartlett et al. 2017, Neyshabur
     et al. 2018). At most the rank; equals k for k equal non-zero singular values.
     """
+
+    version = 2  # 2: CPU spectra from the float64 Gram matrix where well-conditioned (issue 25)
 
     tensors_only = True
 
