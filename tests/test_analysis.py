@@ -301,6 +301,15 @@ def test_memorization_interval_covers_at_its_nominal_rate():
     assert _accuracy_coverage("memorization") >= 0.95 - 3 * np.sqrt(0.05 * 0.95 / 300)
 
 
+def test_memorization_locates_the_crossing_on_the_isotonic_fit():
+    """A noisy early accuracy near the plateau does not decide the step: the isotonic fit of
+    [0.2, 0.995, 0.95, 0.99, 1, 1] pools 0.995 and 0.95 to 0.9725 (by hand), so the fit first
+    reaches 1 - 0.01 at the fourth checkpoint (step 8), not between the first two (raw rule)."""
+    found = memorization([1, 2, 4, 8, 16, 32], [0.2, 0.995, 0.95, 0.99, 1.0, 1.0])
+    assert found["step"] == pytest.approx(8.0, rel=1e-12)
+    assert found["low"] == pytest.approx(4.0) and found["high"] == pytest.approx(8.0)
+
+
 def test_stages_rates_on_multi_stage_and_smooth_curves():
     """Issue 22 acceptance, a few cells of benchmarks/transition_simulation.py --parts stages:
     the three boundaries of the multi-stage curve within 15% (measured 0.92 over 100 draws; here

@@ -172,8 +172,26 @@ def trend_coordinates(steps: np.ndarray) -> np.ndarray:
 
 
 def trend_size(n: int) -> int:
-    """The P-spline trend's number of B-splines for n checkpoints: n / 3, between 4 and 25."""
-    return int(np.clip(n // 3, 4, 25))
+    """The P-spline trend's number of B-splines for n checkpoints: n / 3, between 4 and 50.
+
+    The cap is what a trend observed almost without noise needs: Brownian or OU noise on a
+    schedule whose gaps span many decades (10·1.15^k at n = 150) is tiny at the first
+    checkpoints, and a trend of 25 columns left an approximation error there that the whitening
+    amplified (those models were never chosen and the check failed in every draw)."""
+    return int(np.clip(n // 3, 4, 50))
+
+
+def trend_basis(c: np.ndarray, size: int) -> np.ndarray:
+    """The trend's ``size`` B-splines on the coordinate ``c`` (in [0, 1]), interior knots at
+    quantiles of an equal mixture of the checkpoints' distribution and the uniform one.
+
+    Knots at quantiles of the checkpoints alone starve a stretch of the coordinate that holds
+    few of them: on a Pythia-style schedule the first ten checkpoints (1 to 512) cover half of
+    log step with one or two knots, and a curve rising there saturated the trend (23.5-23.9 of
+    25 degrees of freedom), so a wrong noise model was chosen. The mixture gives every part of
+    the coordinate at least half its uniform share of knots, and dense parts still more."""
+    grid = np.linspace(c[0], c[-1], len(c))
+    return bspline_basis(np.sort(np.concatenate([c, grid])), size, at=c)
 
 
 def candidate_models(steps: np.ndarray, stderr: np.ndarray | None) -> list[str]:
@@ -215,7 +233,7 @@ def fit_noise(y: object, steps: object = None, stderr: object = None, noise: str
     pen = diff.T @ diff
     fits = []
     for name, c in coords.items():
-        basis = bspline_basis(c, k)
+        basis = trend_basis(c, k)
         for m in models:
             ll, param, loglam = _fit_one(m, y, basis, pen, s, u, err)
             fits.append((-2 * ll + 2 * (m in ("white_growing", "ar1", "ou")), m, name, param, loglam, ll))
@@ -225,7 +243,7 @@ def fit_noise(y: object, steps: object = None, stderr: object = None, noise: str
     for aic, m, name, param, loglam, ll in fits:
         if aic - fits[0][0] > 2 and out:
             break
-        _, z, resid, s2, edf = _reml(m, param, loglam, y, bspline_basis(coords[name], k), pen, s, u, err, full=True)
+        _, z, resid, s2, edf = _reml(m, param, loglam, y, trend_basis(coords[name], k), pen, s, u, err, full=True)
         out.append(NoiseFit(m, param, 10.0**loglam, aic, ll, z, resid, s2, edf,
                             saturated=loglam < _LAMBDAS[0] + 0.5, trend_coordinate=name, candidates=table))
     best = out[0]

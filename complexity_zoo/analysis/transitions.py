@@ -90,21 +90,40 @@ def _binomial_interval(steps: np.ndarray, acc: np.ndarray, n_examples: int | Non
     return lo, hi
 
 
+def _monotone(acc: np.ndarray) -> np.ndarray:
+    """The isotonic (non-decreasing least-squares) fit of the finite accuracies; NaN stays NaN."""
+    from scipy.optimize import isotonic_regression
+
+    out = np.array(acc, float)
+    ok = np.isfinite(out)
+    if ok.any():
+        out[ok] = isotonic_regression(out[ok]).x
+    return out
+
+
 def memorization(steps: np.ndarray, train_acc: np.ndarray, tol: float = 0.01,
                  n_examples: int | str | None = None) -> dict | None:
-    """First step where training accuracy is within ``tol`` of its final plateau (max).
+    """First step where the monotone (isotonic) fit of training accuracy is within ``tol`` of
+    its final plateau (its maximum).
 
-    ``low``/``high``: a 95% interval from the checkpoint gap and the binomial noise of an
-    accuracy on ``n_examples`` ("infer": read from the accuracies' granularity; None: gap only).
+    The fit, not the raw accuracies: the first raw accuracy within ``tol`` of the raw maximum
+    is a minimum over many noisy checkpoints, pulled early by single examples when ``tol`` is
+    near the accuracy's granularity (1/n). ``low``/``high``: a 95% interval from the checkpoint
+    gap and the binomial noise of an accuracy on ``n_examples`` ("infer": read from the
+    accuracies' granularity; None: gap only), the same rule applied to each re-drawn series.
     """
     steps, train_acc = np.asarray(steps, float), np.asarray(train_acc, float)
 
+    def crossing(acc: np.ndarray) -> tuple[float, int] | None:
+        fit = _monotone(acc)
+        return _crossing(steps, fit, float(np.nanmax(fit)) - tol)
+
     def locate(acc: np.ndarray) -> float | None:
-        hit = _crossing(steps, acc, float(np.nanmax(acc)) - tol)
+        hit = crossing(acc)
         return None if hit is None else hit[0]
 
     plateau = float(np.nanmax(train_acc))
-    hit = _crossing(steps, train_acc, plateau - tol)
+    hit = crossing(train_acc)
     if hit is None:
         return None
     n = examples_behind(train_acc) if n_examples == "infer" else n_examples
