@@ -84,7 +84,7 @@ def stages(steps: object, values: object, stderr: object = None, level: float = 
         out.append({"step": float(at[i]), "kind": "peak" if sign[i] > 0 else "trough",
                     "low": float(at[lo]), "high": float(at[hi]), "significance": float(min(zb, za))})
     mag = np.abs(slope)
-    plateaus: list[tuple[float, int, int, int, float]] = []
+    plateaus: list[tuple[float, int, int, int, float, float]] = []  # |slope|, index, low, high, z, cut
     for i in range(1, len(grid) - 1):
         if not (mag[i] <= mag[i - 1] and mag[i] < mag[i + 1]) or sign[i] == 0:
             continue
@@ -102,10 +102,10 @@ def stages(steps: object, values: object, stderr: object = None, level: float = 
     taken: list[tuple[int, int, int, float]] = []
     # one boundary per plateau, its flattest point: a further minimum joined to a kept one by
     # slopes all below that one's near-plateau threshold is a noise ripple on the same plateau
-    for _, i, lo, hi, sig, _ in sorted(plateaus):
-        if any(a <= i <= b or mag[min(i, k):max(i, k) + 1].max() <= cut for a, b, k, cut in taken):
+    for _, i, lo, hi, sig, cut in sorted(plateaus):
+        if any(a <= i <= b or mag[min(i, k):max(i, k) + 1].max() <= near for a, b, k, near in taken):
             continue
-        taken.append((lo, hi, i, next(p[5] for p in plateaus if p[1] == i)))
+        taken.append((lo, hi, i, cut))
         out.append({"step": float(at[i]), "kind": "plateau", "low": float(at[lo]), "high": float(at[hi]),
                     "significance": sig})
     return sorted(out, key=lambda r: r["step"])
