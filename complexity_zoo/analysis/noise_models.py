@@ -231,9 +231,9 @@ def fit_noise(y: object, steps: object = None, stderr: object = None, noise: str
     k = trend_size(n)
     diff = np.diff(np.eye(k), 2, axis=0)
     pen = diff.T @ diff
+    bases = {name: trend_basis(c, k) for name, c in coords.items()}
     fits = []
-    for name, c in coords.items():
-        basis = trend_basis(c, k)
+    for name, basis in bases.items():
         for m in models:
             ll, param, loglam = _fit_one(m, y, basis, pen, s, u, err)
             fits.append((-2 * ll + 2 * (m in ("white_growing", "ar1", "ou")), m, name, param, loglam, ll))
@@ -243,7 +243,7 @@ def fit_noise(y: object, steps: object = None, stderr: object = None, noise: str
     for aic, m, name, param, loglam, ll in fits:
         if aic - fits[0][0] > 2 and out:
             break
-        _, z, resid, s2, edf = _reml(m, param, loglam, y, trend_basis(coords[name], k), pen, s, u, err, full=True)
+        _, z, resid, s2, edf = _reml(m, param, loglam, y, bases[name], pen, s, u, err, full=True)
         out.append(NoiseFit(m, param, 10.0**loglam, aic, ll, z, resid, s2, edf,
                             saturated=loglam < _LAMBDAS[0] + 0.5, trend_coordinate=name, candidates=table))
     best = out[0]
