@@ -16,9 +16,10 @@ from .._threads import choose_threads, model_work
 from ..compare import compare
 from ..comparison import Comparison
 from ..errors import InvalidSettingError
-from ..trajectory import Trajectory
+from ..trajectory import Trajectory, factory_from_spec
 from . import task_data
-from .modular import from_preset, mlp, train, transformer
+from ._modular_train import MODELS
+from .modular import from_preset, train
 
 # The LLC's lr and localization come from calibrate_llc on cpu-small checkpoints (steps 800
 # and 8000): the default lr 1e-4 had not settled in 300 draws (split-R̂ 1.7); lr 1e-3 with
@@ -92,10 +93,12 @@ def _train_all(root: Path, settings: dict[str, dict], device: str, progress: boo
 
 
 def _work(cfg: dict) -> int:
-    """The parameters of a preset's model (built once, off the global RNG)."""
-    factory = {"mlp": mlp, "transformer": transformer}[cfg.get("model", "transformer")]
+    """The parameters of a preset's model (built once, off the global RNG), by train()'s own
+    name-to-factory table."""
+    kwargs = {"p": cfg["p"], **cfg.get("model_kwargs", {})}
+    spec = {"factory": MODELS[cfg.get("model", "transformer")], "kwargs": kwargs}
     with torch.random.fork_rng(devices=[]):
-        return model_work(factory(p=cfg["p"], **cfg.get("model_kwargs", {})))
+        return model_work(factory_from_spec(spec)())
 
 
 def _log_spaced(steps: list[int], count: int) -> list[int]:
