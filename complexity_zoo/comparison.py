@@ -26,20 +26,6 @@ class DroppedRunsWarning(ComplexityZooWarning):
     """run_correlations() left a measure's runs out, or used a value from before a run's last step."""
 
 
-def _examples_of(acc: np.ndarray | None, n: int | None) -> int | None:
-    """How many examples an accuracy series was measured on: the data's split size when every
-    accuracy is a multiple of 1/n (the metrics came from that split), else what the accuracies'
-    granularity says (None when it says nothing: intervals then come from the checkpoint gaps)."""
-    from .analysis.transitions import examples_behind
-
-    if acc is None:
-        return None
-    finite = np.asarray(acc, float)[np.isfinite(acc)]
-    if n and np.allclose(finite * n, np.round(finite * n), rtol=0, atol=1e-4):
-        return int(n)
-    return examples_behind(finite)
-
-
 class Comparison:
     """Measures and metrics over checkpoints, with provenance, uncertainty and failures.
 
@@ -128,15 +114,15 @@ class Comparison:
         method that needs transitions reuses them.
         """
         if self._transitions is None:
-            from .analysis.transitions import detect, lead_lag
+            from .analysis.transitions import detect, examples_measured_on, lead_lag
 
             steps = self.dataset["step"].values.astype(float)
             recorded = {split: json.loads(self.dataset.attrs.get(f"n_{split}", "{}")) for split in ("train", "test")}
             frames = []
             for run in self.runs:
                 series = self._series(run)
-                n = {f"{split}_acc": _examples_of(series.get(f"{split}_acc"), recorded[split].get(run))
-                     for split in ("train", "test")}
+                n = {f"{split}_acc": examples_measured_on(series[f"{split}_acc"], recorded[split].get(run))
+                     for split in ("train", "test") if f"{split}_acc" in series}
                 frames.append(detect(steps, series, run, self._stderr(run), n))
             table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
             self._transitions = lead_lag(table, float(steps[0]), float(steps[-1]))

@@ -354,7 +354,7 @@ def test_comparison_intervals_use_the_split_sizes_given_to_compare():
         expected = fn(STEPS.astype(float), acc, n_examples=n)
         assert (rows.loc[kind, "low"], rows.loc[kind, "high"]) == pytest.approx((expected["low"], expected["high"]))
     # a recorded size the accuracies do not fit (they came from another set): their granularity decides
-    from complexity_zoo.comparison import _examples_of
+    from complexity_zoo.analysis.transitions import examples_measured_on
 
-    assert _examples_of(test.astype(np.float32), 250) == 250  # float32-logged metrics still fit
-    assert _examples_of(test, 7) == examples_behind(test) == 250
+    assert examples_measured_on(test.astype(np.float32), 250) == 250  # float32-logged metrics still fit
+    assert examples_measured_on(test, 7) == examples_behind(test) == 250

@@ -54,6 +54,18 @@ def examples_behind(acc: np.ndarray, largest: int = 100_000) -> int | None:
     return None
 
 
+def examples_measured_on(acc: object, n: int | None) -> int | None:
+    """How many examples an accuracy series was measured on: ``n`` (a split's size) when every
+    accuracy is a multiple of 1/n to 1e-4 (float32-logged metrics included: the metrics came from
+    that split), else what :func:`examples_behind` reads from their granularity (None when it
+    reads nothing: intervals then come from the checkpoint gaps)."""
+    finite = np.asarray(acc, float)
+    finite = finite[np.isfinite(finite)]
+    if n and np.allclose(finite * n, np.round(finite * n), rtol=0, atol=1e-4):
+        return int(n)
+    return examples_behind(finite)
+
+
 def _binomial_interval(steps: np.ndarray, acc: np.ndarray, n_examples: int | None, locate, estimate: float,
                        k: int, level: float = 0.95, reps: int = 400) -> tuple[float, float]:
     """(low, high) of a step located by ``locate`` (index ``k``: the first checkpoint past it).
