@@ -28,7 +28,7 @@ def test_pspline_reml_matches_the_noise_models_restricted_likelihood():
     for t in np.linspace(-4, 3, 8):
         ours.append(pspline(None, y, base=base, lam=scale * 10**t, select="reml")["reml"])
         theirs.append(_reml("white", 0.0, t, y, base, pen, steps, u, None))
-    # tolerance: pspline adds a ridge of 1e-9 x trace to its Gram matrix (about 1e-5 here)
+    # tolerance: pspline adds a ridge of 1e-9 x trace to its Gram matrix
     np.testing.assert_allclose(np.diff(ours), np.diff(theirs), rtol=1e-4, atol=1e-4)
     best = pspline(None, y, base=base, select="reml")["lam"] / scale
     assert np.isclose(np.log10(best), np.linspace(-8, 4, 49)[np.argmax(
@@ -86,3 +86,65 @@ def test_curvature_penalty_is_the_integrated_squared_second_derivative():
         for f, cost in ((u, 0.0), (u**2, 4.0)):
             c = np.linalg.lstsq(base, f, rcond=None)[0]  # exact: cubic splines hold quadratics
             assert abs(c @ pen @ c - cost) < 1e-8
+
+
+def test_pspline_ml_is_the_gaussian_mixed_model_likelihood():
+    """select="ml" against the direct maximum likelihood of y = Xβ + Zb + e, b ~ N(0, σ²(λS₊)⁻¹)
+    (β, σ² profiled; log|V| from a dense Cholesky), Z the penalty's range directions and X its
+    null space plus a step column: the same curve over λ up to a constant."""
+    from complexity_zoo.analysis.smooth import curvature_penalty
+
+    rng = np.random.default_rng(1)
+    u = coordinate(np.sort(rng.choice(np.arange(1, 500), 30, replace=False)).astype(float))
+    y = np.exp(-3 * u) + 0.05 * rng.standard_normal(30)
+    base, pen = bspline_basis(u, 12), curvature_penalty(u, 12)
+    step = (np.arange(30) >= 17).astype(float)[:, None]
+    s, vecs = np.linalg.eigh(pen)
+    pos = s > 1e-10 * s.max()
+    x = np.column_stack([base @ vecs[:, ~pos], step])
+    z = base @ vecs[:, pos]
+    ours, direct = [], []
+    for lam in np.logspace(-6, 1, 8):
+        ours.append(pspline(None, y, base=base, extra=step, penalty=pen, lam=lam, select="ml")["ml"])
+        v = np.eye(30) + z @ np.diag(1 / (lam * s[pos])) @ z.T
+        vi = np.linalg.inv(v)
+        beta = np.linalg.solve(x.T @ vi @ x, x.T @ vi @ y)
+        r = y - x @ beta
+        direct.append(-0.5 * (30 * np.log(r @ vi @ r / 30) + np.linalg.slogdet(v)[1]))
+    # tolerance: pspline adds a ridge of 1e-9 x trace to its Gram matrix
+    np.testing.assert_allclose(np.diff(ours), np.diff(direct), rtol=1e-4, atol=1e-4)
+
+
+def test_change_statistic_is_nested_and_blind_to_the_scale_of_the_change_column():
+    """The maximum likelihood at its best λ can only rise when a column is added, and does not
+    depend on that column's units (the restricted likelihood does, through log|XᵀX|)."""
+    rng = np.random.default_rng(2)
+    u = np.linspace(0, 1, 25)
+    y = u + 0.1 * rng.standard_normal(25)
+    base = bspline_basis(u, 12)
+    null = pspline(None, y, base=base, select="ml")["ml"]
+    for k in range(3, 22):
+        hinge = np.maximum(u - u[k], 0.0)[:, None]
+        fits = [pspline(None, y, base=base, extra=c * hinge, select=sel) for c in (1.0, 1e3) for sel in ("ml", "reml")]
+        assert fits[0]["ml"] >= null - 1e-9
+        assert abs(fits[0]["ml"] - fits[2]["ml"]) < 1e-6
+        assert abs(fits[1]["reml"] - fits[3]["reml"]) > 1.0  # the restricted likelihood moves by log 1000
+
+
+def test_a_large_kink_is_found_as_a_slope_change_when_asked_for():
+    """changes=("level", "slope"): a linear trend whose slope triples at 60% of a run of 60
+    checkpoints, 5% noise, is cut there as a slope change; unknown changes are an error."""
+    from complexity_zoo.errors import InvalidSettingError
+
+    rng = np.random.default_rng(3)
+    u = np.linspace(0, 1, 60)
+    hits = 0
+    for _ in range(5):
+        v = u + 2 * np.maximum(u - u[36], 0) + 0.02 * rng.standard_normal(60)
+        rows = fit_change_points(np.arange(60.0), v, changes=("level", "slope"))["points"]
+        hits += any(r["change"] == "slope" and abs(r["step"] - 36) <= 3 for r in rows)
+    assert hits >= 4
+    assert fit_change_points(np.arange(60.0), v)["points"] == [] or all(
+        r["change"] == "level" for r in fit_change_points(np.arange(60.0), v)["points"])
+    with pytest.raises(InvalidSettingError, match="changes"):
+        fit_change_points(np.arange(60.0), v, changes=("kink",))

@@ -55,7 +55,8 @@ def pspline(u: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None, siz
             lam: float | None = None, extra: np.ndarray | None = None, base: np.ndarray | None = None,
             select: str = "gcv", floor: float = 0.0, penalty: np.ndarray | None = None) -> dict:
     """Penalized cubic spline fit of ``y`` on ``u``, λ by GCV (``select="reml"``: by restricted
-    maximum likelihood, the spline as a Gaussian random effect, Wood 2011) unless given.
+    maximum likelihood, the spline as a Gaussian random effect, Wood 2011; ``"ml"``: by maximum
+    likelihood, returned as ``ml``) unless given.
 
     ``weights``: inverse variances (relative). ``extra``: unpenalized columns fitted with the
     spline (e.g. a step at a candidate jump). ``base``: the spline columns, when already built
@@ -81,8 +82,10 @@ def pspline(u: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None, siz
     gram = design.T @ (design * w[:, None])
     # all λ at once (Demmler–Reinsch): with gram = L Lᵀ and L⁻¹ S L⁻ᵀ = U diag(d) Uᵀ, the fit at λ
     # shrinks the coordinates b = Uᵀ L⁻¹ Dᵀ W y by 1 / (1 + λ d)
-    scale = np.trace(gram) / max(np.trace(pen), 1e-12)
-    chol = np.linalg.cholesky(gram + 1e-9 * np.trace(gram) * np.eye(len(gram)))
+    # λ's grid and the ridge scale with the spline's own columns, so the units of an extra column
+    # change neither
+    scale = np.trace(gram[:k, :k]) / max(np.trace(pen), 1e-12)
+    chol = np.linalg.cholesky(gram + 1e-9 * np.trace(gram[:k, :k]) * np.eye(len(gram)))
     linv = np.linalg.inv(chol)
     d, vecs = np.linalg.eigh(linv @ pen @ linv.T)
     d = np.maximum(d, 0.0)
@@ -95,11 +98,15 @@ def pspline(u: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None, siz
     edf = shrink.sum(1)
     gcv = n * rss / np.maximum(n - edf, 1e-3) ** 2
     restricted = _restricted_loglik(lams, d, b_, yy, n, floor)
-    i = int(np.argmin(gcv if select == "gcv" else -restricted))
+    marginal = _marginal_loglik(lams, base * np.sqrt(w)[:, None], pen[:k, :k], d, b_, yy, n, floor) \
+        if select == "ml" else None
+    i = int(np.argmin({"gcv": gcv, "reml": -restricted, "ml": -marginal if select == "ml" else gcv}[select]))
     coef = to_coef @ (shrink[i] * b_)
     best = {"values": design @ coef, "rss": float(rss[i]), "edf": float(edf[i]), "lam": float(lams[i]),
             "coef": coef, "basis": design, "gcv": float(gcv[i]),
             "reml": float(restricted[i]) - float(np.log(np.diag(chol)).sum()), "cov": (to_coef * shrink[i]) @ to_coef.T}
+    if select == "ml":
+        best["ml"] = float(marginal[i])
     best["sigma2"] = best["rss"] / max(n - best["edf"], 1.0)
     return best
 
@@ -120,6 +127,21 @@ def curvature_penalty(u: np.ndarray, size: int, even: float = 0.0) -> np.ndarray
     wts = np.concatenate([half, half])
     second = np.column_stack([BSpline(knots, np.eye(size)[i], 3).derivative(2)(at) for i in range(size)])
     return second.T @ (second * wts[:, None])
+
+
+def _marginal_loglik(lams: np.ndarray, base: np.ndarray, penalty: np.ndarray, d: np.ndarray, b: np.ndarray,
+                     yy: float, n: int, floor: float = 0.0) -> np.ndarray:
+    """Maximum (not restricted) log-likelihood at each λ, σ² and the unpenalized coefficients
+    profiled out, constants dropped: -(n log σ̂² + log|I + Z (λS₊)⁻¹ Zᵀ|) / 2, with Z the spline's
+    penalized directions (``base``, rows scaled by √weight). Unlike the restricted likelihood it
+    does not depend on the scale of unpenalized columns, so it compares models that differ in
+    them: adding one can only raise it (nested models)."""
+    s, vecs = np.linalg.eigh(penalty)
+    pos = s > 1e-10 * max(float(s.max()), 1e-300)
+    z = base @ (vecs[:, pos] / np.sqrt(s[pos]))
+    m = np.maximum(np.linalg.eigvalsh(z.T @ z), 0.0)
+    prss = np.maximum(yy - (b[None, :] ** 2 / (1 + lams[:, None] * d[None, :])).sum(1), 0.0)
+    return -0.5 * (n * np.log((prss + n * floor + 1e-300) / n) + np.log1p(m[None, :] / lams[:, None]).sum(1))
 
 
 def _restricted_loglik(lams: np.ndarray, d: np.ndarray, b: np.ndarray, yy: float, n: int,

@@ -14,6 +14,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from ..errors import InvalidSettingError
+
 COLUMNS = ["run", "series", "kind", "step", "strength", "uncertainty", "flag", "low", "high", "significance"]
 
 
@@ -201,32 +203,43 @@ def peak_and_fall(steps: np.ndarray, values: np.ndarray, drop: float = 0.1) -> l
 
 
 def fit_change_points(steps: np.ndarray, values: np.ndarray, *, max_points: int = 3, noise_floor: float = 0.005,
-                      level: float = 0.05, min_size: int | None = None, bootstrap: int = 39) -> dict:
-    """Jumps in level that a smooth curve cannot explain, added greedily to a penalized spline.
+                      level: float = 0.05, min_size: int | None = None, bootstrap: int = 39,
+                      changes: tuple[str, ...] = ("level",)) -> dict:
+    """Jumps in level (or, opted in, in slope) that a smooth curve cannot explain, added greedily
+    to a penalized spline.
 
     Two models compete at every candidate checkpoint k (segments of at least ``min_size`` =
     max(2, ⌈n/20⌉) checkpoints): a penalized cubic spline alone, in the schedule's own
-    coordinate (``smooth.coordinate``, or the other one of step / log step where it fits better),
-    and the spline plus an unpenalized step at k. The penalty is the spline's integrated squared
-    second derivative in that coordinate (lines in it are free, however unevenly the checkpoints
-    fall). Each model chooses its own smoothness by restricted maximum likelihood (the spline a
+    coordinate u (``smooth.coordinate``, or the other one of step / log step where it fits better),
+    and the spline plus an unpenalized change at k, one of ``changes``: a step in level
+    (``"level"``: 1 from k on) or in slope (``"slope"``: the hinge (u - u_k)₊). The penalty is the
+    spline's integrated squared second derivative in u (lines in it are free, however unevenly the
+    checkpoints fall). Each model chooses its own smoothness by maximum likelihood (the spline a
     Gaussian random effect; (``noise_floor`` × range)² added to the residual variance, so
     noise-free curves are not cut at their approximation error). The statistic is twice the gain
-    in restricted log-likelihood, T_k = 2 (ℓ_k − ℓ_0): a smooth curve is explained about as well
-    by the spline alone, while under a jump the spline alone must bend and pays for it, and the
-    step model stays stiff. The best k is kept when max_k T_k is significant at ``level`` by a
-    parametric bootstrap (``bootstrap`` series from the spline-alone fit plus Gaussian noise of
-    its residual variance; seeded): the test assumes independent noise of constant variance
-    around a smooth curve.
-    Returns ``points`` (step; strength: |jump| in noise sd; low/high: the checkpoints whose T is
-    within χ²₁(0.95) of the best; significance: T; p: the bootstrap p-value) and ``truncated``
-    (a further significant point beyond ``max_points``).
+    in log-likelihood, T_k = 2 (ℓ_k - ℓ_0) ≥ 0 (nested models; the restricted likelihood would
+    depend on the scale of the change's column): a smooth curve is explained about as well by the
+    spline alone, while under a jump the spline alone must bend and pays for it, and the change
+    model stays stiff. The best (k, change) is kept when the maximum of T over candidates is
+    significant at ``level`` by a parametric bootstrap (``bootstrap`` series from the
+    spline-alone fit plus Gaussian noise of its residual variance; seeded): the test assumes
+    independent noise of constant variance around a smooth curve. Slope changes are not tested
+    by default: a cubic spline follows a kink at little cost, so they are found only when very
+    large, while the wider scan costs level jumps power and doubles the time (measured in
+    docs/analysis.md).
+    Returns ``points`` (step; change: "level" or "slope"; strength: |jump| in noise sd, or for a
+    slope the change in slope in noise sd per unit of u, which spans [0, 1]; low/high: the
+    checkpoints whose T is within χ²₁(0.95) of the best for that change; significance: T; p: the
+    bootstrap p-value) and ``truncated`` (a further significant point beyond ``max_points``).
     """
     from scipy import stats
 
     from .noise_models import trend_coordinates
     from .smooth import bspline_basis, coordinate, curvature_penalty, pspline
 
+    unknown = set(changes) - {"level", "slope"}
+    if unknown or not changes:
+        raise InvalidSettingError(f"changes must list 'level' and/or 'slope', not {sorted(unknown) or changes!r}.")
     x = np.asarray(values, dtype=float)
     steps = np.asarray(steps, dtype=float)
     n = len(x)
@@ -235,32 +248,35 @@ def fit_change_points(steps: np.ndarray, values: np.ndarray, *, max_points: int 
         return {"points": [], "truncated": False}
     floor = (noise_floor * np.ptp(x)) ** 2
     index = np.arange(n)
-    candidates = list(range(size, n - size + 1))
     # the smooth null in step or log step, whichever fits better (GCV); curvature penalized in
     # that coordinate itself, not in knot index; knots halfway between quantiles and even spacing,
     # so the sparse stretch of a Pythia-style schedule is not left without (a logistic there got
     # a change point in 8 of 10 draws with 1% noise at n = 150)
     size_basis = int(np.clip(n // 2, 4, 30))
-    nulls = [(bspline_basis(u, size_basis, even=0.5), curvature_penalty(u, size_basis, even=0.5))
+    nulls = [(u, bspline_basis(u, size_basis, even=0.5), curvature_penalty(u, size_basis, even=0.5))
              for u in (coordinate(steps), trend_coordinates(steps))]
-    base, penalty = min(nulls, key=lambda bp: pspline(None, x, base=bp[0], penalty=bp[1])["gcv"])
+    u, base, penalty = min(nulls, key=lambda c: pspline(None, x, base=c[1], penalty=c[2])["gcv"])
+    columns = {"level": lambda k: (index >= k).astype(float), "slope": lambda k: np.maximum(u - u[k], 0.0)}
+    candidates = [(k, change) for change in changes for k in range(size, n - size + 1)]
 
-    def fit(y: np.ndarray, points: list[int]) -> dict:
-        extra = np.column_stack([(index >= k).astype(float) for k in points]) if points else None
-        return pspline(None, y, extra=extra, base=base, select="reml", floor=floor, penalty=penalty)
+    def fit(y: np.ndarray, points: list[tuple[int, str]]) -> dict:
+        extra = np.column_stack([columns[change](k) for k, change in points]) if points else None
+        return pspline(None, y, extra=extra, base=base, select="ml", floor=floor, penalty=penalty)
 
-    def scan(y: np.ndarray, chosen: list[int]) -> tuple[int, float, dict, dict, dict] | None:
-        """The best further jump: (k, T_k, the fits with a step at each k, every T, the null fit)."""
+    def apart(points: list[tuple[int, str]]) -> bool:
+        return not (np.diff([0, *sorted(k for k, _ in points), n]) < size).any()
+
+    def scan(y: np.ndarray, chosen: list[tuple[int, str]]) -> tuple | None:
+        """The best further change: ((k, change), T, the fits with each candidate, every T, the null fit)."""
         null = fit(y, chosen)
-        trials = {k: fit(y, sorted([*chosen, k])) for k in candidates
-                  if k not in chosen and not (np.diff([0, *sorted([*chosen, k]), n]) < size).any()}
+        trials = {c: fit(y, [*chosen, c]) for c in candidates if apart([*chosen, c])}
         if not trials:
             return None
-        stat = {k: 2 * (f["reml"] - null["reml"]) for k, f in trials.items()}
-        k = max(stat, key=stat.get)
-        return k, stat[k], trials, stat, null
+        stat = {c: 2 * (f["ml"] - null["ml"]) for c, f in trials.items()}
+        best = max(stat, key=stat.get)
+        return best, stat[best], trials, stat, null
 
-    chosen: list[int] = []
+    chosen: list[tuple[int, str]] = []
     truncated = False
     rows_info = []
     rng = np.random.default_rng(0)
@@ -269,7 +285,7 @@ def fit_change_points(steps: np.ndarray, values: np.ndarray, *, max_points: int 
         found = scan(x, chosen)
         if found is None or found[1] <= 0:
             break
-        k, stat, trials, stats_all, null = found
+        best, stat, trials, stats_all, null = found
         # calibrate the maximum over candidates by a parametric bootstrap from the null fit
         sd = math.sqrt(max(null["sigma2"], floor))
         exceed = 0
@@ -283,19 +299,19 @@ def fit_change_points(steps: np.ndarray, values: np.ndarray, *, max_points: int 
         if len(chosen) == max_points:
             truncated = True
             break
-        near = [j for j, v in stats_all.items() if stat - v <= stats.chi2.ppf(0.95, 1)]
-        rows_info.append((k, min(near), max(near), stat, (exceed + 1) / (bootstrap + 1)))
-        chosen = sorted([*chosen, k])
-        current = trials[k]
+        near = [k for (k, change), v in stats_all.items() if change == best[1] and stat - v <= stats.chi2.ppf(0.95, 1)]
+        rows_info.append((best, min(near), max(near), stat, (exceed + 1) / (bootstrap + 1)))
+        chosen.append(best)
+        current = trials[best]
     rows = []
     if chosen:
         noise = math.sqrt(max(current["sigma2"], floor))
-        jumps = dict(zip(chosen, current["coef"][-len(chosen):]))
-        for k, lo, hi, stat, p in sorted(rows_info):
+        sizes = dict(zip(chosen, current["coef"][-len(chosen):]))
+        for (k, change), lo, hi, stat, p in sorted(rows_info):
             low, high = float(steps[max(lo - 1, 0)]), float(steps[min(hi + 1, n - 1)])
-            rows.append({"kind": "change_point", "step": float(steps[k]), "strength": float(abs(jumps[k]) / noise),
-                         "uncertainty": (high - low) / 2, "low": low, "high": high, "significance": float(stat),
-                         "p": p})
+            rows.append({"kind": "change_point", "step": float(steps[k]), "change": change,
+                         "strength": float(abs(sizes[k, change]) / noise), "uncertainty": (high - low) / 2,
+                         "low": low, "high": high, "significance": float(stat), "p": p})
     return {"points": rows, "truncated": truncated}
 
 
