@@ -214,19 +214,20 @@ def fit_change_points(steps: np.ndarray, values: np.ndarray, *, max_points: int 
     and the spline plus an unpenalized change at k, one of ``changes``: a step in level
     (``"level"``: 1 from k on) or in slope (``"slope"``: the hinge (u - u_k)₊). The penalty is the
     spline's integrated squared second derivative in u (lines in it are free, however unevenly the
-    checkpoints fall). Each model chooses its own smoothness by maximum likelihood (the spline a
-    Gaussian random effect; (``noise_floor`` × range)² added to the residual variance, so
+    checkpoints fall). Each model chooses its own smoothness by restricted maximum likelihood (the
+    spline a Gaussian random effect; (``noise_floor`` × range)² added to the residual variance, so
     noise-free curves are not cut at their approximation error). The statistic is twice the gain
-    in log-likelihood, T_k = 2 (ℓ_k - ℓ_0) ≥ 0 (nested models; the restricted likelihood would
-    depend on the scale of the change's column): a smooth curve is explained about as well by the
-    spline alone, while under a jump the spline alone must bend and pays for it, and the change
-    model stays stiff. The best (k, change) is kept when the maximum of T over candidates is
-    significant at ``level`` by a parametric bootstrap (``bootstrap`` series from the
-    spline-alone fit plus Gaussian noise of its residual variance; seeded): the test assumes
-    independent noise of constant variance around a smooth curve. Slope changes are not tested
-    by default: a cubic spline follows a kink at little cost, so they are found only when very
-    large, while the wider scan costs level jumps power and doubles the time (measured in
-    docs/analysis.md).
+    in restricted log-likelihood, T_k = 2 (ℓ_k - ℓ_0): a smooth curve is explained about as well
+    by the spline alone, while under a jump the spline alone must bend and pays for it, and the
+    change model stays stiff. Where slope changes are tested, both smoothness and T come from the
+    maximum likelihood instead (nested models, T ≥ 0): the restricted one depends on the units of
+    the change's column, and hinges at different k differ in scale by orders of magnitude. The
+    best (k, change) is kept when the maximum of T over candidates is significant at ``level`` by
+    a parametric bootstrap (``bootstrap`` series from the spline-alone fit plus Gaussian noise of
+    its residual variance; seeded): the test assumes independent noise of constant variance
+    around a smooth curve. Slope changes are not tested by default: a cubic spline follows a kink
+    at little cost, so they are found only when large, while the wider scan costs time (measured
+    in docs/analysis.md).
     Returns ``points`` (step; change: "level" or "slope"; strength: |jump| in noise sd, or for a
     slope the change in slope in noise sd per unit of u, which spans [0, 1]; low/high: the
     checkpoints whose T is within χ²₁(0.95) of the best for that change; significance: T; p: the
@@ -258,10 +259,13 @@ def fit_change_points(steps: np.ndarray, values: np.ndarray, *, max_points: int 
     u, base, penalty = min(nulls, key=lambda c: pspline(None, x, base=c[1], penalty=c[2])["gcv"])
     columns = {"level": lambda k: (index >= k).astype(float), "slope": lambda k: np.maximum(u - u[k], 0.0)}
     candidates = [(k, change) for change in changes for k in range(size, n - size + 1)]
+    # level steps alone: restricted likelihood (measured more conservative on smooth curves at the
+    # same power); hinges need the maximum likelihood, which does not depend on a column's units
+    likelihood = "reml" if set(changes) == {"level"} else "ml"
 
     def fit(y: np.ndarray, points: list[tuple[int, str]]) -> dict:
         extra = np.column_stack([columns[change](k) for k, change in points]) if points else None
-        return pspline(None, y, extra=extra, base=base, select="ml", floor=floor, penalty=penalty)
+        return pspline(None, y, extra=extra, base=base, select=likelihood, floor=floor, penalty=penalty)
 
     def apart(points: list[tuple[int, str]]) -> bool:
         return not (np.diff([0, *sorted(k for k, _ in points), n]) < size).any()
@@ -272,7 +276,7 @@ def fit_change_points(steps: np.ndarray, values: np.ndarray, *, max_points: int 
         trials = {c: fit(y, [*chosen, c]) for c in candidates if apart([*chosen, c])}
         if not trials:
             return None
-        stat = {c: 2 * (f["ml"] - null["ml"]) for c, f in trials.items()}
+        stat = {c: 2 * (f[likelihood] - null[likelihood]) for c, f in trials.items()}
         best = max(stat, key=stat.get)
         return best, stat[best], trials, stat, null
 
