@@ -148,3 +148,19 @@ def test_a_large_kink_is_found_as_a_slope_change_when_asked_for():
         r["change"] == "level" for r in fit_change_points(np.arange(60.0), v)["points"])
     with pytest.raises(InvalidSettingError, match="changes"):
         fit_change_points(np.arange(60.0), v, changes=("kink",))
+
+
+def test_bootstrap_noise_is_a_stationary_ar1_at_the_residuals_lag_one_autocorrelation():
+    """The change-point bootstrap's noise: unit variance and lag-one autocorrelation φ (checked
+    on 200 series of 400), and φ estimated as the residuals' lag-one autocorrelation, 0 when
+    negative."""
+    from complexity_zoo.analysis.transitions import _ar_one, _lag_one
+
+    rng = np.random.default_rng(4)
+    for phi in (0.0, 0.5, 0.9):
+        e = np.array([_ar_one(rng.standard_normal(400), phi) for _ in range(200)])
+        assert abs(e.var() - 1) < 0.05 + 0.2 * phi  # AR(1) variance converges slowly near φ = 1
+        assert abs(e[:, 0].var() - 1) < 0.25  # stationary from the first value on
+        assert abs(np.mean([np.corrcoef(r[1:], r[:-1])[0, 1] for r in e]) - phi) < 0.03
+        assert abs(np.mean([_lag_one(r) for r in e]) - phi) < 0.03 + (0.02 if phi == 0 else 0)
+    assert _lag_one(np.array([1.0, -1.0] * 20)) == 0.0

@@ -202,6 +202,23 @@ def peak_and_fall(steps: np.ndarray, values: np.ndarray, drop: float = 0.1) -> l
     return rows
 
 
+def _lag_one(r: np.ndarray) -> float:
+    """Lag-one autocorrelation of residuals, clipped to [0, 0.95]."""
+    r = r - r.mean()
+    return float(np.clip((r[1:] * r[:-1]).sum() / max((r * r).sum(), 1e-300), 0.0, 0.95))
+
+
+def _ar_one(z: np.ndarray, phi: float) -> np.ndarray:
+    """Stationary AR(1) of unit variance from standard normal innovations ``z``."""
+    if phi == 0:
+        return z
+    from scipy.signal import lfilter
+
+    w = z.copy()
+    w[1:] *= math.sqrt(1 - phi**2)
+    return lfilter([1.0], [1.0, -phi], w)
+
+
 def fit_change_points(steps: np.ndarray, values: np.ndarray, *, max_points: int = 3, noise_floor: float = 0.005,
                       level: float = 0.05, min_size: int | None = None, bootstrap: int = 39,
                       changes: tuple[str, ...] = ("level",)) -> dict:
@@ -224,10 +241,12 @@ def fit_change_points(steps: np.ndarray, values: np.ndarray, *, max_points: int 
     the change's column, and hinges at different k differ in scale by orders of magnitude. The
     best (k, change) is kept when the maximum of T over candidates is significant at ``level`` by
     a parametric bootstrap (``bootstrap`` series from the spline-alone fit plus Gaussian noise of
-    its residual variance; seeded): the test assumes independent noise of constant variance
-    around a smooth curve. Slope changes are not tested by default: a cubic spline follows a kink
-    at little cost, so they are found only when large, while the wider scan costs time (measured
-    in docs/analysis.md).
+    its residual variance, AR(1) in checkpoint index at the lag-one autocorrelation of the change
+    model's residuals where that is positive; seeded): the test assumes noise of constant
+    variance around a smooth curve, independent or AR(1); strongly correlated noise is only
+    partly allowed for (a flexible trend takes up part of it). Slope changes are not tested by
+    default: a cubic spline follows a kink at little cost, so they are found only when large,
+    while the wider scan costs time (measured in docs/analysis.md).
     Returns ``points`` (step; change: "level" or "slope"; strength: |jump| in noise sd, or for a
     slope the change in slope in noise sd per unit of u, which spans [0, 1]; low/high: the
     checkpoints whose T is within χ²₁(0.95) of the best for that change; significance: T; p: the
@@ -292,9 +311,13 @@ def fit_change_points(steps: np.ndarray, values: np.ndarray, *, max_points: int 
         best, stat, trials, stats_all, null = found
         # calibrate the maximum over candidates by a parametric bootstrap from the null fit
         sd = math.sqrt(max(null["sigma2"], floor))
+        # the bootstrap's noise is AR(1) in checkpoint index at the change model's residual
+        # lag-one autocorrelation (0 when negative): white noise keeps its calibration, correlated
+        # noise is partly allowed for (a flexible trend takes up part of it, so φ is underestimated)
+        phi = _lag_one(x - trials[best]["values"])
         exceed = 0
         for _ in range(bootstrap):
-            sim = scan(null["values"] + sd * rng.standard_normal(n), chosen)
+            sim = scan(null["values"] + sd * _ar_one(rng.standard_normal(n), phi), chosen)
             exceed += sim is not None and sim[1] >= stat
             if (exceed + 1) / (bootstrap + 1) > level:
                 break
