@@ -97,8 +97,9 @@ def pspline(u: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None, siz
     rss = np.maximum(yy - 2 * (shrink * b_**2).sum(1) + (shrink**2 * b_**2).sum(1), 0.0)
     edf = shrink.sum(1)
     gcv = n * rss / np.maximum(n - edf, 1e-3) ** 2
-    restricted = _restricted_loglik(lams, d, b_, yy, n, floor)
-    marginal = _marginal_loglik(lams, base * np.sqrt(w)[:, None], pen[:k, :k], d, b_, yy, n, floor) \
+    prss = np.maximum(yy - (shrink * b_**2).sum(1), 0.0)  # penalized rss
+    restricted = _restricted_loglik(lams, d, prss, n, floor)
+    marginal = _marginal_loglik(lams, base * np.sqrt(w)[:, None], pen[:k, :k], prss, n, floor) \
         if select == "ml" else None
     i = int(np.argmin({"gcv": gcv, "reml": -restricted, "ml": -marginal if select == "ml" else gcv}[select]))
     coef = to_coef @ (shrink[i] * b_)
@@ -129,8 +130,8 @@ def curvature_penalty(u: np.ndarray, size: int, even: float = 0.0) -> np.ndarray
     return second.T @ (second * wts[:, None])
 
 
-def _marginal_loglik(lams: np.ndarray, base: np.ndarray, penalty: np.ndarray, d: np.ndarray, b: np.ndarray,
-                     yy: float, n: int, floor: float = 0.0) -> np.ndarray:
+def _marginal_loglik(lams: np.ndarray, base: np.ndarray, penalty: np.ndarray, prss: np.ndarray, n: int,
+                     floor: float = 0.0) -> np.ndarray:
     """Maximum (not restricted) log-likelihood at each λ, σ² and the unpenalized coefficients
     profiled out, constants dropped: -(n log σ̂² + log|I + Z (λS₊)⁻¹ Zᵀ|) / 2, with Z the spline's
     penalized directions (``base``, rows scaled by √weight). Unlike the restricted likelihood it
@@ -140,19 +141,17 @@ def _marginal_loglik(lams: np.ndarray, base: np.ndarray, penalty: np.ndarray, d:
     pos = s > 1e-10 * max(float(s.max()), 1e-300)
     z = base @ (vecs[:, pos] / np.sqrt(s[pos]))
     m = np.maximum(np.linalg.eigvalsh(z.T @ z), 0.0)
-    prss = np.maximum(yy - (b[None, :] ** 2 / (1 + lams[:, None] * d[None, :])).sum(1), 0.0)
     return -0.5 * (n * np.log((prss + n * floor + 1e-300) / n) + np.log1p(m[None, :] / lams[:, None]).sum(1))
 
 
-def _restricted_loglik(lams: np.ndarray, d: np.ndarray, b: np.ndarray, yy: float, n: int,
-                       floor: float = 0.0) -> np.ndarray:
+def _restricted_loglik(lams: np.ndarray, d: np.ndarray, prss: np.ndarray, n: int, floor: float = 0.0) -> np.ndarray:
     """Restricted log-likelihood (σ² profiled out, constants dropped) at each λ, from the
-    Demmler–Reinsch coordinates: penalized rss = yy - Σ b²/(1 + λd), log|G + λS| - log|λS|₊ =
+    Demmler–Reinsch coordinates: ``prss`` the penalized rss yy - Σ b²/(1 + λd), log|G + λS| - log|λS|₊ =
     Σ log(1 + λd) - r log λ over the r penalized directions; n - (unpenalized dimension) degrees
     of freedom."""
     pos = d > 1e-10 * max(float(d.max()), 1e-300)
     free = n - (len(d) - int(pos.sum()))
-    prss = np.maximum(yy - (b[None, :] ** 2 / (1 + lams[:, None] * d[None, :])).sum(1), 0.0) + free * floor + 1e-300
+    prss = prss + free * floor + 1e-300
     logdet = np.log1p(lams[:, None] * d[None, pos]).sum(1) - pos.sum() * np.log(lams)
     return -0.5 * (free * np.log(prss / free) + logdet)
 
