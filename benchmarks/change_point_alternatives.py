@@ -1,0 +1,300 @@
+"""Alternatives to change_points' test that were measured and dropped (issue 22, fifth pass).
+
+Each part reproduces a figure in docs/analysis.md ("Fifth pass"):
+
+* ``position``: power of the shipped test for a 4σ jump by its place on the even-schedule
+  logistic, n = 50 (8 draws per place);
+* ``oracle``: the shipped statistic T on a jump on the logistic's flat top, calibrated by a
+  bootstrap from the fitted null and from the true curve (the oracle), 12 draws;
+* ``local``: a test local to each candidate (both models fitted on the checkpoints within
+  ``--frac`` of the run around k), power on the four issue cells at n = 20 and 50;
+* ``ml``: the shipped test with both models' smoothness and T from the maximum instead of the
+  restricted likelihood, power on the four issue cells at n = 20 and 50, and false alarms with
+  1% noise over 5 schedules × 5 shapes at n = 50 (40 draws per cell), beside the shipped test's;
+* ``adaptive``: a smoothness that varies along the curve (``--blocks`` penalty blocks, each
+  with its own λ chosen by REML by coordinate search, in both models), power at n = 50, and
+  false alarms with 1% noise and on noise-free curves.
+
+    OMP_NUM_THREADS=1 python benchmarks/change_point_alternatives.py --part position
+    OMP_NUM_THREADS=1 python benchmarks/change_point_alternatives.py --part oracle
+    OMP_NUM_THREADS=1 python benchmarks/change_point_alternatives.py --part local --frac 0.2
+    OMP_NUM_THREADS=1 python benchmarks/change_point_alternatives.py --part ml
+    OMP_NUM_THREADS=1 python benchmarks/change_point_alternatives.py --part adaptive --blocks 3 --draws 10
+
+These are prototypes for measurement, kept out of the library: ``adaptive`` takes about 6 s
+per series with a jump (the shipped test: 0.5 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from collections.abc import Callable
+
+import numpy as np
+from scipy.interpolate import BSpline
+
+from complexity_zoo.analysis.noise_models import trend_coordinates
+from complexity_zoo.analysis.simulation import schedule, shape
+from complexity_zoo.analysis.smooth import _knots, bspline_basis, coordinate, curvature_penalty, pspline
+from complexity_zoo.analysis.transitions import change_points
+
+CELLS = (("geometric", "exponential"), ("even", "logistic"), ("pythia", "power_law"), ("random", "linear"))
+
+
+def null_basis(steps: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The shipped test's spline: coordinate, basis and curvature penalty (step or log step by GCV)."""
+    size = int(np.clip(len(x) // 2, 4, 30))
+    nulls = [(u, bspline_basis(u, size, even=0.5), curvature_penalty(u, size, even=0.5))
+             for u in (coordinate(steps), trend_coordinates(steps))]
+    return min(nulls, key=lambda c: pspline(None, x, base=c[1], penalty=c[2])["gcv"])
+
+
+def bootstrap_p(stat: float, scan: Callable[[np.ndarray], float], source: np.ndarray, sd: float,
+                draws: int = 39, level: float = 0.05) -> float:
+    """The shipped bootstrap p-value of ``stat`` under ``source`` + N(0, sd²), stopped (a lower
+    bound, above ``level``) once it cannot reach ``level``."""
+    rng, exceed = np.random.default_rng(0), 0
+    for _ in range(draws):
+        exceed += scan(source + sd * rng.standard_normal(len(source))) >= stat
+        if (exceed + 1) / (draws + 1) > level:
+            break
+    return (exceed + 1) / (draws + 1)
+
+
+def power(detect: Callable, ns: tuple[int, ...], draws: int, cells=CELLS) -> None:
+    rng = np.random.default_rng(11)
+    for n in ns:
+        out = []
+        for sch, sh in cells:
+            hits = 0
+            for _ in range(draws):
+                s = schedule(sch, n, rng)
+                v = shape(sh, s) + 0.05 * rng.standard_normal(n)
+                at = int(rng.integers(n // 4, 3 * n // 4))
+                v[at:] += 0.2
+                hits += any(abs(np.searchsorted(s, c) - at) <= 2 for c in detect(s, v))
+            out.append(hits / draws)
+        print(f"power n={n} {[f'{a}/{b}' for a, b in cells]}: {out}", flush=True)
+
+
+def false_alarms(detect: Callable, draws: int) -> None:
+    rng = np.random.default_rng(99)
+    bad = [(sch, sh, n) for sch in ("even", "geometric", "pythia") for sh in ("linear", "logistic", "power_law",
+           "exponential") for n in (20, 50) if detect(schedule(sch, n), shape(sh, schedule(sch, n)))]
+    print(f"noise-free curves with a change point: {bad}", flush=True)
+    for sch in ("even", "pythia", "random"):
+        for sh in ("logistic", "power_law", "linear"):
+            rate = np.mean([len(detect(s, shape(sh, s) + 0.01 * rng.standard_normal(50))) > 0
+                            for s in [schedule(sch, 50, rng) for _ in range(draws)]])
+            print(f"false alarms, 1% noise, {sch} {sh}: {rate:.2f}", flush=True)
+
+
+def position(draws: int) -> None:
+    rng = np.random.default_rng(7)
+    s = schedule("even", 50)
+    for at in range(12, 38, 2):
+        hits = 0
+        for _ in range(draws):
+            v = shape("logistic", s) + 0.05 * rng.standard_normal(50)
+            v[at:] += 0.2
+            hits += any(abs(np.searchsorted(s, c) - at) <= 2 for c in change_points(s, v))
+        print(f"jump at checkpoint {at}: found in {hits / draws:.2f}", flush=True)
+
+
+def oracle() -> None:
+    n, rng = 50, np.random.default_rng(3)
+    s = schedule("even", n)
+    truth = shape("logistic", s)
+    u, base, pen = null_basis(s, truth)
+    index = np.arange(n)
+
+    def scan(y: np.ndarray, floor: float) -> tuple[int, float, dict]:
+        null = pspline(None, y, base=base, penalty=pen, select="reml", floor=floor)
+        stat = {k: 2 * (pspline(None, y, extra=(index >= k).astype(float)[:, None], base=base, penalty=pen,
+                                select="reml", floor=floor)["reml"] - null["reml"]) for k in range(3, n - 2)}
+        k = max(stat, key=stat.get)
+        return k, stat[k], null
+
+    for at in (30, 32, 34):
+        for _ in range(4):
+            y = truth + 0.05 * rng.standard_normal(n)
+            y[at:] += 0.2
+            floor = (0.005 * np.ptp(y)) ** 2
+            k, stat, null = scan(y, floor)
+            def stat_of(z: np.ndarray, f: float = floor) -> float:
+                return scan(z, f)[1]
+
+            p_null = bootstrap_p(stat, stat_of, null["values"], math.sqrt(null["sigma2"]), level=1)
+            p_oracle = bootstrap_p(stat, stat_of, truth, 0.05, level=1)
+            print(f"jump at {at}, found at {k}: T {stat:.1f}, p from the fitted null {p_null:.3f}, "
+                  f"from the true curve {p_oracle:.3f}", flush=True)
+
+
+def local_test(frac: float) -> Callable:
+    def detect(steps: np.ndarray, x: np.ndarray) -> list[float]:
+        n = len(x)
+        size = max(2, math.ceil(n / 20))
+        if n < 2 * size + 4 or np.ptp(x) == 0:
+            return []
+        floor = (0.005 * np.ptp(x)) ** 2
+        u, base, pen = null_basis(steps, x)
+        h = max(5, round(frac * n))
+        windows = {}
+        for k in range(size, n - size + 1):
+            lo, hi = max(0, k - h), min(n, k + h)
+            w = (u[lo:hi] - u[lo]) / (u[hi - 1] - u[lo])
+            m = int(np.clip((hi - lo) // 2, 4, 30))
+            windows[k] = (lo, hi, bspline_basis(w, m, even=0.5), curvature_penalty(w, m, even=0.5),
+                          (np.arange(lo, hi) >= k).astype(float)[:, None])
+
+        def scan(y: np.ndarray) -> tuple[int, float]:
+            stats = {k: 2 * (pspline(None, y[lo:hi], extra=step, base=b, penalty=p, select="reml", floor=floor)["reml"]
+                             - pspline(None, y[lo:hi], base=b, penalty=p, select="reml", floor=floor)["reml"])
+                     for k, (lo, hi, b, p, step) in windows.items()}
+            k = max(stats, key=stats.get)
+            return k, stats[k]
+
+        k, stat = scan(x)
+        if stat <= 0:
+            return []
+        null = pspline(None, x, base=base, penalty=pen, select="reml", floor=floor)
+        p = bootstrap_p(stat, lambda z: scan(z)[1], null["values"], math.sqrt(max(null["sigma2"], floor)))
+        return [steps[k]] if p <= 0.05 else []
+
+    return detect
+
+
+def block_penalties(u: np.ndarray, size: int, blocks: int) -> list[np.ndarray]:
+    """∫ f''² over each of ``blocks`` stretches of u holding equal numbers of checkpoints."""
+    knots = _knots(u, size, 3, 0.5)
+    edges = np.unique(knots)
+    half = np.diff(edges) / 2
+    mid = edges[:-1] + half
+    node = 1 / np.sqrt(3)
+    at = np.concatenate([mid - node * half, mid + node * half])
+    wts = np.concatenate([half, half])
+    second = np.column_stack([BSpline(knots, np.eye(size)[i], 3).derivative(2)(at) for i in range(size)])
+    which = np.searchsorted(np.quantile(u, np.linspace(0, 1, blocks + 1))[1:-1], np.concatenate([mid, mid]))
+    return [second[which == b].T @ (second[which == b] * wts[which == b][:, None]) for b in range(blocks)]
+
+
+def adaptive_test(blocks: int) -> Callable:
+    def restricted(y: np.ndarray, design: np.ndarray, pens: list[np.ndarray], loglams: list[float],
+                   floor: float) -> float:
+        n, m, k = len(y), design.shape[1], pens[0].shape[0]
+        pen = sum(math.exp(a) * p for a, p in zip(loglams, pens))
+        full = np.zeros((m, m))
+        full[:k, :k] = pen
+        gram = design.T @ design
+        a = gram + full + 1e-9 * np.trace(gram[:k, :k]) * np.eye(m)
+        try:
+            chol = np.linalg.cholesky(a)
+        except np.linalg.LinAlgError:
+            return -np.inf
+        prss = max(float(y @ y - np.linalg.solve(a, design.T @ y) @ (design.T @ y)), 0.0)
+        ev = np.linalg.eigvalsh(pen)
+        pos = ev > 1e-10 * ev.max()
+        free = n - (m - int(pos.sum()))
+        return -0.5 * (free * np.log((prss + free * floor + 1e-300) / free) + 2 * np.log(np.diag(chol)).sum()
+                       - np.log(ev[pos]).sum())
+
+    def best(y: np.ndarray, design: np.ndarray, pens: list[np.ndarray], floor: float, start: float):
+        cur = [start] * len(pens)
+        value = restricted(y, design, pens, cur, floor)
+        for moves in (np.arange(-4, 4.01, 1.0), np.arange(-1, 1.01, 0.5)):
+            for b in range(len(pens)):
+                for d in moves:
+                    trial = list(cur)
+                    trial[b] = cur[b] + d * math.log(10)
+                    v = restricted(y, design, pens, trial, floor)
+                    if v > value:
+                        value, cur = v, trial
+        return value, cur
+
+    def detect(steps: np.ndarray, x: np.ndarray) -> list[float]:
+        n = len(x)
+        size = max(2, math.ceil(n / 20))
+        if n < 2 * size + 4 or np.ptp(x) == 0:
+            return []
+        floor = (0.005 * np.ptp(x)) ** 2
+        u, base, pen = null_basis(steps, x)
+        pens = block_penalties(u, base.shape[1], blocks)
+        index = np.arange(n)
+
+        def scan(y: np.ndarray) -> tuple[int, float, list[float]]:
+            start = math.log(pspline(None, y, base=base, penalty=pen, select="reml", floor=floor)["lam"])
+            null, lams = best(y, base, pens, floor, start)
+            stats = {k: best(y, np.column_stack([base, index >= k]), pens, floor, start)[0] - null
+                     for k in range(size, n - size + 1)}
+            k = max(stats, key=stats.get)
+            return k, 2 * stats[k], lams
+
+        k, stat, lams = scan(x)
+        if stat <= 0:
+            return []
+        a = base.T @ base + sum(math.exp(a) * p for a, p in zip(lams, pens))
+        values = base @ np.linalg.solve(a, base.T @ x)
+        edf = np.trace(base @ np.linalg.solve(a, base.T))
+        sd = math.sqrt(max(((x - values) ** 2).sum() / max(n - edf, 1), floor))
+        return [steps[k]] if bootstrap_p(stat, lambda z: scan(z)[1], values, sd) <= 0.05 else []
+
+    return detect
+
+
+def maximum_likelihood() -> None:
+    """The ``ml`` part: the shipped test, then the same with the restricted likelihood swapped out."""
+    import complexity_zoo.analysis.smooth as smooth
+
+    def grid_false() -> None:
+        rng = np.random.default_rng(99)
+        rates = [np.mean([len(change_points(s, shape(sh, s) + 0.01 * rng.standard_normal(50))) > 0
+                          for s in [schedule(sch, 50, rng) for _ in range(40)]])
+                 for sch in ("even", "geometric", "pythia", "dense_sparse", "random")
+                 for sh in ("flat", "linear", "logistic", "power_law", "exponential")]
+        print(f"false alarms, 1% noise, 25 cells x 40 draws: mean {np.mean(rates):.3f}, max {max(rates):.3f}",
+              flush=True)
+
+    shipped = smooth.pspline
+
+    def ml(*args, **kwargs):
+        if kwargs.get("select") != "reml":
+            return shipped(*args, **kwargs)
+        fit = shipped(*args, **{**kwargs, "select": "ml"})
+        return {**fit, "reml": fit["ml"]}
+
+    for label, fn in (("restricted (shipped)", shipped), ("maximum", ml)):
+        smooth.pspline = fn
+        print(label, flush=True)
+        power(lambda s, v: change_points(s, v), (20, 50), 20)
+        grid_false()
+    smooth.pspline = shipped
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=["position", "oracle", "local", "ml", "adaptive"], required=True)
+    parser.add_argument("--draws", type=int, default=None, help="default 8 (position), 20 (local), 10 (adaptive)")
+    parser.add_argument("--frac", type=float, default=0.3)
+    parser.add_argument("--blocks", type=int, default=3)
+    args = parser.parse_args()
+    start = time.time()
+    if args.part == "position":
+        position(args.draws or 8)
+    elif args.part == "oracle":
+        oracle()
+    elif args.part == "ml":
+        maximum_likelihood()
+    elif args.part == "local":
+        power(local_test(args.frac), (20, 50), args.draws or 20)
+    else:
+        detect = adaptive_test(args.blocks)
+        power(detect, (50,), args.draws or 10, (("even", "logistic"), ("random", "linear"),
+                                                 ("geometric", "exponential"), ("pythia", "power_law")))
+        false_alarms(detect, args.draws or 10)
+    print(f"{time.time() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
