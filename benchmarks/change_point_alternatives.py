@@ -289,10 +289,14 @@ def main() -> None:
     elif args.part == "local":
         power(local_test(args.frac), (20, 50), args.draws or 20)
     else:
+        cells = (("even", "logistic"), ("random", "linear"), ("geometric", "exponential"), ("pythia", "power_law"))
+        print("adaptive", flush=True)
         detect = adaptive_test(args.blocks)
-        power(detect, (50,), args.draws or 10, (("even", "logistic"), ("random", "linear"),
-                                                 ("geometric", "exponential"), ("pythia", "power_law")))
+        power(detect, (50,), args.draws or 10, cells)
         false_alarms(detect, args.draws or 10)
+        print("shipped, the same draws", flush=True)
+        power(change_points, (50,), args.draws or 10, cells)
+        false_alarms(change_points, args.draws or 10)
     print(f"{time.time() - start:.0f} s")
 
 
