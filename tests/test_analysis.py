@@ -318,7 +318,7 @@ def test_stages_rates_on_multi_stage_and_smooth_curves():
     against the pointwise z instead of the simultaneous band, Pythia gave 0.76 here). On the
     random schedule the logistic rises from 0.02 to 0.54 between its first two checkpoints; before
     a turn had to be measured by two checkpoints on each side, the spline's swing across that gap
-    read as a trough in 0.27 of draws."""
+    gave a boundary (mostly a trough) in 0.27 of draws."""
     from scipy.ndimage import gaussian_filter1d
 
     from complexity_zoo.analysis import stages

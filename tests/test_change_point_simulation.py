@@ -133,7 +133,8 @@ def test_change_statistic_is_nested_and_blind_to_the_scale_of_the_change_column(
 
 def test_a_large_kink_is_found_as_a_slope_change_when_asked_for():
     """changes=("level", "slope"): a linear trend whose slope triples at 60% of a run of 60
-    checkpoints, 5% noise, is cut there as a slope change; unknown changes are an error."""
+    checkpoints (noise sd 0.02 on a range of 1.8) is cut there as a slope change; by default only
+    level steps are tested; unknown changes are an error."""
     from complexity_zoo.errors import InvalidSettingError
 
     rng = np.random.default_rng(3)
@@ -144,8 +145,7 @@ def test_a_large_kink_is_found_as_a_slope_change_when_asked_for():
         rows = fit_change_points(np.arange(60.0), v, changes=("level", "slope"))["points"]
         hits += any(r["change"] == "slope" and abs(r["step"] - 36) <= 3 for r in rows)
     assert hits >= 4
-    assert fit_change_points(np.arange(60.0), v)["points"] == [] or all(
-        r["change"] == "level" for r in fit_change_points(np.arange(60.0), v)["points"])
+    assert all(r["change"] == "level" for r in fit_change_points(np.arange(60.0), v)["points"])
     with pytest.raises(InvalidSettingError, match="changes"):
         fit_change_points(np.arange(60.0), v, changes=("kink",))
 
