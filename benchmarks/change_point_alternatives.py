@@ -13,7 +13,7 @@ Each part reproduces a figure in docs/analysis.md ("Fifth pass"):
   1% noise over 5 schedules × 5 shapes at n = 50 (40 draws per cell), beside the shipped test's;
 * ``adaptive``: a smoothness that varies along the curve (``--blocks`` penalty blocks, each
   with its own λ chosen by REML by coordinate search, in both models), power at n = 50, and
-  false alarms with 1% noise and on noise-free curves.
+  false alarms with 1% noise and on noise-free curves, then the shipped test on the same draws.
 
     OMP_NUM_THREADS=1 python benchmarks/change_point_alternatives.py --part position
     OMP_NUM_THREADS=1 python benchmarks/change_point_alternatives.py --part oracle
