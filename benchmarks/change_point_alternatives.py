@@ -51,6 +51,16 @@ def null_basis(steps: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return min(nulls, key=lambda c: pspline(None, x, base=c[1], penalty=c[2])["gcv"])
 
 
+def prepare(steps: np.ndarray, x: np.ndarray) -> tuple | None:
+    """The shipped test's set-up: (segment size, noise floor, coordinate, basis, penalty), or None
+    where it returns no change point at once (too short, or constant)."""
+    n = len(x)
+    size = max(2, math.ceil(n / 20))
+    if n < 2 * size + 4 or np.ptp(x) == 0:
+        return None
+    return (size, (0.005 * np.ptp(x)) ** 2, *null_basis(steps, x))
+
+
 def bootstrap_p(stat: float, scan: Callable[[np.ndarray], float], source: np.ndarray, sd: float,
                 draws: int = 39, level: float = 0.05) -> float:
     """The shipped bootstrap p-value of ``stat`` under ``source`` + N(0, sd²), stopped (a lower
@@ -135,11 +145,10 @@ def oracle() -> None:
 def local_test(frac: float) -> Callable:
     def detect(steps: np.ndarray, x: np.ndarray) -> list[float]:
         n = len(x)
-        size = max(2, math.ceil(n / 20))
-        if n < 2 * size + 4 or np.ptp(x) == 0:
+        setup = prepare(steps, x)
+        if setup is None:
             return []
-        floor = (0.005 * np.ptp(x)) ** 2
-        u, base, pen = null_basis(steps, x)
+        size, floor, u, base, pen = setup
         h = max(5, round(frac * n))
         windows = {}
         for k in range(size, n - size + 1):
@@ -215,11 +224,10 @@ def adaptive_test(blocks: int) -> Callable:
 
     def detect(steps: np.ndarray, x: np.ndarray) -> list[float]:
         n = len(x)
-        size = max(2, math.ceil(n / 20))
-        if n < 2 * size + 4 or np.ptp(x) == 0:
+        setup = prepare(steps, x)
+        if setup is None:
             return []
-        floor = (0.005 * np.ptp(x)) ** 2
-        u, base, pen = null_basis(steps, x)
+        size, floor, u, base, pen = setup
         pens = block_penalties(u, base.shape[1], blocks)
         index = np.arange(n)
 

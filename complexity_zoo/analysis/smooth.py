@@ -99,15 +99,16 @@ def pspline(u: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None, siz
     gcv = n * rss / np.maximum(n - edf, 1e-3) ** 2
     prss = np.maximum(yy - (shrink * b_**2).sum(1), 0.0)  # penalized rss
     restricted = _restricted_loglik(lams, d, prss, n, floor)
-    marginal = _marginal_loglik(lams, base * np.sqrt(w)[:, None], pen[:k, :k], prss, n, floor) \
-        if select == "ml" else None
-    i = int(np.argmin({"gcv": gcv, "reml": -restricted, "ml": -marginal if select == "ml" else gcv}[select]))
+    loss = {"gcv": gcv, "reml": -restricted}
+    if select == "ml":
+        loss["ml"] = -_marginal_loglik(lams, base * np.sqrt(w)[:, None], pen[:k, :k], prss, n, floor)
+    i = int(np.argmin(loss[select]))
     coef = to_coef @ (shrink[i] * b_)
     best = {"values": design @ coef, "rss": float(rss[i]), "edf": float(edf[i]), "lam": float(lams[i]),
             "coef": coef, "basis": design, "gcv": float(gcv[i]),
             "reml": float(restricted[i]) - float(np.log(np.diag(chol)).sum()), "cov": (to_coef * shrink[i]) @ to_coef.T}
     if select == "ml":
-        best["ml"] = float(marginal[i])
+        best["ml"] = -float(loss["ml"][i])
     best["sigma2"] = best["rss"] / max(n - best["edf"], 1.0)
     return best
 
