@@ -312,34 +312,64 @@ def test_memorization_locates_the_crossing_on_the_isotonic_fit():
 
 def test_stages_rates_on_multi_stage_and_smooth_curves():
     """Issue 22 acceptance, a few cells of benchmarks/transition_simulation.py --parts stages:
-    the three boundaries of the multi-stage curve within 15% (measured 0.92 over 100 draws; here
-    40 draws, >= 0.92 - 3 binomial SEs) and no stage on a smooth logistic with 1% noise on the
-    geometric, Pythia and random schedules in >= 80% of draws (measured 1.00 over 40 draws; judged
-    against the pointwise z instead of the simultaneous band, Pythia gave 0.76 here). On the
-    random schedule the logistic rises from 0.02 to 0.54 between its first two checkpoints; before
-    a turn had to be measured by two checkpoints on each side, the spline's swing across that gap
-    gave a boundary (mostly a trough) in 0.27 of draws."""
+    the three boundaries of the multi-stage curve within 15% of the smoothed curve's own turns
+    (measured 0.91 over 100 draws; here 40 draws, >= 0.91 - 3 binomial SEs) and no stage on a
+    smooth logistic with 1% noise on the geometric, Pythia and random schedules in >= 80% of
+    draws (measured 0.99-1.00 over 100 draws; judged against the pointwise z instead of the
+    simultaneous band, Pythia gave 0.76 here). On the random schedule the logistic rises from
+    0.02 to 0.54 between its first two checkpoints; before a turn had to be measured by two
+    checkpoints on each side, the spline's swing across that gap gave a boundary (mostly a
+    trough) in 0.27 of draws."""
     from scipy.ndimage import gaussian_filter1d
 
     from complexity_zoo.analysis import stages
-    from complexity_zoo.analysis.simulation import schedule, shape
+    from complexity_zoo.analysis.simulation import schedule, shape, turning_step
 
     rng = np.random.default_rng(21)
     steps = np.geomspace(10, 1e5, 80)
     knots = ([1, 2, 2.2, 2.8, 3, 4, 4.3, 5], [0, 1, 1.02, 1.04, 1.05, 1.5, 1.3, 2.5])
     curve = gaussian_filter1d(np.interp(np.log10(steps), *knots), 1.5)
-    truth = [("plateau", 2.0, 3.0), ("peak", 4.0, 4.0), ("trough", 4.3, 4.3)]
+    turns = [np.log10(turning_step(steps, curve, 10**lo, 10**hi, k)) for k, lo, hi in (("peak", 3.5, 4.2),
+                                                                                         ("trough", 4.05, 4.6))]
+    truth = [("plateau", 2.0, 3.0), ("peak", turns[0], turns[0]), ("trough", turns[1], turns[1])]
     hits = 0
     for _ in range(40):
         got = stages(steps, curve + 0.01 * rng.standard_normal(80))
         hits += len(got) == 3 and all(g["kind"] == k and 10**lo / 1.15 <= g["step"] <= 10**hi * 1.15
                                       for g, (k, lo, hi) in zip(got, truth))
-    assert hits / 40 >= 0.92 - 3 * np.sqrt(0.92 * 0.08 / 40)
+    assert hits / 40 >= 0.91 - 3 * np.sqrt(0.91 * 0.09 / 40)
     for kind in ("geometric", "pythia", "random"):
         s = schedule(kind, 50)
         c = shape("logistic", s)
         assert np.mean([stages(s, c + 0.01 * rng.standard_normal(50)) == [] for _ in range(100)]) >= 0.8
 
+
+
+def test_stages_of_a_curve_moving_on_log_time_between_evenly_spaced_checkpoints():
+    """Issue 22: a published LLC series (500 checkpoints every 100 steps, moving on log time) got
+    no stage boundary: the spline in step rang around its fast early rise. ``stages`` now fits in
+    step or log step, whichever fits better. A staged curve of that shape (simulation.staged_curve,
+    1% noise): its three boundaries within 15% in 0.79 of 100 draws
+    (benchmarks/transition_simulation.py --parts stages; 0 before); here 10 draws, >= 6. The same
+    curves without stages (logistic, exponential in log step) give none."""
+    from complexity_zoo.analysis import stages
+    from complexity_zoo.analysis.noise_models import trend_coordinates
+    from complexity_zoo.analysis.simulation import staged_curve
+
+    rng = np.random.default_rng(5)
+    steps = 100.0 * np.arange(1, 501)
+    hits = 0
+    for _ in range(10):
+        peak = 10 ** rng.uniform(3.7, 3.9)
+        curve, truth = staged_curve(steps, 10 ** rng.uniform(2.85, 3.1), peak, peak * 10**0.12)
+        got = stages(steps, curve + 0.01 * rng.standard_normal(500))
+        hits += [g["kind"] for g in got] == list(truth) and all(
+            abs(np.log(g["step"] / truth[g["kind"]])) <= np.log(1.15) for g in got)
+    assert hits >= 6
+    u = trend_coordinates(steps[:200])
+    for smooth in (1 / (1 + np.exp(-(u - 0.3) / 0.08)), np.exp(-5 * u)):
+        assert np.mean([stages(steps[:200], smooth + 0.01 * rng.standard_normal(200)) == []
+                        for _ in range(20)]) >= 0.8
 
 def test_comparison_intervals_use_the_split_sizes_given_to_compare():
     """Issue 22: the memorization/generalization intervals include the binomial noise of the

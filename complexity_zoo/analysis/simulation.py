@@ -9,6 +9,7 @@ misspecified too. All generators are seeded and vectorized over replicates (rows
 from __future__ import annotations
 
 import numpy as np
+from scipy.ndimage import gaussian_filter1d
 
 from ..errors import InvalidSettingError
 from .smooth import coordinate
@@ -51,6 +52,47 @@ def shape(kind: str, steps: np.ndarray) -> np.ndarray:
     if kind == "exponential":
         return np.exp(-5 * u)
     raise InvalidSettingError(f"Unknown shape {kind!r}; choose from {SHAPES}.")
+
+
+
+def staged_curve(steps: np.ndarray, plateau: float, peak: float, trough: float) -> tuple[np.ndarray, dict]:
+    """A curve with stage boundaries near known steps that moves on log time, whatever the
+    schedule (the LLC curves of Hoogland et al.): a fast rise into a near-plateau centred at
+    ``plateau`` (0.2 decades at a slope under 1/8 of the rises beside it), a rise to a peak at
+    ``peak``, a dip to a trough at ``trough``, a rise over a further 0.3 decades, then almost
+    flat. Piecewise linear in log10 step, smoothed by a Gaussian of 0.03 decades; range about 2.3.
+    Returns the values at ``steps`` and the truth: the smoothed curve's flattest point of the
+    plateau, its maximum and its minimum (smoothing moves the corners slightly).
+    Needs steps[0] < plateau / 10^0.1 and steps[-1] > trough · 10^0.3."""
+    x = np.log10(np.asarray(steps, float))
+    p, k, t = np.log10([plateau, peak, trough])
+    if not x[0] < p - 0.1 < p + 0.1 < k < t < t + 0.3 < x[-1]:
+        raise InvalidSettingError("staged_curve needs first step < plateau/10^0.1, plateau·10^0.1 < peak < "
+                                  "trough and trough·10^0.3 < last step.")
+    fine = np.linspace(x[0], x[-1], 4000)
+    knots = ([x[0], p - 0.1, p + 0.1, k, t, t + 0.3, x[-1]], [0, 1, 1.03, 1.9, 1.8, 2.3, 2.33])
+    smooth = gaussian_filter1d(np.interp(fine, *knots), 0.03 / (fine[1] - fine[0]), mode="nearest")
+    slope = np.gradient(smooth, fine)
+
+    def at(lo: float, hi: float, score: np.ndarray) -> float:
+        inside = np.nonzero((fine > lo) & (fine < hi))[0]
+        return float(10 ** fine[inside[np.argmin(score[inside])]])
+
+    truth = {"plateau": at(p - 0.1, p + 0.1, slope), "peak": at(p + 0.1, t, -smooth), "trough": at(k, t + 0.3, smooth)}
+    return np.interp(x, fine, smooth), truth
+
+
+def turning_step(steps: np.ndarray, values: np.ndarray, lo: float, hi: float, kind: str) -> float:
+    """The step of a noise-free series' maximum (``kind="peak"``) or minimum (``"trough"``)
+    between steps lo and hi: the vertex of the parabola, in log step, through the extreme
+    checkpoint and its two neighbours (the truth that stage finders are judged against)."""
+    s = np.asarray(steps, float)
+    x, v = np.log10(s), np.asarray(values, float) * (1 if kind == "trough" else -1)
+    inside = np.nonzero((s > lo) & (s < hi))[0]
+    i = int(np.clip(inside[np.argmin(v[inside])], 1, len(x) - 2))
+    a, b, _ = np.polyfit(x[i - 1:i + 2], v[i - 1:i + 2], 2)
+    return float(10 ** (-b / (2 * a)))
+
 
 
 def _ar(e: np.ndarray, phi: float, rng: np.random.Generator, phi2: float = 0.0) -> np.ndarray:

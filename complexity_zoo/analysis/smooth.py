@@ -157,8 +157,8 @@ def _restricted_loglik(lams: np.ndarray, d: np.ndarray, prss: np.ndarray, n: int
     return -0.5 * (free * np.log(prss / free) + logdet)
 
 
-def derivative_basis(u: np.ndarray, size: int, at: np.ndarray) -> np.ndarray:
-    """First derivatives (in u) of the ``bspline_basis(u, size)`` columns at the points ``at``."""
+def derivative_basis(u: np.ndarray, size: int, at: np.ndarray, even: float = 0.0) -> np.ndarray:
+    """First derivatives (in u) of the ``bspline_basis(u, size, even=even)`` columns at the points ``at``."""
     eps = 1e-5
     lo, hi = np.clip(at - eps, u[0], u[-1]), np.clip(at + eps, u[0], u[-1])
-    return (bspline_basis(u, size, hi) - bspline_basis(u, size, lo)) / (hi - lo)[:, None]
+    return (bspline_basis(u, size, hi, even) - bspline_basis(u, size, lo, even)) / (hi - lo)[:, None]
