@@ -6,6 +6,8 @@ Each part reproduces a figure in docs/analysis.md ("Fifth pass"):
   logistic, n = 50 (8 draws per place);
 * ``oracle``: the shipped statistic T on a jump on the logistic's flat top, calibrated by a
   bootstrap from the fitted null and from the true curve (the oracle), 12 draws;
+* ``known``: the shipped statistic at the jump's true place only (no scan), calibrated by its own
+  bootstrap, beside the shipped test on the same draws: what the statistic can find at best;
 * ``local``: a test local to each candidate (both models fitted on the checkpoints within
   ``--frac`` of the run around k), power on the four issue cells at n = 20 and 50;
 * ``ml``: the shipped test with both models' smoothness and T from the maximum instead of the
@@ -17,6 +19,7 @@ Each part reproduces a figure in docs/analysis.md ("Fifth pass"):
 
     OMP_NUM_THREADS=1 python benchmarks/change_point_alternatives.py --part position
     OMP_NUM_THREADS=1 python benchmarks/change_point_alternatives.py --part oracle
+    OMP_NUM_THREADS=1 python benchmarks/change_point_alternatives.py --part known
     OMP_NUM_THREADS=1 python benchmarks/change_point_alternatives.py --part local --frac 0.2
     OMP_NUM_THREADS=1 python benchmarks/change_point_alternatives.py --part ml
     OMP_NUM_THREADS=1 python benchmarks/change_point_alternatives.py --part adaptive --blocks 3 --draws 10
@@ -175,6 +178,42 @@ def local_test(frac: float) -> Callable:
     return detect
 
 
+
+def known_location(steps: np.ndarray, x: np.ndarray, at: int) -> bool:
+    """The shipped statistic at the jump's true checkpoint only (no scan), calibrated by the
+    shipped parametric bootstrap of that same statistic: an upper bound on what scanning for the
+    place with this statistic can find."""
+    setup = prepare(steps, x)
+    if setup is None:
+        return False
+    _, floor, _, base, pen = setup
+    step = (np.arange(len(x)) >= at).astype(float)[:, None]
+
+    def stat_of(y: np.ndarray) -> float:
+        return 2 * (pspline(None, y, extra=step, base=base, penalty=pen, select="reml", floor=floor)["reml"]
+                    - pspline(None, y, base=base, penalty=pen, select="reml", floor=floor)["reml"])
+
+    null = pspline(None, x, base=base, penalty=pen, select="reml", floor=floor)
+    stat = stat_of(x)
+    return stat > 0 and bootstrap_p(stat, stat_of, null["values"], math.sqrt(max(null["sigma2"], floor))) <= 0.05
+
+
+def known_power(ns: tuple[int, ...], draws: int) -> None:
+    """Power with the place known, on the draws of ``power`` (same seed and order)."""
+    rng = np.random.default_rng(11)
+    for n in ns:
+        out = []
+        for sch, sh in CELLS:
+            hits = 0
+            for _ in range(draws):
+                s = schedule(sch, n, rng)
+                v = shape(sh, s) + 0.05 * rng.standard_normal(n)
+                at = int(rng.integers(n // 4, 3 * n // 4))
+                v[at:] += 0.2
+                hits += known_location(s, v, at)
+            out.append(hits / draws)
+        print(f"power with the place known, n={n} {[f'{a}/{b}' for a, b in CELLS]}: {out}", flush=True)
+
 def block_penalties(u: np.ndarray, size: int, blocks: int) -> list[np.ndarray]:
     """∫ f''² over each of ``blocks`` stretches of u holding equal numbers of checkpoints."""
     knots = _knots(u, size, 3, 0.5)
@@ -282,7 +321,7 @@ def maximum_likelihood() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["position", "oracle", "local", "ml", "adaptive"], required=True)
+    parser.add_argument("--part", choices=["position", "oracle", "known", "local", "ml", "adaptive"], required=True)
     parser.add_argument("--draws", type=int, default=None, help="default 8 (position), 20 (local), 10 (adaptive)")
     parser.add_argument("--frac", type=float, default=0.3)
     parser.add_argument("--blocks", type=int, default=3)
@@ -292,6 +331,10 @@ def main() -> None:
         position(args.draws or 8)
     elif args.part == "oracle":
         oracle()
+    elif args.part == "known":
+        known_power((20, 50), args.draws or 20)
+        print("shipped, the same draws", flush=True)
+        power(change_points, (20, 50), args.draws or 20)
     elif args.part == "ml":
         maximum_likelihood()
     elif args.part == "local":
