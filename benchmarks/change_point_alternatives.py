@@ -8,6 +8,8 @@ Each part reproduces a figure in docs/analysis.md ("Fifth pass"):
   bootstrap from the fitted null and from the true curve (the oracle), 12 draws;
 * ``known``: the shipped statistic at the jump's true place only (no scan), calibrated by its own
   bootstrap, beside the shipped test on the same draws: what the statistic can find at best;
+* ``studentized``: each candidate's T_k standardized by a bootstrap set before the maximum,
+  calibrated by a second set; power on the four issue cells at n = 20 and 50 and false alarms;
 * ``local``: a test local to each candidate (both models fitted on the checkpoints within
   ``--frac`` of the run around k), power on the four issue cells at n = 20 and 50;
 * ``ml``: the shipped test with both models' smoothness and T from the maximum instead of the
@@ -20,6 +22,7 @@ Each part reproduces a figure in docs/analysis.md ("Fifth pass"):
     OMP_NUM_THREADS=1 python benchmarks/change_point_alternatives.py --part position
     OMP_NUM_THREADS=1 python benchmarks/change_point_alternatives.py --part oracle
     OMP_NUM_THREADS=1 python benchmarks/change_point_alternatives.py --part known
+    OMP_NUM_THREADS=1 python benchmarks/change_point_alternatives.py --part studentized
     OMP_NUM_THREADS=1 python benchmarks/change_point_alternatives.py --part local --frac 0.2
     OMP_NUM_THREADS=1 python benchmarks/change_point_alternatives.py --part ml
     OMP_NUM_THREADS=1 python benchmarks/change_point_alternatives.py --part adaptive --blocks 3 --draws 10
