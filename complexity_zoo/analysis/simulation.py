@@ -54,7 +54,6 @@ def shape(kind: str, steps: np.ndarray) -> np.ndarray:
     raise InvalidSettingError(f"Unknown shape {kind!r}; choose from {SHAPES}.")
 
 
-
 def staged_curve(steps: np.ndarray, plateau: float, peak: float, trough: float) -> tuple[np.ndarray, dict]:
     """A curve with stage boundaries near known steps that moves on log time, whatever the
     schedule (the LLC curves of Hoogland et al.): a fast rise into a near-plateau centred at
@@ -92,7 +91,6 @@ def turning_step(steps: np.ndarray, values: np.ndarray, lo: float, hi: float, ki
     i = int(np.clip(inside[np.argmin(v[inside])], 1, len(x) - 2))
     a, b, _ = np.polyfit(x[i - 1:i + 2], v[i - 1:i + 2], 2)
     return float(10 ** (-b / (2 * a)))
-
 
 
 def _ar(e: np.ndarray, phi: float, rng: np.random.Generator, phi2: float = 0.0) -> np.ndarray:
