@@ -85,7 +85,7 @@ def stage_rates(draws: int) -> dict:
     knots = ([1, 2, 2.2, 2.8, 3, 4, 4.3, 5], [0, 1, 1.02, 1.04, 1.05, 1.5, 1.3, 2.5])
     curve = gaussian_filter1d(np.interp(u, *knots), 1.5)
     # the smoothed curve's own turns (10^3.98 and 10^4.25), not the knots 10^4 and 10^4.3: the
-    # smoothing moves the trough 11% earlier, leaving 4% of the 15% tolerance on one side
+    # smoothing moves the trough 11% earlier, leaving about 3% of the 15% tolerance on one side
     truth = {"plateau": (2.0, 3.0), **{k: (np.log10(turning_step(steps, curve, 10**lo, 10**hi, k)),) * 2
                                        for k, lo, hi in (("peak", 3.5, 4.2), ("trough", 4.05, 4.6))}}
     found_all = 0

@@ -344,11 +344,10 @@ def test_stages_rates_on_multi_stage_and_smooth_curves():
         assert np.mean([stages(s, c + 0.01 * rng.standard_normal(50)) == [] for _ in range(100)]) >= 0.8
 
 
-
 def test_stages_of_a_curve_moving_on_log_time_between_evenly_spaced_checkpoints():
     """Issue 22: a published LLC series (500 checkpoints every 100 steps, moving on log time) got
-    no stage boundary: the spline in step rang around its fast early rise. ``stages`` now fits in
-    step or log step, whichever fits better. A staged curve of that shape (simulation.staged_curve,
+    no stage boundary: the spline in step could not follow its fast early rise. ``stages`` now
+    fits in step or log step, whichever fits better. A staged curve of that shape (simulation.staged_curve,
     1% noise): its three boundaries within 15% in 0.79 of 100 draws
     (benchmarks/transition_simulation.py --parts stages; 0 before); here 10 draws, >= 6. The same
     curves without stages (logistic, exponential in log step) give none."""
