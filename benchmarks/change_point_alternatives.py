@@ -7,7 +7,7 @@ Each part reproduces a figure in docs/analysis.md ("Fifth pass"):
 * ``oracle``: the shipped statistic T on a jump on the logistic's flat top, calibrated by a
   bootstrap from the fitted null and from the true curve (the oracle), 12 draws;
 * ``known``: the shipped statistic at the jump's true place only (no scan), calibrated by its own
-  bootstrap, beside the shipped test on the same draws: what the statistic can find at best;
+  bootstrap, beside the shipped test on the same draws: what it finds when it need not search;
 * ``studentized``: each candidate's T_k standardized by a bootstrap set before the maximum,
   calibrated by a second set; power on the four issue cells at n = 20 and 50 and false alarms;
 * ``local``: a test local to each candidate (both models fitted on the checkpoints within
@@ -199,8 +199,8 @@ def local_test(frac: float) -> Callable:
 def known_location(steps: np.ndarray, x: np.ndarray, at: int, size: int, floor: float, u: np.ndarray,
                    base: np.ndarray, pen: np.ndarray) -> bool:
     """The shipped statistic at the jump's true checkpoint only (no scan), calibrated by the
-    shipped parametric bootstrap of that same statistic: an upper bound on what scanning for the
-    place with this statistic can find."""
+    shipped parametric bootstrap of that same statistic: what it finds when it need not search,
+    roughly the most a scan with it could find."""
     step = (np.arange(len(x)) >= at).astype(float)[:, None]
 
     def stat_of(y: np.ndarray) -> float:
