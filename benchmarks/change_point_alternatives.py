@@ -41,9 +41,8 @@ from collections.abc import Callable
 import numpy as np
 from scipy.interpolate import BSpline
 
-from complexity_zoo.analysis.noise_models import trend_coordinates
 from complexity_zoo.analysis.simulation import schedule, shape
-from complexity_zoo.analysis.smooth import _knots, bspline_basis, coordinate, curvature_penalty, pspline
+from complexity_zoo.analysis.smooth import _knots, bspline_basis, choose_coordinate, curvature_penalty, pspline
 from complexity_zoo.analysis.transitions import change_points
 
 CELLS = (("geometric", "exponential"), ("even", "logistic"), ("pythia", "power_law"), ("random", "linear"))
@@ -51,10 +50,7 @@ CELLS = (("geometric", "exponential"), ("even", "logistic"), ("pythia", "power_l
 
 def null_basis(steps: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The shipped test's spline: coordinate, basis and curvature penalty (step or log step by GCV)."""
-    size = int(np.clip(len(x) // 2, 4, 30))
-    nulls = [(u, bspline_basis(u, size, even=0.5), curvature_penalty(u, size, even=0.5))
-             for u in (coordinate(steps), trend_coordinates(steps))]
-    return min(nulls, key=lambda c: pspline(None, x, base=c[1], penalty=c[2])["gcv"])
+    return choose_coordinate(steps, x, int(np.clip(len(x) // 2, 4, 30)))[:3]
 
 
 def prepare(steps: np.ndarray, x: np.ndarray) -> tuple | None:

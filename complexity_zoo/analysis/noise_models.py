@@ -30,7 +30,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 
 from ..errors import InvalidSettingError
-from .smooth import bspline_basis, coordinate
+from .smooth import bspline_basis, coordinate, trend_coordinates
 
 MODELS = ("white", "white_growing", "white_stderr", "ar1", "ou", "brownian")
 _LOG2PI = math.log(2 * math.pi)
@@ -157,18 +157,6 @@ def _fit_one(model: str, y: np.ndarray, basis: np.ndarray, pen: np.ndarray, step
                           options={"xatol": 2e-3 * (bounds[1] - bounds[0])})
     ll, loglam = best_lambda(float(res.x))
     return ll, float(res.x), loglam
-
-
-def trend_coordinates(steps: np.ndarray) -> np.ndarray:
-    """The coordinate that ``smooth.coordinate`` did not choose (step if it chose log step, log
-    step otherwise), rescaled to [0, 1]: trends are tried in both (a power law in steps is
-    smooth in log step even on an even schedule)."""
-    gaps = np.diff(steps)
-    if gaps.max() >= 10 * gaps.min():
-        v = steps
-    else:
-        v = np.log(steps - steps[0] + gaps.min())
-    return (v - v[0]) / (v[-1] - v[0])
 
 
 def trend_size(n: int) -> int:

@@ -31,6 +31,35 @@ def coordinate(steps: object) -> np.ndarray:
     return (u - u[0]) / (u[-1] - u[0])
 
 
+def trend_coordinates(steps: np.ndarray) -> np.ndarray:
+    """The coordinate that ``smooth.coordinate`` did not choose (step if it chose log step, log
+    step otherwise), rescaled to [0, 1]: trends are tried in both (a power law in steps is
+    smooth in log step even on an even schedule)."""
+    gaps = np.diff(steps)
+    if gaps.max() >= 10 * gaps.min():
+        v = steps
+    else:
+        v = np.log(steps - steps[0] + gaps.min())
+    return (v - v[0]) / (v[-1] - v[0])
+
+
+EVEN_KNOTS = 0.5  # weight of evenly spaced knots blended into the quantile ones (``bspline_basis``)
+
+
+def choose_coordinate(steps: np.ndarray, y: np.ndarray, size: int, weights: np.ndarray | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """The spline fit of ``y`` in step or in log step, whichever fits better by GCV: returns the
+    coordinate, its ``size`` cubic B-splines (knots blending quantiles and even spacing,
+    ``EVEN_KNOTS``), their curvature penalty (∫f''² in that coordinate, lines free) and the fit.
+    Change points and stages both smooth this way: a curve may move on log time between evenly
+    spaced checkpoints, or on step between log-spaced ones."""
+    options = []
+    for u in (coordinate(steps), trend_coordinates(steps)):
+        base, penalty = bspline_basis(u, size, even=EVEN_KNOTS), curvature_penalty(u, size, even=EVEN_KNOTS)
+        options.append((u, base, penalty, pspline(None, y, weights=weights, base=base, penalty=penalty)))
+    return min(options, key=lambda c: c[3]["gcv"])
+
+
 def _knots(u: np.ndarray, size: int, degree: int, even: float = 0.0) -> np.ndarray:
     at = np.linspace(0, 1, size - degree + 1)[1:-1]
     inner = (1 - even) * np.quantile(u, at) + even * (u[0] + at * (u[-1] - u[0]))

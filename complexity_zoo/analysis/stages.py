@@ -5,7 +5,7 @@ changes sign, significantly on both sides, and the curve rises and falls by more
 noise's 95% band around the turn) or dips to a near-plateau between faster phases (a
 ``plateau``: an interior minimum of |slope| below half of the fastest |slope| on each side of
 it, significantly below each, those maxima themselves interior). The curve is a penalized spline
-in step or in log step, whichever fits better (``_smooth``; λ by GCV, weights 1/stderr² where
+in step or in log step, whichever fits better (``smooth.choose_coordinate``; λ by GCV, weights 1/stderr² where
 given); the slope's standard error is the spline's Bayesian posterior one (Wahba 1983), so
 ``significance`` is a z value and ``low``/``high`` the steps between which the boundary lies
 (the slope within its pointwise 95% band of zero, or of the plateau's minimum). "Significantly"
@@ -25,32 +25,7 @@ import numpy as np
 from scipy import stats
 
 from ..errors import InvalidSettingError
-from .noise_models import trend_coordinates
-from .smooth import bspline_basis, coordinate, curvature_penalty, derivative_basis, pspline
-
-EVEN_KNOTS = 0.5  # weight of evenly spaced knots blended into the quantile ones
-
-
-def _smooth(s: np.ndarray, v: np.ndarray, weights: np.ndarray | None) -> tuple[dict, np.ndarray, int]:
-    """The curve whose critical points are the stages: a penalized cubic spline in step or in log
-    step, whichever fits better (GCV), curvature penalized in that coordinate. Returns the fit,
-    the coordinate and the basis size.
-
-    Training curves often move on log time even when checkpoints are evenly spaced: on a published
-    LLC series (500 checkpoints every 100 steps) the spline in step could not follow the fast
-    early rise, its misfit put the noise sd at 0.72 instead of about 0.2, and no boundary was
-    found. ∫f''² (lines free in the coordinate) replaces the difference penalty, whose null space
-    is linear in knot index, not in the coordinate, once knots are uneven or clamped at the ends:
-    with it that series' early plateau was missed, and a noisy straight line got a slope bent at
-    its ends. Knots blend quantiles with even spacing, so the sparse part of the coordinate
-    keeps some (the early rise, in log step)."""
-    size = int(np.clip(len(v) // 2, 4, 50))
-    fits = []
-    for u in (coordinate(s), trend_coordinates(s)):
-        base = bspline_basis(u, size, even=EVEN_KNOTS)
-        fits.append((pspline(u, v, weights=weights, base=base, penalty=curvature_penalty(u, size, EVEN_KNOTS)), u))
-    fit, u = min(fits, key=lambda f: f[0]["gcv"])
-    return fit, u, size
+from .smooth import EVEN_KNOTS, bspline_basis, choose_coordinate, derivative_basis
 
 
 def _runs(mask: np.ndarray, i: int) -> tuple[int, int]:
@@ -78,7 +53,14 @@ def stages(steps: object, values: object, stderr: object = None, level: float = 
     err = None if err is None else err[ok]
     if len(v) < 8 or np.ptp(v) == 0:
         return []
-    fit, u, size = _smooth(s, v, None if err is None else 1 / err**2)
+    # step or log step, whichever fits better: training curves often move on log time even
+    # between evenly spaced checkpoints (on a published LLC series, 500 checkpoints every 100
+    # steps, the spline in step could not follow the fast early rise, its misfit put the noise sd
+    # at 0.72 instead of about 0.2, and no boundary was found). The curvature penalty keeps lines
+    # in the coordinate free: the difference penalty's null space is linear in knot index, and
+    # with it that series' early plateau was missed and a noisy line's slope bent at its ends
+    size = int(np.clip(len(v) // 2, 4, 50))
+    u, _, _, fit = choose_coordinate(s, v, size, None if err is None else 1 / err**2)
     grid = np.linspace(0.0025, 0.9975, 399)  # off the ends, where a one-sided difference is used
     d = derivative_basis(u, size, grid, EVEN_KNOTS)
     slope = d @ fit["coef"]

@@ -254,8 +254,7 @@ def fit_change_points(steps: np.ndarray, values: np.ndarray, *, max_points: int 
     """
     from scipy import stats
 
-    from .noise_models import trend_coordinates
-    from .smooth import bspline_basis, coordinate, curvature_penalty, pspline
+    from .smooth import choose_coordinate, pspline
 
     unknown = set(changes) - {"level", "slope"}
     if unknown or not changes:
@@ -272,10 +271,7 @@ def fit_change_points(steps: np.ndarray, values: np.ndarray, *, max_points: int 
     # that coordinate itself, not in knot index; knots halfway between quantiles and even spacing,
     # so the sparse stretch of a Pythia-style schedule is not left without (a logistic there got
     # a change point in 8 of 10 draws with 1% noise at n = 150)
-    size_basis = int(np.clip(n // 2, 4, 30))
-    nulls = [(u, bspline_basis(u, size_basis, even=0.5), curvature_penalty(u, size_basis, even=0.5))
-             for u in (coordinate(steps), trend_coordinates(steps))]
-    u, base, penalty = min(nulls, key=lambda c: pspline(None, x, base=c[1], penalty=c[2])["gcv"])
+    u, base, penalty, _ = choose_coordinate(steps, x, int(np.clip(n // 2, 4, 30)))
     columns = {"level": lambda k: (index >= k).astype(float), "slope": lambda k: np.maximum(u - u[k], 0.0)}
     candidates = [(k, change) for change in changes for k in range(size, n - size + 1)]
     # level steps alone: restricted likelihood (measured more conservative on smooth curves at the
